@@ -1,0 +1,102 @@
+//! `tortie`: the command-line interface.
+//!
+//! Exit codes: 0 success, 1 failure, 2 usage error (clap's default for bad arguments).
+
+mod manifest;
+mod resources;
+mod selector_cmd;
+mod table;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+/// How long any datastore operation may take before the CLI gives up.
+pub const DATASTORE_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Parser)]
+#[command(name = "tortie", version, about = "tortie: Calico-compatible networking and network policy, in Rust")]
+struct Cli {
+    /// Datastore: file:PATH (default file:/var/lib/tortie/store.db) or etcd://HOST:PORT[,HOST:PORT].
+    /// Also read from TORTIE_DATASTORE, or Calico's DATASTORE_TYPE=etcdv3 + ETCD_ENDPOINTS.
+    #[arg(long, global = true)]
+    datastore: Option<String>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create or replace resources from files, directories or stdin (-f -).
+    Apply(resources::FileArgs),
+    /// Create resources; fails if one already exists.
+    Create(resources::CreateArgs),
+    /// Replace existing resources; fails if one does not exist.
+    Replace(resources::FileArgs),
+    /// Delete resources named in files, or KIND NAME...
+    Delete(resources::DeleteArgs),
+    /// Show resources.
+    Get(resources::GetArgs),
+    /// Add, change or remove labels on a resource.
+    Label(resources::LabelArgs),
+    /// Validate manifests without applying them.
+    Validate(resources::ValidateArgs),
+    /// Work with Calico selector expressions.
+    Selector(SelectorArgs),
+    /// Print the client version.
+    Version,
+}
+
+#[derive(Debug, Args)]
+struct SelectorArgs {
+    #[command(subcommand)]
+    command: SelectorCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum SelectorCommand {
+    /// Parse a selector, print its canonical form and, given labels, whether they match.
+    Check(selector_cmd::CheckArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = rt.block_on(run(cli));
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let ds = cli.datastore.as_deref();
+    match cli.command {
+        Command::Apply(a) => resources::apply(ds, a, resources::Mode::Apply).await,
+        Command::Create(a) => {
+            let mode = if a.skip_exists { resources::Mode::CreateSkipExists } else { resources::Mode::Create };
+            resources::apply(ds, a.files, mode).await
+        }
+        Command::Replace(a) => resources::apply(ds, a, resources::Mode::Replace).await,
+        Command::Delete(a) => resources::delete(ds, a).await,
+        Command::Get(a) => resources::get(ds, a).await,
+        Command::Label(a) => resources::label(ds, a).await,
+        Command::Validate(a) => resources::validate(a),
+        Command::Selector(SelectorArgs { command: SelectorCommand::Check(a) }) => selector_cmd::check(a),
+        Command::Version => {
+            println!("Client Version:    v{}", env!("CARGO_PKG_VERSION"));
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Installs the system packages tortie's build and tests need on Debian 12 (run as root).
+# Idempotent: packages already present are skipped quickly.
+set -euo pipefail
+
+PACKAGES=(
+  build-essential pkg-config ca-certificates curl git
+  protobuf-compiler          # etcd-client's build needs protoc
+  etcd-server etcd-client    # real etcd for the datastore conformance tests
+  iproute2 nftables iptables # kernel networking (namespaced tests)
+  sqlite3                    # inspecting the embedded store by hand
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+
+if ((${#missing[@]})); then
+  if [[ $(id -u) -ne 0 ]]; then
+    echo "install-deps: missing packages: ${missing[*]} (run as root to install them)" >&2
+    exit 1
+  fi
+  echo "install-deps: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q
+  apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+# The Debian etcd package starts a system etcd on 127.0.0.1:2379; tests start their own on
+# free ports, so stop the packaged service if it is running to keep the machine quiet.
+if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet etcd 2>/dev/null; then
+  systemctl stop etcd || true
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "install-deps: cargo not found; install Rust 1.95 or newer (rustup)" >&2
+  exit 1
+fi
+echo "install-deps: ok"
