@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-scripts/install-deps.sh >/dev/null
+scripts/install-deps.sh >/dev/null 2>&1 || scripts/install-deps.sh
 cargo build --quiet --bin tortie
 TORTIE="$PWD/target/debug/tortie"
 WORK="$(mktemp -d)"
@@ -28,7 +28,7 @@ run get globalnetworksets -l 'source == "feed-a" && threat-feed in {"bad"}' -o w
 run selector check 'app == "api" && !has(canary)' --labels app=api,tier=backend
 run selector check 'env not in {"prod"}' --labels '{"team":"web"}' -o json
 fails selector check 'app == "api" &&& tier'
-fails apply -f examples/demo/bad-pool.yaml
+fails apply -f examples/invalid/bad-pool.yaml
 run get ippools
 step "stale write: replace with an old resourceVersion"
 "$TORTIE" get ippool default-ipv4-ippool -o yaml > "$WORK/pool.yaml"

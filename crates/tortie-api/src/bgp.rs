@@ -1,7 +1,6 @@
 //! BGP kinds: BGPConfiguration, BGPPeer and BGPFilter.
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 use crate::error::Errors;
 use crate::kind::Kind;
@@ -118,8 +117,48 @@ fn validate_cidr_list(errs: &mut Errors, field: &str, list: &[CidrEntry]) {
     });
 }
 
+/// `ignoredInterfaces` entries: an interface name, optionally ending in `*`.
+fn is_ignored_interface(s: &str) -> bool {
+    let base = s.strip_suffix('*').unwrap_or(s);
+    !base.is_empty()
+        && base.len() <= 15
+        && base.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+/// BGPFilter `interface` matches: interface names with `*` wildcards.
+fn is_filter_interface(s: &str) -> bool {
+    !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '*'))
+}
+
 impl BGPConfigurationSpec {
+    fn validate_mesh(&self, meta: &ObjectMeta, errs: &mut Errors) {
+        if meta.name != "default" {
+            if self.as_number.is_some() {
+                errs.add("asNumber", self.as_number.map(|a| a.0), "can only be set on the default BGPConfiguration");
+            }
+            if self.node_to_node_mesh_enabled.is_some() {
+                errs.add("nodeToNodeMeshEnabled", self.node_to_node_mesh_enabled, "can only be set on the default BGPConfiguration");
+            }
+        }
+        if self.node_to_node_mesh_enabled == Some(false) {
+            if self.node_mesh_password.is_some() {
+                errs.add("nodeMeshPassword", "secretKeyRef", "requires nodeToNodeMeshEnabled");
+            }
+            if let Some(t) = &self.node_mesh_max_restart_time {
+                errs.add("nodeMeshMaxRestartTime", t, "requires nodeToNodeMeshEnabled");
+            }
+        }
+        for (i, iface) in self.ignored_interfaces.iter().enumerate() {
+            if !is_ignored_interface(iface) {
+                errs.add("ignoredInterfaces", iface, format!("ignoredInterfaces[{i}] is not an interface name (optionally ending in '*')"));
+            }
+        }
+    }
+
     fn validate_communities(&self, errs: &mut Errors) {
+        if !self.communities.is_empty() && self.prefix_advertisements.is_empty() {
+            errs.add("communities", self.communities.len(), "communities are only used by prefixAdvertisements, and there are none");
+        }
         if self.communities.len() > 500 {
             errs.add("communities", self.communities.len(), "at most 500 communities");
         }
@@ -139,6 +178,9 @@ impl BGPConfigurationSpec {
             for (i, p) in self.prefix_advertisements.iter().enumerate() {
                 errs.idx(i, |errs| {
                     validate::strict_cidr(errs, "cidr", &p.cidr);
+                    if p.communities.is_empty() {
+                        errs.missing("communities", "a prefix advertisement needs at least one community");
+                    }
                     for c in &p.communities {
                         let known = self.communities.iter().any(|k| &k.name == c);
                         if !known && !is_community(c) {
@@ -154,7 +196,13 @@ impl BGPConfigurationSpec {
 impl CalicoSpec for BGPConfigurationSpec {
     const KIND: Kind = Kind::BGPConfiguration;
 
-    fn validate(&self, _meta: &ObjectMeta, errs: &mut Errors) {
+    fn apply_defaults(&mut self, _meta: &mut ObjectMeta) {
+        self.log_severity_screen.get_or_insert_with(|| "Info".to_string());
+        self.service_load_balancer_aggregation.get_or_insert_with(|| "Enabled".to_string());
+    }
+
+    fn validate(&self, meta: &ObjectMeta, errs: &mut Errors) {
+        self.validate_mesh(meta, errs);
         if let Some(l) = &self.log_severity_screen {
             validate::one_of(errs, "logSeverityScreen", l, &LOG_LEVELS);
         }
@@ -310,8 +358,35 @@ impl CalicoSpec for BGPPeerSpec {
         if !self.peer_ip.is_empty() && !self.peer_selector.is_empty() {
             errs.add("peerSelector", &self.peer_selector, "peerIP and peerSelector cannot both be set");
         }
-        if !self.peer_ip.is_empty() && parse_peer_ip(&self.peer_ip).is_none() {
-            errs.add("peerIP", &self.peer_ip, "must be an IP, IP:port or [IPv6]:port");
+        let peer = if self.peer_ip.is_empty() { None } else { parse_peer_ip(&self.peer_ip) };
+        if !self.peer_ip.is_empty() && peer.is_none_or(|(_, port)| port == Some(0)) {
+            errs.add("peerIP", &self.peer_ip, "must be an IP, IP:port or [IPv6]:port with a port of 1-65535");
+        }
+        if self.as_number.is_some() && !self.peer_selector.is_empty() {
+            errs.add("asNumber", self.as_number.map(|a| a.0), "cannot be set with peerSelector (the peers' own AS numbers are used)");
+        }
+        if self.keep_original_next_hop == Some(true) && self.next_hop_mode.is_some() {
+            errs.add("nextHopMode", &self.next_hop_mode, "cannot be set together with keepOriginalNextHop");
+        }
+        if !self.local_workload_selector.is_empty() {
+            if !self.peer_ip.is_empty() {
+                errs.add("peerIP", &self.peer_ip, "cannot be set with localWorkloadSelector");
+            }
+            if !self.peer_selector.is_empty() {
+                errs.add("peerSelector", &self.peer_selector, "cannot be set with localWorkloadSelector");
+            }
+            if self.as_number.is_none() {
+                errs.missing("asNumber", "localWorkloadSelector peers need an asNumber");
+            }
+        }
+        if let Some(r) = &self.reachable_by {
+            match (peer, r.parse::<std::net::IpAddr>()) {
+                (None, _) => errs.add("reachableBy", r, "requires peerIP"),
+                (Some((p, _)), Ok(g)) if p.is_ipv4() != g.is_ipv4() => {
+                    errs.add("reachableBy", r, "must be the same IP family as peerIP");
+                }
+                _ => {}
+            }
         }
         for (field, sel) in [
             ("nodeSelector", &self.node_selector),
@@ -353,14 +428,81 @@ pub struct BgpFilterRule {
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub peer_type: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub communities: Option<Value>,
+    pub communities: Option<CommunityMatch>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub as_path_prefix: Option<Vec<i64>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priority: Option<i64>,
     pub action: String,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub operations: Vec<Value>,
+    pub operations: Vec<FilterOperation>,
+}
+
+/// A BGPFilter community match (one value).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CommunityMatch {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub values: Vec<String>,
+}
+
+/// `{value}` of addCommunity.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CommunityValue {
+    pub value: String,
+}
+
+/// `{prefix}` of prependASPath.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AsPathPrepend {
+    #[serde(default)]
+    pub prefix: Vec<AsNumber>,
+}
+
+/// `{value}` of setPriority.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PriorityValue {
+    pub value: i64,
+}
+
+/// One BGPFilter operation: exactly one field is set.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FilterOperation {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub add_community: Option<CommunityValue>,
+    #[serde(default, rename = "prependASPath", skip_serializing_if = "Option::is_none")]
+    pub prepend_as_path: Option<AsPathPrepend>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub set_priority: Option<PriorityValue>,
+}
+
+fn validate_operations(errs: &mut Errors, ops: &[FilterOperation]) {
+    errs.at("operations", |errs| {
+        for (i, op) in ops.iter().enumerate() {
+            errs.idx(i, |errs| {
+                let set = usize::from(op.add_community.is_some())
+                    + usize::from(op.prepend_as_path.is_some())
+                    + usize::from(op.set_priority.is_some());
+                if set != 1 {
+                    errs.add("", set, "operations: each operation sets exactly one of addCommunity, prependASPath, setPriority");
+                }
+                if let Some(c) = &op.add_community
+                    && !is_community(&c.value)
+                {
+                    errs.at("addCommunity", |errs| errs.add("value", &c.value, "must be a community aa:nn or aa:nn:mm"));
+                }
+                if let Some(p) = &op.set_priority
+                    && !(1..=2_147_483_646).contains(&p.value)
+                {
+                    errs.at("setPriority", |errs| errs.add("value", p.value, "must be 1-2147483646"));
+                }
+            });
+        }
+    });
 }
 
 /// BGPFilter spec.
@@ -416,6 +558,25 @@ fn validate_filter_rule(errs: &mut Errors, r: &BgpFilterRule, v4: bool) {
     if !r.peer_type.is_empty() {
         validate::one_of(errs, "peerType", &r.peer_type, &["eBGP", "iBGP"]);
     }
+    if !r.interface.is_empty() && !is_filter_interface(&r.interface) {
+        errs.add("interface", &r.interface, "not a valid interface name or pattern");
+    }
+    if r.prefix_length.is_some() && r.cidr.is_empty() {
+        errs.add("prefixLength", "set", "prefixLength requires a cidr");
+    }
+    if let Some(c) = &r.communities {
+        errs.at("communities", |errs| {
+            if c.values.len() > 1 {
+                errs.add("values", &c.values, "at most one community value may be matched");
+            }
+            for v in &c.values {
+                if !is_community(v) {
+                    errs.add("values", v, "must be a community aa:nn or aa:nn:mm");
+                }
+            }
+        });
+    }
+    validate_operations(errs, &r.operations);
     if !r.operations.is_empty() && r.action != "Accept" {
         errs.add("operations", r.operations.len(), "operations are allowed only with action Accept");
     }

@@ -14,6 +14,7 @@ use crate::validate;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct EndpointPort {
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub name: String,
     pub protocol: Protocol,
     pub port: u16,
@@ -27,7 +28,9 @@ fn validate_ports(errs: &mut Errors, ports: &[EndpointPort]) {
     errs.at("ports", |errs| {
         for (i, p) in ports.iter().enumerate() {
             errs.idx(i, |errs| {
-                if !is_port_name(&p.name) {
+                if p.name.is_empty() && p.host_port.is_none() {
+                    errs.missing("name", "a port needs a name (or a hostPort)");
+                } else if !p.name.is_empty() && !is_port_name(&p.name) {
                     errs.add("name", &p.name, "must be a port name (1-15 of a-z, 0-9, '-')");
                 }
                 if !p.protocol.supports_ports() {
@@ -65,7 +68,8 @@ pub struct NetworkSetSpec {
 impl CalicoSpec for NetworkSetSpec {
     const KIND: Kind = Kind::NetworkSet;
 
-    fn validate(&self, _meta: &ObjectMeta, errs: &mut Errors) {
+    fn validate(&self, meta: &ObjectMeta, errs: &mut Errors) {
+        validate::no_reserved_labels(errs, &meta.labels);
         validate_nets(errs, "nets", &self.nets);
     }
 }
@@ -81,7 +85,8 @@ pub struct GlobalNetworkSetSpec {
 impl CalicoSpec for GlobalNetworkSetSpec {
     const KIND: Kind = Kind::GlobalNetworkSet;
 
-    fn validate(&self, _meta: &ObjectMeta, errs: &mut Errors) {
+    fn validate(&self, meta: &ObjectMeta, errs: &mut Errors) {
+        validate::no_reserved_labels(errs, &meta.labels);
         validate_nets(errs, "nets", &self.nets);
     }
 }
@@ -183,10 +188,86 @@ pub struct WorkloadEndpointSpec {
     pub qos_controls: Option<Value>,
 }
 
+/// Escapes one WorkloadEndpoint name segment: every `-` is doubled.
+fn escape_segment(s: &str) -> String {
+    s.replace('-', "--")
+}
+
+impl WorkloadEndpointSpec {
+    /// Calico's WorkloadEndpoint name: `<node>-<orch>-<workload>-<endpoint>` with every '-'
+    /// inside a segment doubled (`k8s` uses the pod, `cni` the container ID).
+    pub fn expected_name(&self) -> Option<String> {
+        if self.node.is_empty() || self.orchestrator.is_empty() || self.endpoint.is_empty() {
+            return None;
+        }
+        let workload = match self.orchestrator.as_str() {
+            "k8s" => &self.pod,
+            "cni" => &self.container_id,
+            _ => &self.workload,
+        };
+        if workload.is_empty() {
+            return None;
+        }
+        Some(
+            [&self.node, &self.orchestrator, workload, &self.endpoint]
+                .iter()
+                .map(|s| escape_segment(s))
+                .collect::<Vec<_>>()
+                .join("-"),
+        )
+    }
+
+    fn validate_nats(&self, errs: &mut Errors) {
+        let nets: Vec<ipnet::IpNet> = self.ip_networks.iter().filter_map(|n| validate::parse_cidr(n)).collect();
+        errs.at("ipNATs", |errs| {
+            for (i, n) in self.ip_nats.iter().enumerate() {
+                errs.idx(i, |errs| {
+                    let int = validate::ip(errs, "internalIP", &n.internal_ip);
+                    let ext = validate::ip(errs, "externalIP", &n.external_ip);
+                    if let (Some(int), Some(ext)) = (int, ext) {
+                        if int.is_ipv4() != ext.is_ipv4() {
+                            errs.add("externalIP", &n.external_ip, "must be the same IP family as internalIP");
+                        }
+                        if !nets.iter().any(|net| net.contains(&int)) {
+                            errs.add("internalIP", &n.internal_ip, "must be one of the endpoint's ipNetworks (ipNATs)");
+                        }
+                    }
+                });
+            }
+        });
+    }
+}
+
+/// Label carrying an endpoint's namespace.
+pub const NAMESPACE_LABEL: &str = "projectcalico.org/namespace";
+/// Label carrying an endpoint's orchestrator.
+pub const ORCHESTRATOR_LABEL: &str = "projectcalico.org/orchestrator";
+
 impl CalicoSpec for WorkloadEndpointSpec {
     const KIND: Kind = Kind::WorkloadEndpoint;
 
-    fn validate(&self, _meta: &ObjectMeta, errs: &mut Errors) {
+    fn apply_defaults(&mut self, meta: &mut ObjectMeta) {
+        if let Some(ns) = &meta.namespace {
+            meta.labels.insert(NAMESPACE_LABEL.to_string(), ns.clone());
+        }
+        if !self.orchestrator.is_empty() {
+            meta.labels.insert(ORCHESTRATOR_LABEL.to_string(), self.orchestrator.clone());
+        }
+    }
+
+    fn validate(&self, meta: &ObjectMeta, errs: &mut Errors) {
+        if let Some(expected) = self.expected_name()
+            && meta.name != expected
+        {
+            errs.add_abs("metadata.name", &meta.name, format!("does not match the endpoint's identifiers; expected {expected:?}"));
+        }
+        let id_ok = self.container_id.is_empty()
+            || (self.container_id.starts_with(|c: char| c.is_ascii_alphanumeric())
+                && self.container_id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_')));
+        if !id_ok {
+            errs.add("containerID", &self.container_id, "must start with a letter or digit and contain only letters, digits, '-' and '_'");
+        }
+        self.validate_nats(errs);
         if !self.node.is_empty() {
             validate::dns1123_subdomain(errs, "node", &self.node);
         }
@@ -198,14 +279,6 @@ impl CalicoSpec for WorkloadEndpointSpec {
                     {
                         errs.add("", n, "workload networks must be /32 (IPv4) or /128 (IPv6)");
                     }
-                });
-            }
-        });
-        errs.at("ipNATs", |errs| {
-            for (i, n) in self.ip_nats.iter().enumerate() {
-                errs.idx(i, |errs| {
-                    validate::ip(errs, "internalIP", &n.internal_ip);
-                    validate::ip(errs, "externalIP", &n.external_ip);
                 });
             }
         });
@@ -303,7 +376,19 @@ impl CalicoSpec for NodeSpec {
     const KIND: Kind = Kind::Node;
 
     fn validate(&self, _meta: &ObjectMeta, errs: &mut Errors) {
+        if let Some(wg) = &self.wireguard {
+            errs.at("wireguard", |errs| {
+                for (field, v) in [("interfaceIPv4Address", &wg.interface_ipv4_address), ("interfaceIPv6Address", &wg.interface_ipv6_address)] {
+                    if !v.is_empty() {
+                        validate::ip(errs, field, v);
+                    }
+                }
+            });
+        }
         if let Some(bgp) = &self.bgp {
+            if bgp.ipv4_address.is_empty() && bgp.ipv6_address.is_empty() {
+                errs.missing("bgp", "bgp needs ipv4Address or ipv6Address");
+            }
             errs.at("bgp", |errs| {
                 for (field, v, want_v4) in [
                     ("ipv4Address", &bgp.ipv4_address, true),

@@ -77,6 +77,15 @@ impl Errors {
         });
     }
 
+    /// Records an error at an absolute path (ignoring the current position).
+    pub fn add_abs(&mut self, path: &str, value: impl fmt::Debug, reason: impl Into<String>) {
+        self.errors.push(FieldError {
+            path: path.to_string(),
+            value: format!("{value:?}"),
+            reason: reason.into(),
+        });
+    }
+
     /// Records an error with no value (a missing or conflicting field).
     pub fn missing(&mut self, field: &str, reason: impl Into<String>) {
         self.errors.push(FieldError {

@@ -108,10 +108,35 @@ fn reserved_overlap(net: &IpNet) -> Option<&'static str> {
     loopback.then_some("the loopback range")
 }
 
+impl IPPoolSpec {
+    fn validate_load_balancer(&self, errs: &mut Errors, ipip: EncapMode, vxlan: EncapMode) {
+        if self.allowed_uses.len() > 1 {
+            errs.add("allowedUses", &self.allowed_uses, "LoadBalancer cannot be combined with other uses");
+        }
+        if ipip != EncapMode::Never {
+            errs.add("ipipMode", ipip, "LoadBalancer pools cannot use IPIP");
+        }
+        if vxlan != EncapMode::Never {
+            errs.add("vxlanMode", vxlan, "LoadBalancer pools cannot use VXLAN");
+        }
+        if self.disable_bgp_export {
+            errs.add("disableBGPExport", true, "LoadBalancer pools must be exported over BGP");
+        }
+        if !self.node_selector.is_empty() && self.node_selector.trim() != "all()" {
+            errs.add("nodeSelector", &self.node_selector, "LoadBalancer pools must use nodeSelector all()");
+        }
+    }
+}
+
 impl CalicoSpec for IPPoolSpec {
     const KIND: Kind = Kind::IPPool;
 
     fn apply_defaults(&mut self, _meta: &mut ObjectMeta) {
+        if let Some(net) = self.net()
+            && net.addr() == net.network()
+        {
+            self.cidr = net.to_string();
+        }
         if self.block_size.is_none()
             && let Some(net) = self.net()
         {
@@ -175,19 +200,19 @@ impl CalicoSpec for IPPoolSpec {
         {
             errs.at("ipip", |errs| validate::one_of(errs, "mode", m, &["always", "cross-subnet"]));
         }
-        if !self.node_selector.is_empty() {
-            validate::selector(errs, "nodeSelector", &self.node_selector);
+        for (field, sel) in [("nodeSelector", &self.node_selector), ("namespaceSelector", &self.namespace_selector)] {
+            if !sel.is_empty() {
+                validate::selector(errs, field, sel);
+                if sel.contains("global()") {
+                    errs.add(field, sel, "global() is not valid here");
+                }
+            }
         }
-        if !self.namespace_selector.is_empty() {
-            validate::selector(errs, "namespaceSelector", &self.namespace_selector);
+        if !self.namespace_selector.is_empty() && self.allowed_uses.contains(&AllowedUse::Tunnel) {
+            errs.add("namespaceSelector", &self.namespace_selector, "a pool with allowedUse Tunnel cannot have a namespaceSelector");
         }
         if self.allowed_uses.contains(&AllowedUse::LoadBalancer) {
-            if self.allowed_uses.len() > 1 {
-                errs.add("allowedUses", &self.allowed_uses, "LoadBalancer cannot be combined with other uses");
-            }
-            if ipip != EncapMode::Never || vxlan != EncapMode::Never {
-                errs.add("allowedUses", &self.allowed_uses, "LoadBalancer pools cannot use IPIP or VXLAN");
-            }
+            self.validate_load_balancer(errs, ipip, vxlan);
         }
     }
 }
@@ -245,6 +270,11 @@ impl CalicoSpec for IPAMConfigurationSpec {
             && m < 0
         {
             errs.add("maxBlocksPerHost", m, "must be 0 (meaning 20) or more");
+        }
+        if let Some(m) = self.max_blocks_per_host
+            && m > 1_000_000
+        {
+            errs.add("maxBlocksPerHost", m, "must be at most 1000000");
         }
         if !self.strict_affinity && self.auto_allocate_blocks == Some(false) {
             errs.add("autoAllocateBlocks", false, "must be true unless strictAffinity is true");

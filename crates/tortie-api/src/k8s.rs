@@ -222,6 +222,11 @@ fn validate_k8s_rules(errs: &mut Errors, field: &str, peers_field: &str, rules: 
 impl K8sNetworkPolicySpec {
     /// Kubernetes defaults `policyTypes` like Calico: Ingress, plus Egress when egress rules exist.
     pub fn apply_defaults(&mut self, _meta: &mut ObjectMeta) {
+        for rule in self.ingress.iter_mut().chain(self.egress.iter_mut()) {
+            for p in &mut rule.ports {
+                p.protocol.get_or_insert_with(|| "TCP".to_string());
+            }
+        }
         if self.policy_types.is_empty() {
             self.policy_types.push(PolicyType::Ingress);
             if !self.egress.is_empty() {
@@ -234,6 +239,10 @@ impl K8sNetworkPolicySpec {
     pub fn validate_spec(&self, _meta: &ObjectMeta, errs: &mut Errors, staged: bool) {
         if !staged && let Some(a) = self.staged_action {
             errs.add("stagedAction", a, "stagedAction is only valid on StagedKubernetesNetworkPolicy");
+        }
+        let others = self.pod_selector != LabelSelector::default() || !self.ingress.is_empty() || !self.egress.is_empty();
+        if staged && self.staged_action == Some(StagedAction::Delete) && others {
+            errs.add("stagedAction", "Delete", "a Delete staged policy must not set podSelector or rules");
         }
         errs.at("podSelector", |errs| self.pod_selector.validate(errs));
         validate_k8s_rules(errs, "ingress", "from", &self.ingress);

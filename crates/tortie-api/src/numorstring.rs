@@ -11,7 +11,7 @@ pub enum Protocol {
     Number(u8),
 }
 
-/// Protocol names Calico accepts (case-sensitive canonical forms, lower-case also accepted).
+/// Protocol names Calico accepts (case-sensitive).
 pub const PROTOCOL_NAMES: [&str; 6] = ["TCP", "UDP", "ICMP", "ICMPv6", "SCTP", "UDPLite"];
 
 impl Protocol {
@@ -39,10 +39,7 @@ impl Protocol {
     pub fn is_valid(&self) -> bool {
         match self {
             Protocol::Number(n) => *n >= 1,
-            Protocol::Name(s) => {
-                PROTOCOL_NAMES.contains(&s.as_str())
-                    || PROTOCOL_NAMES.iter().any(|p| p.to_ascii_lowercase() == *s)
-            }
+            Protocol::Name(s) => PROTOCOL_NAMES.contains(&s.as_str()),
         }
     }
 }

@@ -64,7 +64,8 @@ struct SpecManifest<S> {
 
 /// Decodes `{apiVersion, kind, metadata, spec, status}` from YAML text.
 pub fn spec_from_yaml<S: DeserializeOwned + Default>(text: &str) -> Result<(ObjectMeta, S, Option<Value>), FieldError> {
-    match serde_saphyr::from_str::<PathTracked<SpecManifest<S>>>(text) {
+    let options = serde_saphyr::options! { strict_booleans: true };
+    match serde_saphyr::from_str_with_options::<PathTracked<SpecManifest<S>>>(text, options) {
         Ok(PathTracked(m)) => Ok((m.metadata, m.spec.unwrap_or_default(), m.status)),
         Err(e) => Err(FieldError {
             path: String::new(),

@@ -149,9 +149,6 @@ fn validate_icmp(errs: &mut Errors, field: &str, icmp: &IcmpFields, proto: Optio
         errs.add(field, format!("{icmp:?}"), "ICMP matches require protocol ICMP or ICMPv6");
     }
     match (proto_num, ipv) {
-        (Some(1), Some(6)) | (Some(58), Some(4)) => {
-            errs.add("ipVersion", ipv, "does not match the ICMP protocol version");
-        }
         _ => {}
     }
     errs.at(field, |errs| {
@@ -185,6 +182,13 @@ fn validate_rule(errs: &mut Errors, r: &Rule, dir: Direction) {
             errs.add(field, p.to_string(), "must be TCP, UDP, ICMP, ICMPv6, SCTP, UDPLite or 1-255");
         }
     }
+    for p in [&r.protocol, &r.not_protocol].into_iter().flatten() {
+        match (p.number(), r.ip_version) {
+            (Some(1), Some(6)) => errs.add("ipVersion", 6, format!("protocol {p} is IPv4-only")),
+            (Some(58), Some(4)) => errs.add("ipVersion", 4, format!("protocol {p} is IPv6-only")),
+            _ => {}
+        }
+    }
     if let Some(icmp) = &r.icmp {
         validate_icmp(errs, "icmp", icmp, r.protocol.as_ref(), r.ip_version);
     }
@@ -195,7 +199,39 @@ fn validate_rule(errs: &mut Errors, r: &Rule, dir: Direction) {
     errs.at("source", |errs| validate_entity(errs, &r.source, r, &mut family, dir, true));
     errs.at("destination", |errs| validate_entity(errs, &r.destination, r, &mut family, dir, false));
     if let Some(http) = &r.http {
+        validate_http(errs, http, r, dir);
+    }
+    if let Some(m) = &r.metadata {
+        errs.at("metadata", |errs| {
+            errs.at("annotations", |errs| {
+                for k in m.annotations.keys() {
+                    validate::label_key(errs, k);
+                }
+            })
+        });
+    }
+}
+
+fn validate_http(errs: &mut Errors, http: &HttpMatch, r: &Rule, dir: Direction) {
+    if r.action != Action::Allow {
+        errs.add("http", format!("{:?}", r.action), "HTTP matches are allowed only on Allow rules");
+    }
+    if dir == Direction::Egress {
+        errs.add("http", "egress", "HTTP matches are allowed only on ingress rules");
+    }
+    if let Some(p) = &r.protocol
+        && p.number() != Some(6)
+    {
+        errs.add("http", p.to_string(), "HTTP matches require protocol TCP (or none)");
+    }
+    {
         errs.at("http", |errs| {
+            let mut seen = std::collections::BTreeSet::new();
+            for m in &http.methods {
+                if !seen.insert(m) {
+                    errs.add("methods", m, "duplicate HTTP method");
+                }
+            }
             if http.methods.len() > 20 {
                 errs.add("methods", http.methods.len(), "at most 20 methods");
             }
@@ -204,8 +240,13 @@ fn validate_rule(errs: &mut Errors, r: &Rule, dir: Direction) {
             }
             for (i, p) in http.paths.iter().enumerate() {
                 let ok = p.len() == 1 && (p.contains_key("exact") || p.contains_key("prefix"));
+                let good_path = p.values().all(|v| {
+                    v.starts_with('/') && !v.contains(['?', '#']) && !v.contains(char::is_whitespace)
+                });
                 if !ok {
-                    errs.idx(i, |errs| errs.add("paths", p, "each path needs exactly one of exact or prefix"));
+                    errs.add("paths", p, format!("paths[{i}] needs exactly one of exact or prefix"));
+                } else if !good_path {
+                    errs.add("paths", p, format!("paths[{i}] must start with '/' and contain no query, fragment or spaces"));
                 }
             }
         });
@@ -244,6 +285,11 @@ fn validate_ports(errs: &mut Errors, field: &str, ports: &[Port], r: &Rule) {
             "numeric ports require protocol TCP, UDP, SCTP or UDPLite",
         );
     }
+    for p in ports {
+        if let Port::Range { min: 0, .. } = p {
+            errs.add(field, p.to_string(), "port 0 is not allowed");
+        }
+    }
     if ports.len() > 50 {
         errs.add(field, ports.len(), "at most 50 ports");
     }
@@ -277,6 +323,11 @@ fn validate_entity(
             validate::selector(errs, field, sel);
         }
     }
+    for (field, sel) in [("selector", &e.selector), ("notSelector", &e.not_selector)] {
+        if sel.contains("global()") {
+            errs.add(field, sel, "global() is only valid as a whole namespaceSelector");
+        }
+    }
     if e.namespace_selector.contains("global()") && e.namespace_selector.trim() != "global()" {
         errs.add("namespaceSelector", &e.namespace_selector, "global() must be the whole namespaceSelector");
     }
@@ -301,18 +352,25 @@ fn validate_entity(
                 errs.missing("namespace", "a service match needs a namespace");
             }
         });
-        let mixed = !e.selector.is_empty()
-            || !e.not_selector.is_empty()
-            || !e.namespace_selector.is_empty()
-            || !e.nets.is_empty()
-            || !e.not_nets.is_empty()
-            || e.service_accounts.is_some();
-        if mixed {
-            errs.add("services", &svc.name, "services cannot be combined with selectors, nets or serviceAccounts");
+        let conflicts = [
+            ("selector", !e.selector.is_empty()),
+            ("notSelector", !e.not_selector.is_empty()),
+            ("namespaceSelector", !e.namespace_selector.is_empty()),
+            ("nets", !e.nets.is_empty()),
+            ("notNets", !e.not_nets.is_empty()),
+            ("serviceAccounts", e.service_accounts.is_some()),
+            ("notPorts", !e.not_ports.is_empty()),
+            ("ports", !e.ports.is_empty() && !is_source),
+        ];
+        for (field, set) in conflicts {
+            if set {
+                errs.add(field, &svc.name, "cannot be combined with services");
+            }
         }
-        let has_ports = !e.ports.is_empty() || !e.not_ports.is_empty();
-        if has_ports && !(is_source && dir == Direction::Ingress) {
-            errs.add("services", &svc.name, "ports may be combined with services only in ingress source rules");
+        match (dir, is_source) {
+            (Direction::Egress, true) => errs.add("services", &svc.name, "egress rules may match services only in destination"),
+            (Direction::Ingress, false) => errs.add("services", &svc.name, "ingress rules may match services only in source"),
+            _ => {}
         }
     }
 }

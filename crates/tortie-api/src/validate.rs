@@ -25,11 +25,12 @@ impl NameRule {
             NameRule::Profile => {
                 let ok = !name.is_empty()
                     && name.len() <= 253
+                    && name.starts_with(|c: char| c.is_ascii_alphanumeric())
                     && name
                         .chars()
                         .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
                 if !ok {
-                    errs.add(field, name, "must consist of letters, digits, '_', '.' or '-'");
+                    errs.add(field, name, "must start with a letter or digit and consist of letters, digits, '_', '.' or '-'");
                 }
             }
         }
@@ -269,5 +270,21 @@ mod tests {
         label_key(&mut e, "bad key");
         label_key(&mut e, "Bad_/x");
         assert_eq!(e.into_vec().len(), 2);
+    }
+}
+
+/// Label keys Calico sets itself; users may not set them on network sets.
+pub const RESERVED_LABELS: [&str; 3] = [
+    "projectcalico.org/namespace",
+    "projectcalico.org/orchestrator",
+    "projectcalico.org/serviceaccount",
+];
+
+/// Rejects reserved label keys in `labels` (reported at `metadata.labels`).
+pub fn no_reserved_labels(errs: &mut Errors, labels: &std::collections::BTreeMap<String, String>) {
+    for k in labels.keys() {
+        if RESERVED_LABELS.contains(&k.as_str()) {
+            errs.add_abs("metadata.labels", k, "this label is reserved for Calico's own use");
+        }
     }
 }

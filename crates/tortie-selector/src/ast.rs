@@ -104,15 +104,15 @@ impl Expr {
             Expr::Has { label } => labels.get(label).is_some(),
             Expr::Eq { label, value } => labels.get(label) == Some(value.as_str()),
             Expr::Ne { label, value } => labels.get(label) != Some(value.as_str()),
-            Expr::Contains { label, value } => {
-                labels.get(label).is_some_and(|v| v.contains(value.as_str()))
-            }
-            Expr::StartsWith { label, value } => {
-                labels.get(label).is_some_and(|v| v.starts_with(value.as_str()))
-            }
-            Expr::EndsWith { label, value } => {
-                labels.get(label).is_some_and(|v| v.ends_with(value.as_str()))
-            }
+            Expr::Contains { label, value } => labels
+                .get(label)
+                .is_some_and(|v| v.contains(value.as_str())),
+            Expr::StartsWith { label, value } => labels
+                .get(label)
+                .is_some_and(|v| v.starts_with(value.as_str())),
+            Expr::EndsWith { label, value } => labels
+                .get(label)
+                .is_some_and(|v| v.ends_with(value.as_str())),
             Expr::In { label, values } => labels.get(label).is_some_and(|v| values.contains(v)),
             Expr::NotIn { label, values } => !labels.get(label).is_some_and(|v| values.contains(v)),
             Expr::Not(inner) => !inner.evaluate(labels),

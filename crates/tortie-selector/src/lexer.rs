@@ -284,7 +284,11 @@ impl<'a> Lexer<'a> {
 
     fn identifier(&mut self) -> Result<&'a str, ParseError> {
         let start = self.pos;
-        let len = self.rest().iter().take_while(|&&b| is_label_byte(b)).count();
+        let len = self
+            .rest()
+            .iter()
+            .take_while(|&&b| is_label_byte(b))
+            .count();
         if len == 0 {
             return Err(self.err(start, ParseErrorKind::ExpectedLabel));
         }

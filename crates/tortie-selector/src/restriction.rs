@@ -47,7 +47,9 @@ pub type LabelRestrictions = BTreeMap<String, LabelRestriction>;
 /// Computes the label restrictions of `expr`.
 pub fn label_restrictions(expr: &Expr) -> LabelRestrictions {
     match expr {
-        Expr::Eq { label, value } => single(label, true, false, Some(BTreeSet::from([value.clone()]))),
+        Expr::Eq { label, value } => {
+            single(label, true, false, Some(BTreeSet::from([value.clone()])))
+        }
         Expr::In { label, values } => single(label, true, false, Some(values.clone())),
         Expr::Has { label }
         | Expr::Contains { label, .. }
@@ -59,9 +61,7 @@ pub fn label_restrictions(expr: &Expr) -> LabelRestrictions {
         },
         Expr::And(ops) => and_restrictions(ops),
         Expr::Or(ops) => or_restrictions(ops),
-        Expr::All | Expr::Global | Expr::Ne { .. } | Expr::NotIn { .. } => {
-            LabelRestrictions::new()
-        }
+        Expr::All | Expr::Global | Expr::Ne { .. } | Expr::NotIn { .. } => LabelRestrictions::new(),
     }
 }
 

@@ -30,20 +30,62 @@ fn calico_tokenizer_table() {
         (r#"a=="b""#, Some(vec![Label("a"), Eq, Str("b"), Eof])),
         (r#"a!="b""#, Some(vec![Label("a"), Ne, Str("b"), Eof])),
         (r#"a != "b""#, Some(vec![Label("a"), Ne, Str("b"), Eof])),
-        (r#"(a=="b")"#, Some(vec![LParen, Label("a"), Eq, Str("b"), RParen, Eof])),
-        (r#"label == "value""#, Some(vec![Label("label"), Eq, Str("value"), Eof])),
-        (r#"label contains "value""#, Some(vec![Label("label"), Contains, Str("value"), Eof])),
-        (r#"contains contains "contains""#, Some(vec![Label("contains"), Contains, Str("contains"), Eof])),
-        ("contains contains 'contains'", Some(vec![Label("contains"), Contains, Str("contains"), Eof])),
-        (r#"label contains"value""#, Some(vec![Label("label"), Contains, Str("value"), Eof])),
-        (r#"label startswith "value""#, Some(vec![Label("label"), StartsWith, Str("value"), Eof])),
-        (r#"label endswith "value""#, Some(vec![Label("label"), EndsWith, Str("value"), Eof])),
-        (r#"label starts with "value""#, Some(vec![Label("label"), StartsWith, Str("value"), Eof])),
-        (r#"startswith starts with "value""#, Some(vec![Label("startswith"), StartsWith, Str("value"), Eof])),
-        (r#"label ends with "value""#, Some(vec![Label("label"), EndsWith, Str("value"), Eof])),
-        (r#"endswith ends with "value""#, Some(vec![Label("endswith"), EndsWith, Str("value"), Eof])),
-        (r#"label starts  with "value""#, Some(vec![Label("label"), StartsWith, Str("value"), Eof])),
-        (r#"label ends  with "value""#, Some(vec![Label("label"), EndsWith, Str("value"), Eof])),
+        (
+            r#"(a=="b")"#,
+            Some(vec![LParen, Label("a"), Eq, Str("b"), RParen, Eof]),
+        ),
+        (
+            r#"label == "value""#,
+            Some(vec![Label("label"), Eq, Str("value"), Eof]),
+        ),
+        (
+            r#"label contains "value""#,
+            Some(vec![Label("label"), Contains, Str("value"), Eof]),
+        ),
+        (
+            r#"contains contains "contains""#,
+            Some(vec![Label("contains"), Contains, Str("contains"), Eof]),
+        ),
+        (
+            "contains contains 'contains'",
+            Some(vec![Label("contains"), Contains, Str("contains"), Eof]),
+        ),
+        (
+            r#"label contains"value""#,
+            Some(vec![Label("label"), Contains, Str("value"), Eof]),
+        ),
+        (
+            r#"label startswith "value""#,
+            Some(vec![Label("label"), StartsWith, Str("value"), Eof]),
+        ),
+        (
+            r#"label endswith "value""#,
+            Some(vec![Label("label"), EndsWith, Str("value"), Eof]),
+        ),
+        (
+            r#"label starts with "value""#,
+            Some(vec![Label("label"), StartsWith, Str("value"), Eof]),
+        ),
+        (
+            r#"startswith starts with "value""#,
+            Some(vec![Label("startswith"), StartsWith, Str("value"), Eof]),
+        ),
+        (
+            r#"label ends with "value""#,
+            Some(vec![Label("label"), EndsWith, Str("value"), Eof]),
+        ),
+        (
+            r#"endswith ends with "value""#,
+            Some(vec![Label("endswith"), EndsWith, Str("value"), Eof]),
+        ),
+        (
+            r#"label starts  with "value""#,
+            Some(vec![Label("label"), StartsWith, Str("value"), Eof]),
+        ),
+        (
+            r#"label ends  with "value""#,
+            Some(vec![Label("label"), EndsWith, Str("value"), Eof]),
+        ),
         (&in512, Some(vec![Label(&a512), Eq, Str("value"), Eof])),
         (r#"label == "value"#, None),
         ("label == 'value", None),
@@ -62,11 +104,29 @@ fn calico_tokenizer_table() {
         (r#"label squiggles "value""#, None),
         (
             r#"a not in "bar" && !has(foo) || b in c"#,
-            Some(vec![Label("a"), NotIn, Str("bar"), And, Not, Has("foo"), Or, Label("b"), In, Label("c"), Eof]),
+            Some(vec![
+                Label("a"),
+                NotIn,
+                Str("bar"),
+                And,
+                Not,
+                Has("foo"),
+                Or,
+                Label("b"),
+                In,
+                Label("c"),
+                Eof,
+            ]),
         ),
         ("has(calico/k8s_ns)", Some(vec![Has("calico/k8s_ns"), Eof])),
-        ("has(calico/k8s_ns/role)", Some(vec![Has("calico/k8s_ns/role"), Eof])),
-        ("has(calico/k8s_NS-.1/role)", Some(vec![Has("calico/k8s_NS-.1/role"), Eof])),
+        (
+            "has(calico/k8s_ns/role)",
+            Some(vec![Has("calico/k8s_ns/role"), Eof]),
+        ),
+        (
+            "has(calico/k8s_NS-.1/role)",
+            Some(vec![Has("calico/k8s_NS-.1/role"), Eof]),
+        ),
         (
             r#"calico/k8s_ns == "kube-system" && k8s-app == "kube-dns""#,
             Some(vec![
@@ -82,17 +142,56 @@ fn calico_tokenizer_table() {
         ),
         (
             r#"a  not  in  "bar"  &&  ! has( foo )  ||  b  in  c "#,
-            Some(vec![Label("a"), NotIn, Str("bar"), And, Not, Has("foo"), Or, Label("b"), In, Label("c"), Eof]),
+            Some(vec![
+                Label("a"),
+                NotIn,
+                Str("bar"),
+                And,
+                Not,
+                Has("foo"),
+                Or,
+                Label("b"),
+                In,
+                Label("c"),
+                Eof,
+            ]),
         ),
         (
             r#"a notin"bar"&&!has(foo)||b in"c""#,
-            Some(vec![Label("a"), NotIn, Str("bar"), And, Not, Has("foo"), Or, Label("b"), In, Str("c"), Eof]),
+            Some(vec![
+                Label("a"),
+                NotIn,
+                Str("bar"),
+                And,
+                Not,
+                Has("foo"),
+                Or,
+                Label("b"),
+                In,
+                Str("c"),
+                Eof,
+            ]),
         ),
-        ("a not in {}", Some(vec![Label("a"), NotIn, LBrace, RBrace, Eof])),
-        (r#"a not in {"a"}"#, Some(vec![Label("a"), NotIn, LBrace, Str("a"), RBrace, Eof])),
+        (
+            "a not in {}",
+            Some(vec![Label("a"), NotIn, LBrace, RBrace, Eof]),
+        ),
+        (
+            r#"a not in {"a"}"#,
+            Some(vec![Label("a"), NotIn, LBrace, Str("a"), RBrace, Eof]),
+        ),
         (
             r#"a not in {"a","B"}"#,
-            Some(vec![Label("a"), NotIn, LBrace, Str("a"), Comma, Str("B"), RBrace, Eof]),
+            Some(vec![
+                Label("a"),
+                NotIn,
+                LBrace,
+                Str("a"),
+                Comma,
+                Str("B"),
+                RBrace,
+                Eof,
+            ]),
         ),
         ("global()", Some(vec![Global, Eof])),
         ("global( )", Some(vec![Global, Eof])),
@@ -157,7 +256,13 @@ fn multi_word_operators_and_word_boundaries() {
     ] {
         assert!(Selector::parse(ok).is_ok(), "{ok:?}");
     }
-    for bad in ["a notinx {}", "a containsx 'x'", "a in.x {}", "a starts with-'x'", "has (a)"] {
+    for bad in [
+        "a notinx {}",
+        "a containsx 'x'",
+        "a in.x {}",
+        "a starts with-'x'",
+        "has (a)",
+    ] {
         assert!(Selector::parse(bad).is_err(), "{bad:?}");
     }
 }
@@ -176,7 +281,11 @@ fn sets_allow_empty_and_trailing_comma() {
     let empty = Selector::parse("a in {}").expect("parses");
     assert_eq!(empty.canonical(), "a in {}");
     assert!(!empty.evaluate(&labels(&[("a", "x")])));
-    assert!(Selector::parse("a not in {}").expect("p").evaluate(&labels(&[])));
+    assert!(
+        Selector::parse("a not in {}")
+            .expect("p")
+            .evaluate(&labels(&[]))
+    );
     assert!(Selector::parse("a in {,}").is_err());
     assert!(Selector::parse("a in {'x',,}").is_err());
 }
@@ -186,9 +295,18 @@ fn canonical_quoting_and_grouping() {
     let cases = [
         (r#"a == 'say "hi"'"#, r#"a == 'say "hi"'"#),
         ("a in {'\"', \"'\"}", r#"a in {'"', "'"}"#),
-        ("a == 'x' && (b == 'y' || has(c))", r#"(a == "x" && (b == "y" || has(c)))"#),
-        ("a == 'x' && b == 'y' && c == 'z'", r#"(a == "x" && b == "y" && c == "z")"#),
-        ("(a == 'x' && b == 'y') && c == 'z'", r#"((a == "x" && b == "y") && c == "z")"#),
+        (
+            "a == 'x' && (b == 'y' || has(c))",
+            r#"(a == "x" && (b == "y" || has(c)))"#,
+        ),
+        (
+            "a == 'x' && b == 'y' && c == 'z'",
+            r#"(a == "x" && b == "y" && c == "z")"#,
+        ),
+        (
+            "(a == 'x' && b == 'y') && c == 'z'",
+            r#"((a == "x" && b == "y") && c == "z")"#,
+        ),
         ("!(a == 'x')", r#"!a == "x""#),
         ("!!(a == 'x')", r#"a == "x""#),
         ("!(!has(a))", "!!has(a)"),
@@ -197,7 +315,11 @@ fn canonical_quoting_and_grouping() {
         ("a == ''", r#"a == """#),
     ];
     for (input, want) in cases {
-        assert_eq!(Selector::parse(input).expect(input).canonical(), want, "{input:?}");
+        assert_eq!(
+            Selector::parse(input).expect(input).canonical(),
+            want,
+            "{input:?}"
+        );
     }
 }
 
@@ -208,7 +330,9 @@ fn double_negation_through_parens_is_kept_like_calico() {
     let sel = Selector::parse("!(!has(a))").expect("parses");
     assert_eq!(
         sel.expr(),
-        &Expr::Not(Box::new(Expr::Not(Box::new(Expr::Has { label: "a".into() }))))
+        &Expr::Not(Box::new(Expr::Not(Box::new(Expr::Has {
+            label: "a".into()
+        }))))
     );
     let again = Selector::parse(sel.canonical()).expect("parses");
     assert_eq!(again.canonical(), "has(a)");
@@ -248,9 +372,17 @@ fn hand_built_edge_cases_render_and_evaluate() {
 
 #[test]
 fn nesting_limit() {
-    let ok = format!("{}has(a){}", "(".repeat(MAX_NESTING_DEPTH), ")".repeat(MAX_NESTING_DEPTH));
+    let ok = format!(
+        "{}has(a){}",
+        "(".repeat(MAX_NESTING_DEPTH),
+        ")".repeat(MAX_NESTING_DEPTH)
+    );
     assert!(Selector::parse(&ok).is_ok());
-    let deep = format!("{}has(a){}", "(".repeat(MAX_NESTING_DEPTH + 1), ")".repeat(MAX_NESTING_DEPTH + 1));
+    let deep = format!(
+        "{}has(a){}",
+        "(".repeat(MAX_NESTING_DEPTH + 1),
+        ")".repeat(MAX_NESTING_DEPTH + 1)
+    );
     let err = Selector::parse(&deep).expect_err("too deep");
     assert!(matches!(err.kind, ParseErrorKind::TooDeep { .. }));
     // Repeated `!` collapses and adds no depth.
@@ -260,10 +392,14 @@ fn nesting_limit() {
 
 #[test]
 fn labels_referenced_and_map_labels() {
-    let sel = Selector::parse("a == 'x' && (has(b) || c not in {'y'}) && !a != 'z' && all()").expect("p");
+    let sel =
+        Selector::parse("a == 'x' && (has(b) || c not in {'y'}) && !a != 'z' && all()").expect("p");
     assert_eq!(sel.labels_referenced(), BTreeSet::from(["a", "b", "c"]));
     let ns = sel.map_labels(|l| format!("pcns.{l}"));
-    assert_eq!(ns.labels_referenced(), BTreeSet::from(["pcns.a", "pcns.b", "pcns.c"]));
+    assert_eq!(
+        ns.labels_referenced(),
+        BTreeSet::from(["pcns.a", "pcns.b", "pcns.c"])
+    );
     assert_eq!(
         ns.canonical(),
         r#"(pcns.a == "x" && (has(pcns.b) || pcns.c not in {"y"}) && !pcns.a != "z" && all())"#
@@ -277,7 +413,8 @@ fn label_sources() {
     let profile = labels(&[("app", "db"), ("env", "prod")]);
     assert!(sel.evaluate(&Overlay::new(&ep, &profile)));
     assert!(!sel.evaluate(&Overlay::new(&profile, &ep)));
-    let hm: HashMap<String, String> = [("app".into(), "web".into()), ("env".into(), "prod".into())].into();
+    let hm: HashMap<String, String> =
+        [("app".into(), "web".into()), ("env".into(), "prod".into())].into();
     assert!(sel.evaluate(&hm));
     let dynamic: &dyn Labels = &hm;
     assert!(sel.evaluate(dynamic));

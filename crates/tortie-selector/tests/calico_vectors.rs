@@ -20,19 +20,37 @@ fn labels(pairs: Pairs) -> BTreeMap<String, String> {
 
 /// (selector, matching label sets, non-matching label sets).
 const EVAL_CASES: &[(&str, &[Pairs], &[Pairs])] = &[
-    (r#"a == "b""#, &[&[("a", "b")], &[("a", "b"), ("c", "d")]], &[&[], &[("a", "c")], &[("c", "d")]]),
+    (
+        r#"a == "b""#,
+        &[&[("a", "b")], &[("a", "b"), ("c", "d")]],
+        &[&[], &[("a", "c")], &[("c", "d")]],
+    ),
     (
         r#"a == "b" && c == "d""#,
         &[&[("a", "b"), ("c", "d")]],
-        &[&[], &[("a", "b"), ("c", "e")], &[("a", "c"), ("c", "d")], &[("c", "d")], &[("a", "b")]],
+        &[
+            &[],
+            &[("a", "b"), ("c", "e")],
+            &[("a", "c"), ("c", "d")],
+            &[("c", "d")],
+            &[("a", "b")],
+        ],
     ),
     (
         r#"a == "b" || c == "d""#,
         &[&[("a", "b"), ("c", "d")], &[("a", "b")], &[("c", "d")]],
         &[&[], &[("a", "e"), ("c", "e")], &[("c", "e")], &[("a", "e")]],
     ),
-    (r#"a in {"'", '"', "c"}"#, &[&[("a", "c")], &[("a", "\"")], &[("a", "'")]], &[&[], &[("a", "e")]]),
-    (r#"a not in {"'", '"', "c"}"#, &[&[], &[("a", "e")]], &[&[("a", "c")], &[("a", "\"")], &[("a", "'")]]),
+    (
+        r#"a in {"'", '"', "c"}"#,
+        &[&[("a", "c")], &[("a", "\"")], &[("a", "'")]],
+        &[&[], &[("a", "e")]],
+    ),
+    (
+        r#"a not in {"'", '"', "c"}"#,
+        &[&[], &[("a", "e")]],
+        &[&[("a", "c")], &[("a", "\"")], &[("a", "'")]],
+    ),
     ("a == 'a'", &[&[("a", "a")]], &[]),
     (r#"a == "a""#, &[&[("a", "a")]], &[]),
     (r#"a != "b""#, &[&[("a", "a")]], &[]),
@@ -84,21 +102,65 @@ const EVAL_CASES: &[(&str, &[Pairs], &[Pairs])] = &[
     ("!! ! has(a)", &[], &[&[("a", "b")]]),
     ("! !!has(a)", &[], &[&[("a", "b")]]),
     // Boolean expressions.
-    ("a == 'a1' && b == 'b1'", &[&[("a", "a1"), ("b", "b1")]], &[]),
-    ("a == 'a1' && b != 'b1'", &[], &[&[("a", "a1"), ("b", "b1")]]),
-    ("a != 'a1' && b == 'b1'", &[], &[&[("a", "a1"), ("b", "b1")]]),
-    ("a != 'a1' && b != 'b1'", &[], &[&[("a", "a1"), ("b", "b1")]]),
-    ("a != 'a1' && !b == 'b1'", &[], &[&[("a", "a1"), ("b", "b1")]]),
-    ("!a == 'a1' && b == 'b1'", &[], &[&[("a", "a1"), ("b", "b1")]]),
+    (
+        "a == 'a1' && b == 'b1'",
+        &[&[("a", "a1"), ("b", "b1")]],
+        &[],
+    ),
+    (
+        "a == 'a1' && b != 'b1'",
+        &[],
+        &[&[("a", "a1"), ("b", "b1")]],
+    ),
+    (
+        "a != 'a1' && b == 'b1'",
+        &[],
+        &[&[("a", "a1"), ("b", "b1")]],
+    ),
+    (
+        "a != 'a1' && b != 'b1'",
+        &[],
+        &[&[("a", "a1"), ("b", "b1")]],
+    ),
+    (
+        "a != 'a1' && !b == 'b1'",
+        &[],
+        &[&[("a", "a1"), ("b", "b1")]],
+    ),
+    (
+        "!a == 'a1' && b == 'b1'",
+        &[],
+        &[&[("a", "a1"), ("b", "b1")]],
+    ),
     ("has(a) && !has(b)", &[&[("a", "a")]], &[]),
     ("!has(b) && has(a)", &[&[("a", "a")]], &[]),
     ("!(!has(a) || has(b))", &[&[("a", "a")]], &[]),
     ("!(has(b) || !has(a))", &[&[("a", "a")]], &[]),
-    ("a == 'a1' || b == 'b1'", &[&[("a", "a1"), ("b", "b1")]], &[]),
-    ("a == 'a1' || b != 'b1'", &[&[("a", "a1"), ("b", "b1")]], &[]),
-    ("a != 'a1' || b == 'b1'", &[&[("a", "a1"), ("b", "b1")]], &[]),
-    ("a != 'a1' || b != 'b1'", &[], &[&[("a", "a1"), ("b", "b1")]]),
-    ("! a == 'a1' || ! b == 'b1'", &[], &[&[("a", "a1"), ("b", "b1")]]),
+    (
+        "a == 'a1' || b == 'b1'",
+        &[&[("a", "a1"), ("b", "b1")]],
+        &[],
+    ),
+    (
+        "a == 'a1' || b != 'b1'",
+        &[&[("a", "a1"), ("b", "b1")]],
+        &[],
+    ),
+    (
+        "a != 'a1' || b == 'b1'",
+        &[&[("a", "a1"), ("b", "b1")]],
+        &[],
+    ),
+    (
+        "a != 'a1' || b != 'b1'",
+        &[],
+        &[&[("a", "a1"), ("b", "b1")]],
+    ),
+    (
+        "! a == 'a1' || ! b == 'b1'",
+        &[],
+        &[&[("a", "a1"), ("b", "b1")]],
+    ),
 ];
 
 #[test]
@@ -109,10 +171,16 @@ fn calico_evaluation_table() {
         let reparsed = Selector::parse(sel.canonical()).expect("canonical form re-parses");
         for (s, label) in [(&sel, "parsed"), (&reparsed, "canonical")] {
             for m in *matching {
-                assert!(s.evaluate(&labels(m)), "{label} {input:?} should match {m:?}");
+                assert!(
+                    s.evaluate(&labels(m)),
+                    "{label} {input:?} should match {m:?}"
+                );
             }
             for m in *non_matching {
-                assert!(!s.evaluate(&labels(m)), "{label} {input:?} should not match {m:?}");
+                assert!(
+                    !s.evaluate(&labels(m)),
+                    "{label} {input:?} should not match {m:?}"
+                );
             }
         }
         assert_eq!(sel.unique_id(), sel.clone().unique_id());
@@ -167,7 +235,10 @@ const BAD_SELECTORS: &[&str] = &[
 #[test]
 fn calico_bad_selectors_are_rejected() {
     for input in BAD_SELECTORS {
-        assert!(Selector::parse(input).is_err(), "{input:?} should be rejected");
+        assert!(
+            Selector::parse(input).is_err(),
+            "{input:?} should be rejected"
+        );
     }
     let long = format!(r#"{} == "value""#, "a".repeat(513));
     assert!(Selector::parse(&long).is_err());
@@ -178,9 +249,21 @@ fn calico_bad_selectors_are_rejected() {
 /// (input, canonical form, unique ID or "" when Calico's table has none).
 const CANONICAL_CASES: &[(&str, &str, &str)] = &[
     ("", "all()", "s:5y5I3VdRZfDU01O--xXAPx2yxCQQqMf0M6IWug"),
-    (" all() ", "all()", "s:5y5I3VdRZfDU01O--xXAPx2yxCQQqMf0M6IWug"),
-    (" (all() )", "all()", "s:5y5I3VdRZfDU01O--xXAPx2yxCQQqMf0M6IWug"),
-    ("! (has( b)||! has(a ))", "!(has(b) || !has(a))", "s:Iss0uCleLYv1GSv_pNm7hAO58kE9jAx1NKyG3Q"),
+    (
+        " all() ",
+        "all()",
+        "s:5y5I3VdRZfDU01O--xXAPx2yxCQQqMf0M6IWug",
+    ),
+    (
+        " (all() )",
+        "all()",
+        "s:5y5I3VdRZfDU01O--xXAPx2yxCQQqMf0M6IWug",
+    ),
+    (
+        "! (has( b)||! has(a ))",
+        "!(has(b) || !has(a))",
+        "s:Iss0uCleLYv1GSv_pNm7hAO58kE9jAx1NKyG3Q",
+    ),
     (
         r#"! (a == "b"&&! c != "d")"#,
         r#"!(a == "b" && !c != "d")"#,
@@ -196,8 +279,16 @@ const CANONICAL_CASES: &[(&str, &str, &str)] = &[
     (r#"a in {"d"}"#, r#"a in {"d"}"#, ""),
     (r#"a in {"a", "b"}"#, r#"a in {"a", "b"}"#, ""),
     (r#"a in {"d", "a", "b"}"#, r#"a in {"a", "b", "d"}"#, ""),
-    (r#"a in {"z", "x", "y", "a"}"#, r#"a in {"a", "x", "y", "z"}"#, ""),
-    (r#"a in {"z", "z", "x", "y", "x", "a"}"#, r#"a in {"a", "x", "y", "z"}"#, ""),
+    (
+        r#"a in {"z", "x", "y", "a"}"#,
+        r#"a in {"a", "x", "y", "z"}"#,
+        "",
+    ),
+    (
+        r#"a in {"z", "z", "x", "y", "x", "a"}"#,
+        r#"a in {"a", "x", "y", "z"}"#,
+        "",
+    ),
 ];
 
 #[test]
@@ -222,8 +313,14 @@ const PREFIX_CASES: &[(&str, &str)] = &[
     ("k contains 'v'", r#"visited/k contains "v""#),
     ("k starts with 'v'", r#"visited/k starts with "v""#),
     ("k ends with 'v'", r#"visited/k ends with "v""#),
-    ("k == 'v' && x == 'y'", r#"(visited/k == "v" && visited/x == "y")"#),
-    ("k == 'v' || has(x)", r#"(visited/k == "v" || has(visited/x))"#),
+    (
+        "k == 'v' && x == 'y'",
+        r#"(visited/k == "v" && visited/x == "y")"#,
+    ),
+    (
+        "k == 'v' || has(x)",
+        r#"(visited/k == "v" || has(visited/x))"#,
+    ),
     ("!(k == 'v')", r#"!visited/k == "v""#),
     ("k in {'v'}", r#"visited/k in {"v"}"#),
     ("k not in {'v'}", r#"visited/k not in {"v"}"#),
@@ -251,23 +348,44 @@ const RESTRICTION_CASES: &[(&str, &[Restr])] = &[
     ("global()", &[]),
     ("a == 'value'", &[("a", true, false, Some(&["value"]))]),
     ("has(a)", &[("a", true, false, None)]),
-    ("a in {'v1','v2'}", &[("a", true, false, Some(&["v1", "v2"]))]),
+    (
+        "a in {'v1','v2'}",
+        &[("a", true, false, Some(&["v1", "v2"]))],
+    ),
     ("a not in {'v1','v2'}", &[]),
     ("a contains 'foo'", &[("a", true, false, None)]),
     ("a ends with 'foo'", &[("a", true, false, None)]),
     ("a starts with 'foo'", &[("a", true, false, None)]),
     ("a != 'value'", &[]),
-    ("a == 'v1' && a == 'v1'", &[("a", true, false, Some(&["v1"]))]),
+    (
+        "a == 'v1' && a == 'v1'",
+        &[("a", true, false, Some(&["v1"]))],
+    ),
     ("a == 'v1' && a == 'v2'", &[("a", true, false, Some(&[]))]),
     ("a == 'v1' && has(a)", &[("a", true, false, Some(&["v1"]))]),
-    ("a in {'v1','v2'} && a in {'v2','v3'} ", &[("a", true, false, Some(&["v2"]))]),
-    ("a in {'v1','v2', 'v3'} && a in {'v2','v3'} ", &[("a", true, false, Some(&["v2", "v3"]))]),
+    (
+        "a in {'v1','v2'} && a in {'v2','v3'} ",
+        &[("a", true, false, Some(&["v2"]))],
+    ),
+    (
+        "a in {'v1','v2', 'v3'} && a in {'v2','v3'} ",
+        &[("a", true, false, Some(&["v2", "v3"]))],
+    ),
     ("has(a) && a == 'v1'", &[("a", true, false, Some(&["v1"]))]),
     ("has(a) && !has(a)", &[("a", true, true, None)]),
-    ("a == 'v1' && b == 'v2'", &[("a", true, false, Some(&["v1"])), ("b", true, false, Some(&["v2"]))]),
+    (
+        "a == 'v1' && b == 'v2'",
+        &[
+            ("a", true, false, Some(&["v1"])),
+            ("b", true, false, Some(&["v2"])),
+        ],
+    ),
     ("a == 'v1' && all()", &[("a", true, false, Some(&["v1"]))]),
     ("all() && a == 'v1'", &[("a", true, false, Some(&["v1"]))]),
-    ("a == 'v1' || a == 'v2'", &[("a", true, false, Some(&["v1", "v2"]))]),
+    (
+        "a == 'v1' || a == 'v2'",
+        &[("a", true, false, Some(&["v1", "v2"]))],
+    ),
     ("has(a) || a == 'v2'", &[("a", true, false, None)]),
     ("a=='v2' || has(a)", &[("a", true, false, None)]),
     ("a=='v2' || has(b)", &[]),

@@ -41,7 +41,11 @@ impl Rng {
 /// duplicated set members, trailing commas.
 fn noisy(e: &Expr, r: &mut Rng, out: &mut String) {
     let quoted = |r: &mut Rng, v: &str| {
-        let q = if v.contains('"') || (!v.contains('\'') && r.next(2) == 0) { '\'' } else { '"' };
+        let q = if v.contains('"') || (!v.contains('\'') && r.next(2) == 0) {
+            '\''
+        } else {
+            '"'
+        };
         format!("{q}{v}{q}")
     };
     let ws = |r: &mut Rng| r.ws().to_owned();
@@ -64,14 +68,29 @@ fn noisy_inner(e: &Expr, r: &mut Rng, out: &mut String, quoted: Fmt<'_>, ws: Ws<
         let spelled = r.pick(spellings).replace(' ', &wide(r));
         format!("{label}{sep}{spelled}{}{}", ws(r), quoted(r, value))
     };
-    let set = |r: &mut Rng, label: &str, spellings: &[&str], values: &std::collections::BTreeSet<String>| {
+    let set = |r: &mut Rng,
+               label: &str,
+               spellings: &[&str],
+               values: &std::collections::BTreeSet<String>| {
         let mut items: Vec<String> = values.iter().rev().map(|v| quoted(r, v)).collect();
-        if let Some(first) = items.first().cloned() && r.next(3) == 0 {
+        if let Some(first) = items.first().cloned()
+            && r.next(3) == 0
+        {
             items.push(first);
         }
-        let trailing = if !items.is_empty() && r.next(3) == 0 { "," } else { "" };
+        let trailing = if !items.is_empty() && r.next(3) == 0 {
+            ","
+        } else {
+            ""
+        };
         let spelled = r.pick(spellings).replace(' ', &wide(r));
-        format!("{label}{}{spelled}{}{{{}{}{trailing}}}", wide(r), ws(r), ws(r), items.join(&format!(",{}", ws(r))))
+        format!(
+            "{label}{}{spelled}{}{{{}{}{trailing}}}",
+            wide(r),
+            ws(r),
+            ws(r),
+            items.join(&format!(",{}", ws(r)))
+        )
     };
     let text = match e {
         Expr::All => format!("all({})", ws(r)),
@@ -80,7 +99,9 @@ fn noisy_inner(e: &Expr, r: &mut Rng, out: &mut String, quoted: Fmt<'_>, ws: Ws<
         Expr::Eq { label, value } => op(r, label, &["=="], false, value),
         Expr::Ne { label, value } => op(r, label, &["!="], false, value),
         Expr::Contains { label, value } => op(r, label, &["contains"], true, value),
-        Expr::StartsWith { label, value } => op(r, label, &["starts with", "startswith"], true, value),
+        Expr::StartsWith { label, value } => {
+            op(r, label, &["starts with", "startswith"], true, value)
+        }
         Expr::EndsWith { label, value } => op(r, label, &["ends with", "endswith"], true, value),
         Expr::In { label, values } => set(r, label, &["in"], values),
         Expr::NotIn { label, values } => set(r, label, &["not in", "notin"], values),
@@ -88,10 +109,18 @@ fn noisy_inner(e: &Expr, r: &mut Rng, out: &mut String, quoted: Fmt<'_>, ws: Ws<
             out.push_str(r.pick(&["!", "!!!", "! !\t!"]));
             out.push_str(&ws(r));
             let group = matches!(inner.as_ref(), Expr::And(_) | Expr::Or(_));
-            return if group { noisy_inner(inner, r, out, quoted, ws, wide) } else { noisy(inner, r, out) };
+            return if group {
+                noisy_inner(inner, r, out, quoted, ws, wide)
+            } else {
+                noisy(inner, r, out)
+            };
         }
         Expr::And(ops) | Expr::Or(ops) => {
-            let sep = if matches!(e, Expr::And(_)) { "&&" } else { "||" };
+            let sep = if matches!(e, Expr::And(_)) {
+                "&&"
+            } else {
+                "||"
+            };
             out.push('(');
             for (i, op) in ops.iter().enumerate() {
                 if i > 0 {
@@ -121,7 +150,9 @@ fn mutate(s: &str, r: &mut Rng) -> String {
         0 => format!("{}{}", &s[..lo], &s[hi..]),
         1 => format!("{}{}", &s[..hi], &s[lo..]),
         _ => {
-            let piece = r.pick(&["(", ")", "!", "&&", "||", "'", "\"", "{", "}", ",", " ", "in", "has(", "==", "\n"]);
+            let piece = r.pick(&[
+                "(", ")", "!", "&&", "||", "'", "\"", "{", "}", ",", " ", "in", "has(", "==", "\n",
+            ]);
             format!("{}{piece}{}", &s[..lo], &s[lo..])
         }
     }

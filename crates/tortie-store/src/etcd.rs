@@ -150,7 +150,7 @@ fn classify(datastore: &str, what: &str, error: etcd_client::Error) -> StoreErro
             matches!(
                 code,
                 grpc_code::UNAVAILABLE | grpc_code::DEADLINE_EXCEEDED | grpc_code::CANCELLED
-            ) || (code == grpc_code::UNKNOWN && status.message().contains("connect"))
+            ) || (code == grpc_code::UNKNOWN && is_transport_message(status.message()))
         }
         _ => false,
     };
@@ -162,6 +162,14 @@ fn classify(datastore: &str, what: &str, error: etcd_client::Error) -> StoreErro
     } else {
         StoreError::Backend(format!("{datastore}: {what}: {error}"))
     }
+}
+
+/// Whether a gRPC `Unknown` status is really a lost connection (tonic reports some broken
+/// connections that way).
+fn is_transport_message(message: &str) -> bool {
+    ["transport error", "connect", "broken pipe", "connection reset"]
+        .iter()
+        .any(|needle| message.to_ascii_lowercase().contains(needle))
 }
 
 /// gRPC status codes (the numbering is fixed by the gRPC spec).

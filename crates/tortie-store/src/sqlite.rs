@@ -159,6 +159,9 @@ fn lock(conn: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
 /// Creates missing parent directories (mode 0700) and the file itself (mode 0600).
 fn prepare_file(path: &Path) -> Result<(), String> {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        if parent.exists() && !parent.is_dir() {
+            return Err(format!("{} exists and is not a directory", parent.display()));
+        }
         DirBuilder::new()
             .recursive(true)
             .mode(0o700)
@@ -311,5 +314,45 @@ impl Store for SqliteStore {
             .await?;
         self.inner.poller.nudge();
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Threads of this process named like the watch poller.
+    fn poller_threads() -> usize {
+        let tasks = std::fs::read_dir("/proc/self/task").expect("procfs");
+        tasks
+            .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+            .inspect(|name| eprintln!("thread {name:?}"))
+            .filter(|name| name.starts_with("tortie-store-po"))
+            .count()
+    }
+
+    #[tokio::test]
+    async fn poller_thread_stops_when_watches_are_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path().join("s.db")).await.unwrap();
+        let first = store.watch("/a/", 0).await.unwrap();
+        let second = store.watch("/b/", 0).await.unwrap();
+        assert_eq!(poller_threads(), 1, "one poller per handle");
+        drop(first);
+        store.create("/a/x", b"1").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(poller_threads(), 1, "still watched through the second stream");
+        drop(second);
+        store.create("/b/x", b"1").await.unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while poller_threads() > 0 {
+            assert!(std::time::Instant::now() < deadline, "poller thread did not stop");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // A new watch starts a new poller and works.
+        let mut rx = store.watch("/c/", 2).await.unwrap();
+        let rev = store.create("/c/x", b"1").await.unwrap();
+        let event = rx.recv().await.unwrap().unwrap();
+        assert_eq!(event.revision(), rev);
     }
 }

@@ -192,33 +192,33 @@ impl Run {
         }
     }
 
-    /// Emits the difference between a fresh list and what was emitted, then `InSync` if this
-    /// is the first snapshot. Returns the list's revision.
+    /// Emits the difference between a fresh list and what was emitted, in key order, then
+    /// `InSync` if this is the first snapshot. Returns the list's revision.
     async fn apply_list(&mut self, list: ListResult) -> Result<Revision, Closed> {
-        let mut fresh: BTreeMap<String, KeyValue> = list
-            .items
-            .into_iter()
-            .map(|kv| (kv.key.clone(), kv))
-            .collect();
-        let vanished: Vec<String> = self
+        let mut changes: BTreeMap<String, SyncUpdate> = self
             .emitted
             .keys()
-            .filter(|key| !fresh.contains_key(*key))
-            .cloned()
-            .collect();
-        for key in vanished {
-            self.emitted.remove(&key);
-            self.send(SyncUpdate::Deleted {
-                key,
-                revision: list.revision,
+            .map(|key| {
+                let deleted = SyncUpdate::Deleted {
+                    key: key.clone(),
+                    revision: list.revision,
+                };
+                (key.clone(), deleted)
             })
-            .await?;
-        }
-        for (key, kv) in std::mem::take(&mut fresh) {
-            if self.emitted.get(&key) != Some(&kv.mod_revision) {
-                self.emitted.insert(key, kv.mod_revision);
-                self.send(SyncUpdate::Set(kv)).await?;
+            .collect();
+        for kv in list.items {
+            if self.emitted.get(&kv.key) == Some(&kv.mod_revision) {
+                changes.remove(&kv.key);
+            } else {
+                changes.insert(kv.key.clone(), SyncUpdate::Set(kv));
             }
+        }
+        for (key, update) in changes {
+            match &update {
+                SyncUpdate::Set(kv) => self.emitted.insert(key, kv.mod_revision),
+                _ => self.emitted.remove(&key),
+            };
+            self.send(update).await?;
         }
         if !self.in_sync {
             self.in_sync = true;

@@ -245,6 +245,9 @@ async fn write_one(store: &dyn Store, res: &Resource, mode: Mode) -> anyhow::Res
                 match timed("updating", store.update(&key, &to_bytes(&res), Some(expected))).await {
                     Ok(_) => return Ok(Written::Done),
                     Err(e) if user_rev.is_none() && is_conflict(&e) => continue,
+                    Err(e) if is_conflict(&e) => {
+                        return Err(e.context("the resource changed since metadata.resourceVersion was read; get it again and retry"));
+                    }
                     Err(e) => return Err(e),
                 }
             }
@@ -276,10 +279,14 @@ fn decode_all(files: &[String], ns: &str) -> anyhow::Result<Option<Vec<(tortie_a
         }
     }
     if bad > 0 {
-        eprintln!(
-            "{bad} invalid document(s); nothing was written ({} valid document(s) were not applied)",
-            good.len()
-        );
+        if good.is_empty() {
+            eprintln!("{bad} invalid document(s); nothing was written");
+        } else {
+            eprintln!(
+                "{bad} invalid document(s); nothing was written (the {} valid document(s) were not applied either)",
+                good.len()
+            );
+        }
         return Ok(None);
     }
     Ok(Some(good))

@@ -39,7 +39,7 @@ pub(crate) enum DurationRule {
 const U63: u64 = 1 << 63;
 
 /// Parses a duration exactly as Go's `time.ParseDuration` does, returning nanoseconds.
-pub(crate) fn parse_go_duration(s: &str) -> Result<i64, String> {
+pub fn parse_go_duration(s: &str) -> Result<i64, String> {
     let invalid = || format!("invalid duration {s:?}");
     let mut rest = s;
     let mut neg = false;
@@ -103,9 +103,7 @@ pub(crate) fn parse_go_duration(s: &str) -> Result<i64, String> {
             return Err(invalid());
         }
         // Unit.
-        let unit_len = rest
-            .find(|c: char| c == '.' || c.is_ascii_digit())
-            .unwrap_or(rest.len());
+        let unit_len = rest.find(|c: char| c == '.' || c.is_ascii_digit()).unwrap_or(rest.len());
         if unit_len == 0 {
             return Err(format!("missing unit in duration {s:?}"));
         }
@@ -143,7 +141,7 @@ pub(crate) fn parse_go_duration(s: &str) -> Result<i64, String> {
 }
 
 /// Renders nanoseconds as Go's `time.Duration.String` does (`1m30s`, `500ms`, `1.5µs`, `0s`).
-pub(crate) fn format_go_duration(d: i64) -> String {
+pub fn format_go_duration(d: i64) -> String {
     let mut u = d.unsigned_abs();
     let mut out = String::new();
     if u < 1_000_000_000 {
@@ -382,7 +380,13 @@ pub(crate) fn ip_of_family(errs: &mut Errors, field: &str, v: Option<&str>, v6: 
 
 /// Calico's `keyValueList` validator together with the CRD pattern on the same field:
 /// comma-separated `key=value` items (a trailing comma is allowed), keys `[A-Za-z0-9_]+`.
-pub(crate) fn key_value_list(errs: &mut Errors, field: &str, v: Option<&str>, value_ok: impl Fn(&str) -> bool, what: &str) {
+pub(crate) fn key_value_list(
+    errs: &mut Errors,
+    field: &str,
+    v: Option<&str>,
+    value_ok: impl Fn(&str) -> bool,
+    what: &str,
+) {
     let Some(s) = v else { return };
     let items: Vec<&str> = s.split(',').collect();
     let last = items.len() - 1;
@@ -394,11 +398,7 @@ pub(crate) fn key_value_list(errs: &mut Errors, field: &str, v: Option<&str>, va
             !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') && value_ok(val)
         });
         if !ok {
-            errs.add(
-                field,
-                s,
-                format!("item {item:?} is invalid: expected a comma-separated list of key={what}"),
-            );
+            errs.add(field, s, format!("item {item:?} is invalid: expected a comma-separated list of key={what}"));
             return;
         }
     }
@@ -516,7 +516,9 @@ pub(crate) fn re2_syntax(re: &str) -> Result<(), String> {
                     1
                 };
                 match prev {
-                    Prev::Nothing => return Err(format!("missing argument to repetition operator {op}")),
+                    Prev::Nothing => {
+                        return Err(format!("missing argument to repetition operator {op}"));
+                    }
                     Prev::Repeat => return Err(format!("invalid nested repetition operator {op}")),
                     Prev::Atom => {}
                 }
@@ -551,11 +553,15 @@ fn re2_repeat(c: &[char]) -> Result<Option<usize>, String> {
         }
         Some(c[start..*i].iter().collect::<String>().parse().unwrap_or(u32::MAX))
     };
-    let Some(min) = num(&mut i) else { return Ok(None) };
+    let Some(min) = num(&mut i) else {
+        return Ok(None);
+    };
     let mut max = Some(min);
     if c.get(i) == Some(&',') {
         i += 1;
-        max = if c.get(i) == Some(&'}') { None } else {
+        max = if c.get(i) == Some(&'}') {
+            None
+        } else {
             match num(&mut i) {
                 Some(m) => Some(m),
                 None => return Ok(None),
@@ -573,7 +579,9 @@ fn re2_repeat(c: &[char]) -> Result<Option<usize>, String> {
 
 /// An escape at `c[i] == '\\'`: the index after it and, for single characters, their value.
 fn re2_escape(c: &[char], i: usize, in_class: bool) -> Result<(usize, Option<char>), String> {
-    let Some(&e) = c.get(i + 1) else { return Err("trailing backslash at end of expression".into()) };
+    let Some(&e) = c.get(i + 1) else {
+        return Err("trailing backslash at end of expression".into());
+    };
     let bad = || Err(format!("invalid escape sequence \\{e}"));
     let j = i + 2;
     match e {
@@ -589,7 +597,8 @@ fn re2_escape(c: &[char], i: usize, in_class: bool) -> Result<(usize, Option<cha
         }
         'x' => {
             if c.get(j) == Some(&'{') {
-                let end = c[j..].iter().position(|&ch| ch == '}').map(|p| j + p).ok_or("invalid escape sequence \\x{")?;
+                let end =
+                    c[j..].iter().position(|&ch| ch == '}').map(|p| j + p).ok_or("invalid escape sequence \\x{")?;
                 let hex: String = c[j + 1..end].iter().collect();
                 let v = u32::from_str_radix(&hex, 16).ok().filter(|v| *v <= 0x10_FFFF && !hex.is_empty());
                 match v {
@@ -635,8 +644,8 @@ fn re2_escape(c: &[char], i: usize, in_class: bool) -> Result<(usize, Option<cha
 /// A character class starting at `c[i] == '['`: the index after its closing `]`.
 fn re2_class(c: &[char], i: usize) -> Result<usize, String> {
     const POSIX: [&str; 14] = [
-        "alnum", "alpha", "ascii", "blank", "cntrl", "digit", "graph", "lower", "print", "punct", "space",
-        "upper", "word", "xdigit",
+        "alnum", "alpha", "ascii", "blank", "cntrl", "digit", "graph", "lower", "print", "punct", "space", "upper",
+        "word", "xdigit",
     ];
     let mut j = i + 1;
     if c.get(j) == Some(&'^') {

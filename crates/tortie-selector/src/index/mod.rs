@@ -16,32 +16,38 @@
 //! # How it narrows work
 //!
 //! Each selector gets a plan from its label restrictions (see
-//! [`crate::restriction`]): the labels it requires (optionally with allowed
-//! values) and the other labels it reads. Endpoints are indexed by label key
-//! and by (key, value); selectors are indexed by the same keys/values they
-//! require, plus by the keys they merely read.
+//! [`crate::restriction`]): the labels it reads, and an *anchor* — one label
+//! every match must carry, optionally with its allowed values (`k == v` →
+//! (k, {v}); `k in {..}` → (k, set); `has(k)`, `contains`, `starts with`...
+//! → k with any value). Among several required labels the anchor is the one
+//! fewest endpoints satisfy when the selector is added. A selector with no
+//! required label (`all()`, `k != "v"`, `!has(k)`, an `||` over different
+//! keys) is *unrestricted*; an unsatisfiable one is filed nowhere.
 //!
-//! * **Selector added/changed**: candidates are the endpoints in the
-//!   smallest posting list among its required labels (`k == v` → the
-//!   (k, v) list; `k in {..}` → the union of its (k, v) lists; `has(k)`,
-//!   `contains` etc. → the key list). A selector that requires no label (for
-//!   example `all()`, `k != "v"`, `!has(k)`, an `||` over different keys)
-//!   scans all endpoints. Cost `O(C·e + M·log n)` with `C` candidates, `e`
-//!   the evaluation cost and `M` match changes.
-//! * **Endpoint added**: candidate selectors are the unrestricted ones plus,
-//!   for each of its labels, those requiring that key (any value) or that
-//!   exact (key, value). Cost `O(L + (U + K)·e)` for `L` labels, `U`
-//!   unrestricted selectors and `K` keyed candidates.
-//! * **Endpoint labels changed**: only keys whose value changed (added,
-//!   removed or different) matter. For each, the candidates are the
-//!   selectors reading it without requiring it, those requiring it with any
-//!   value, and those requiring its old or new value — selectors keyed on
-//!   other values of that label are skipped. Unchanged labels cost one map
-//!   comparison each.
+//! Endpoints are indexed by label key and by (key, value). Selectors are
+//! filed in a bucket per anchor, and inside it by every key they read.
+//!
+//! * **Selector added/changed**: only endpoints satisfying the anchor are
+//!   evaluated (its (k, v) posting lists, or its key list); an
+//!   unrestricted selector scans all endpoints. `O(C·e + M·log n)` for `C`
+//!   candidates, evaluation cost `e`, `M` membership changes.
+//! * **Endpoint added**: evaluated against the selectors of the buckets its
+//!   labels satisfy (two hash lookups per label: (k, any) and (k, v)) plus
+//!   the unrestricted ones. `O(L + (K + U)·e)` for `L` labels, `K` anchored
+//!   candidates and `U` unrestricted selectors.
+//! * **Endpoint labels changed**: with `Δ` the keys whose value changed
+//!   (added, removed or different), a selector can only *start* matching if
+//!   its anchor holds on the new labels and it reads a key in `Δ`, so the
+//!   candidates are, in each bucket the new labels satisfy, the selectors
+//!   filed under a key in `Δ`; a selector can only *stop* matching if it
+//!   matched before, so the endpoint's current matches are re-evaluated too.
+//!   Changing a label no selector reads costs `O(L·|Δ|)` hash lookups and no
+//!   evaluation at all; selectors anchored on other values are never looked
+//!   at.
 //! * **Deletions** walk the stored match set: `O(M·log n)`.
 //!
-//! Memory is `O(Σ labels + Σ trigger registrations + Σ matches)`; each match
-//! is stored twice (per selector and per endpoint) so both directions and
+//! Memory is `O(Σ labels + Σ selector refs + Σ matches)`; each match is
+//! stored twice (per selector and per endpoint) so both query directions and
 //! deletions are cheap.
 
 mod plan;
@@ -50,7 +56,7 @@ mod postings;
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::Selector;
-use plan::Plan;
+use plan::{Anchor, Plan};
 use postings::{EndpointPostings, SelectorTriggers};
 
 /// One membership change: `endpoint` started or stopped matching `selector`.
@@ -112,7 +118,7 @@ impl<S: Ord + Clone, E: Ord + Clone> LabelIndex<S, E> {
             None => None,
         }
         .unwrap_or_default();
-        let plan = Plan::new(&selector);
+        let plan = Plan::new(&selector, |key, values| self.endpoint_count(key, values));
         let matches = self.scan_candidates(&selector, &plan);
         let changes = diff_matches(&id, &old_matches, &matches);
         for c in &changes {
@@ -170,16 +176,18 @@ impl<S: Ord + Clone, E: Ord + Clone> LabelIndex<S, E> {
                 return Vec::new();
             }
             let old = std::mem::replace(&mut entry.labels, labels);
-            for (key, old_v, new_v) in changed_labels(&old, &entry.labels) {
+            let changed = changed_labels(&old, &entry.labels);
+            for &(key, old_v, new_v) in &changed {
                 if let Some(v) = old_v {
                     self.postings.remove(&id, key, v);
                 }
                 if let Some(v) = new_v {
                     self.postings.insert(&id, key, v);
                 }
-                self.triggers
-                    .for_changed_key(key, old_v, new_v, &mut candidates);
             }
+            let keys: Vec<&str> = changed.iter().map(|c| c.0).collect();
+            self.triggers
+                .for_changed_keys(&entry.labels, &keys, &mut candidates);
         } else {
             self.postings.insert_all(&id, &labels);
             self.triggers.for_new_endpoint(&labels, &mut candidates);
@@ -189,12 +197,16 @@ impl<S: Ord + Clone, E: Ord + Clone> LabelIndex<S, E> {
             };
             self.endpoints.insert(id.clone(), entry);
         }
-        let Some(entry) = self.endpoints.get_mut(&id) else {
+        let Some(entry) = self.endpoints.get(&id) else {
             return Vec::new();
         };
+        // Current matches are the candidates for stopping.
+        candidates.extend(&entry.matched_by);
         candidates.sort_unstable();
         candidates.dedup();
-        reevaluate(&mut self.selectors, &id, entry, candidates)
+        let changes = evaluate_candidates(&self.selectors, &id, entry, candidates);
+        self.apply_endpoint_changes(&changes);
+        changes
     }
 
     /// Removes endpoint `id`; every selector that matched it stops matching.
@@ -283,83 +295,91 @@ impl<S: Ord + Clone, E: Ord + Clone> LabelIndex<S, E> {
         Some(entry)
     }
 
-    /// Endpoints matching `selector`, evaluating only the candidates of the
-    /// cheapest required label.
-    fn scan_candidates(&self, selector: &Selector, plan: &Plan) -> BTreeSet<E> {
-        if !plan.satisfiable {
-            return BTreeSet::new();
-        }
-        let matching = |ep: &&E| {
-            self.endpoints
-                .get(*ep)
-                .is_some_and(|e| selector.evaluate(&e.labels))
-        };
-        match self.cheapest_required(plan) {
-            None => self
-                .endpoints
-                .iter()
-                .filter(|(_, e)| selector.evaluate(&e.labels))
-                .map(|(id, _)| id.clone())
-                .collect(),
-            Some(lists) => lists
-                .into_iter()
-                .flat_map(|set| set.iter())
-                .filter(matching)
-                .cloned()
-                .collect(),
+    /// Records changes for one endpoint on both sides of the membership.
+    fn apply_endpoint_changes(&mut self, changes: &[MatchChange<S, E>]) {
+        for c in changes {
+            if let Some(ep) = self.endpoints.get_mut(&c.endpoint) {
+                if c.started {
+                    ep.matched_by.insert(c.selector.clone());
+                } else {
+                    ep.matched_by.remove(&c.selector);
+                }
+            }
+            if let Some(sel) = self.selectors.get_mut(&c.selector) {
+                if c.started {
+                    sel.matches.insert(c.endpoint.clone());
+                } else {
+                    sel.matches.remove(&c.endpoint);
+                }
+            }
         }
     }
 
-    /// The posting lists of the required label with the fewest endpoints, or
-    /// `None` if the plan requires no label.
-    fn cheapest_required(&self, plan: &Plan) -> Option<Vec<&BTreeSet<E>>> {
-        let mut best: Option<(usize, Vec<&BTreeSet<E>>)> = None;
-        for (key, values) in &plan.required {
-            let lists: Vec<&BTreeSet<E>> = match values {
-                Some(values) => values
-                    .iter()
-                    .filter_map(|v| self.postings.with_value(key, v))
-                    .collect(),
-                None => self.postings.with_key(key).into_iter().collect(),
-            };
-            let cost = lists.iter().map(|s| s.len()).sum::<usize>();
-            if best.as_ref().is_none_or(|(c, _)| cost < *c) {
-                best = Some((cost, lists));
-            }
+    /// Number of endpoints carrying `key` (with one of `values`, if given).
+    fn endpoint_count(&self, key: &str, values: Option<&BTreeSet<String>>) -> usize {
+        match values {
+            Some(values) => values
+                .iter()
+                .filter_map(|v| self.postings.with_value(key, v))
+                .map(BTreeSet::len)
+                .sum(),
+            None => self.postings.with_key(key).map_or(0, BTreeSet::len),
         }
-        best.map(|(_, lists)| lists)
+    }
+
+    /// Endpoints matching `selector`, evaluating only those that satisfy its
+    /// anchor (the least populated required label when it was planned).
+    fn scan_candidates(&self, selector: &Selector, plan: &Plan) -> BTreeSet<E> {
+        let lists: Vec<&BTreeSet<E>> = match &plan.anchor {
+            Anchor::Never => return BTreeSet::new(),
+            Anchor::Unrestricted => {
+                return self
+                    .endpoints
+                    .iter()
+                    .filter(|(_, e)| selector.evaluate(&e.labels))
+                    .map(|(id, _)| id.clone())
+                    .collect();
+            }
+            Anchor::Key(key) => self.postings.with_key(key).into_iter().collect(),
+            Anchor::Values(key, values) => values
+                .iter()
+                .filter_map(|v| self.postings.with_value(key, v))
+                .collect(),
+        };
+        lists
+            .into_iter()
+            .flatten()
+            .filter(|ep| {
+                self.endpoints
+                    .get(*ep)
+                    .is_some_and(|e| selector.evaluate(&e.labels))
+            })
+            .cloned()
+            .collect()
     }
 }
 
-/// Re-evaluates `candidates` (sorted, distinct) against endpoint `id`,
-/// updating both sides of the membership; returns the changes in order.
-fn reevaluate<S: Ord + Clone, E: Ord + Clone>(
-    selectors: &mut BTreeMap<S, SelectorEntry<E>>,
+/// Evaluates `candidates` (sorted, distinct) against endpoint `id` and
+/// returns the membership changes, in selector order, without applying them.
+fn evaluate_candidates<S: Ord + Clone, E: Ord + Clone>(
+    selectors: &BTreeMap<S, SelectorEntry<E>>,
     id: &E,
-    entry: &mut EndpointEntry<S>,
+    entry: &EndpointEntry<S>,
     candidates: Vec<&S>,
 ) -> Vec<MatchChange<S, E>> {
     let mut changes = Vec::new();
     for sel_id in candidates {
-        let Some(sel) = selectors.get_mut(sel_id) else {
+        let Some(sel) = selectors.get(sel_id) else {
             continue;
         };
         let now = sel.selector.evaluate(&entry.labels);
-        if now == entry.matched_by.contains(sel_id) {
-            continue;
+        if now != entry.matched_by.contains(sel_id) {
+            changes.push(MatchChange {
+                selector: sel_id.clone(),
+                endpoint: id.clone(),
+                started: now,
+            });
         }
-        if now {
-            entry.matched_by.insert(sel_id.clone());
-            sel.matches.insert(id.clone());
-        } else {
-            entry.matched_by.remove(sel_id);
-            sel.matches.remove(id);
-        }
-        changes.push(MatchChange {
-            selector: sel_id.clone(),
-            endpoint: id.clone(),
-            started: now,
-        });
     }
     changes
 }

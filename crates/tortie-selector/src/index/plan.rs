@@ -1,57 +1,78 @@
-//! Per-selector index plan, derived once from the selector's label
-//! restrictions when the selector is added.
+//! Per-selector index plan, derived from the selector's label restrictions
+//! when the selector is added.
 //!
-//! * `required`: labels every match must carry, optionally with the set of
-//!   values allowed. Any one of them narrows the candidate endpoints, and
-//!   each of them lets the index find the selector from an endpoint's label.
-//! * `other_refs`: labels the selector looks at without requiring them
-//!   (`!=`, `not in`, `!has`, one side of an `||`, ...). A change to one of
-//!   these on an endpoint must re-evaluate the selector.
-//! * a selector with no required label is *unrestricted*: it may match an
-//!   endpoint that carries none of its labels, so every new endpoint is
-//!   checked against it.
-//! * an unsatisfiable selector (e.g. `a == "x" && a == "y"`) matches nothing
-//!   and is not registered anywhere.
+//! * `anchor`: one label every match must carry (optionally with the set of
+//!   allowed values), picked among the selector's required labels as the
+//!   one fewest endpoints satisfy when the selector is added. It narrows the
+//!   endpoints scanned then, and it is where the selector is filed in the
+//!   trigger index: only endpoints satisfying the anchor ever look at the
+//!   selector. A
+//!   selector with no required label is [`Anchor::Unrestricted`] (it may
+//!   match an endpoint carrying none of its labels: `all()`, `k != "v"`,
+//!   `!has(k)`, an `||` over different keys); an unsatisfiable one
+//!   (`a == "x" && a == "y"`) is [`Anchor::Never`] and filed nowhere.
+//! * `refs`: every label the selector reads; a change to any other label
+//!   cannot change its result.
 
 use std::collections::BTreeSet;
 
 use crate::Selector;
 
-/// How the index narrows candidates for one selector.
+/// Where a selector is filed in the trigger index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Anchor {
+    /// Unsatisfiable: matches nothing.
+    Never,
+    /// No required label.
+    Unrestricted,
+    /// Requires `key` with any value.
+    Key(String),
+    /// Requires `key` with one of these values.
+    Values(String, BTreeSet<String>),
+}
+
+/// How the index handles one selector.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct Plan {
-    pub(super) satisfiable: bool,
-    /// Required labels with their allowed values (`None`: any value).
-    pub(super) required: Vec<(String, Option<BTreeSet<String>>)>,
-    /// Referenced labels that are not in `required`.
-    pub(super) other_refs: Vec<String>,
+    pub(super) anchor: Anchor,
+    /// Every label the selector reads.
+    pub(super) refs: Vec<String>,
 }
 
 impl Plan {
-    pub(super) fn new(selector: &Selector) -> Plan {
+    /// Builds the plan; `endpoint_count(key, values)` reports how many
+    /// endpoints currently satisfy a candidate anchor, and the least
+    /// populated one wins (ties: a value anchor with fewer values first).
+    pub(super) fn new(
+        selector: &Selector,
+        endpoint_count: impl Fn(&str, Option<&BTreeSet<String>>) -> usize,
+    ) -> Plan {
         let restrictions = selector.label_restrictions();
         let satisfiable = restrictions.values().all(|r| r.is_satisfiable());
-        let mut required = Vec::new();
-        for (label, r) in restrictions {
-            if r.must_be_present {
-                required.push((label, r.one_of));
-            }
-        }
-        let other_refs = selector
+        let required: Vec<(String, Option<BTreeSet<String>>)> = restrictions
+            .into_iter()
+            .filter(|(_, r)| r.must_be_present)
+            .map(|(label, r)| (label, r.one_of))
+            .collect();
+        let refs = selector
             .labels_referenced()
             .into_iter()
-            .filter(|l| !required.iter().any(|(r, _)| r == l))
             .map(str::to_owned)
             .collect();
-        Plan {
-            satisfiable,
-            required,
-            other_refs,
-        }
-    }
-
-    /// True if the selector can match an endpoint without any of its labels.
-    pub(super) fn is_unrestricted(&self) -> bool {
-        self.satisfiable && self.required.is_empty()
+        let anchor = if !satisfiable {
+            Anchor::Never
+        } else {
+            required
+                .iter()
+                .min_by_key(|(key, values)| {
+                    let width = values.as_ref().map_or(usize::MAX, BTreeSet::len);
+                    (endpoint_count(key, values.as_ref()), width)
+                })
+                .map_or(Anchor::Unrestricted, |(key, values)| match values {
+                    Some(values) => Anchor::Values(key.clone(), values.clone()),
+                    None => Anchor::Key(key.clone()),
+                })
+        };
+        Plan { anchor, refs }
     }
 }

@@ -3,17 +3,18 @@
 //! * [`EndpointPostings`]: label key → endpoints carrying it, and
 //!   (key, value) → endpoints carrying that exact pair. Used to find the
 //!   candidate endpoints of a new or changed selector.
-//! * [`SelectorTriggers`]: the reverse direction, label key / (key, value) →
-//!   selectors whose result may depend on it, built from each selector's
-//!   [`Plan`]. Used to find the selectors to re-evaluate when an endpoint's
-//!   labels change.
+//! * [`SelectorTriggers`]: the reverse direction. Each selector is filed
+//!   under its anchor (one required key, or key and value set, or
+//!   "unrestricted"), and within that bucket under every label key it reads.
+//!   An endpoint's labels select the buckets whose anchor it satisfies; the
+//!   changed keys select the selectors inside them to re-evaluate.
 //!
 //! Invariant: no empty set is ever left in a map, so map sizes reflect live
 //! data and memory is released when labels go away.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use super::plan::Plan;
+use super::plan::{Anchor, Plan};
 
 /// Applies `f` to `map[key]` if present; `f` returns true when the entry
 /// became empty, and the entry is then dropped.
@@ -97,17 +98,66 @@ impl<E: Ord + Clone> EndpointPostings<E> {
     }
 }
 
-/// Selectors by the labels that can change their result.
+/// Selectors grouped by anchor, each group sub-indexed by referenced key.
+#[derive(Debug)]
+struct Bucket<S> {
+    /// Every selector with this anchor.
+    all: BTreeSet<S>,
+    /// Referenced label key → selectors with this anchor that read it.
+    by_ref: HashMap<String, BTreeSet<S>>,
+}
+
+impl<S> Default for Bucket<S> {
+    fn default() -> Self {
+        Self {
+            all: BTreeSet::new(),
+            by_ref: HashMap::new(),
+        }
+    }
+}
+
+impl<S: Ord + Clone> Bucket<S> {
+    fn insert(&mut self, id: &S, refs: &[String]) {
+        self.all.insert(id.clone());
+        for key in refs {
+            self.by_ref
+                .entry(key.clone())
+                .or_default()
+                .insert(id.clone());
+        }
+    }
+
+    /// Removes `id`; returns true when the bucket became empty.
+    fn remove(&mut self, id: &S, refs: &[String]) -> bool {
+        self.all.remove(id);
+        for key in refs {
+            remove_from(&mut self.by_ref, key, |set| {
+                set.remove(id);
+                set.is_empty()
+            });
+        }
+        self.all.is_empty()
+    }
+
+    fn push_refs<'a>(&'a self, changed: &[&str], out: &mut Vec<&'a S>) {
+        for key in changed {
+            if let Some(set) = self.by_ref.get(*key) {
+                out.extend(set);
+            }
+        }
+    }
+}
+
+/// Selectors by anchor: the one required label (and value set) each
+/// selector is filed under, chosen when it is added (see [`Anchor`]).
 #[derive(Debug)]
 pub(super) struct SelectorTriggers<S> {
-    /// Selectors requiring `key` with one of a set of values: key → value → selectors.
-    by_value: HashMap<String, HashMap<String, BTreeSet<S>>>,
-    /// Selectors requiring `key` with any value.
-    by_key: HashMap<String, BTreeSet<S>>,
-    /// Selectors referencing `key` without requiring it.
-    by_ref: HashMap<String, BTreeSet<S>>,
-    /// Satisfiable selectors with no required label.
-    unrestricted: BTreeSet<S>,
+    /// Anchor `key in {values}`: key → value → bucket.
+    by_value: HashMap<String, HashMap<String, Bucket<S>>>,
+    /// Anchor `has(key)`: key → bucket.
+    by_key: HashMap<String, Bucket<S>>,
+    /// Satisfiable selectors that require no label.
+    unrestricted: Bucket<S>,
 }
 
 impl<S: Ord + Clone> SelectorTriggers<S> {
@@ -115,102 +165,83 @@ impl<S: Ord + Clone> SelectorTriggers<S> {
         Self {
             by_value: HashMap::new(),
             by_key: HashMap::new(),
-            by_ref: HashMap::new(),
-            unrestricted: BTreeSet::new(),
+            unrestricted: Bucket::default(),
         }
     }
 
     pub(super) fn num_unrestricted(&self) -> usize {
-        self.unrestricted.len()
+        self.unrestricted.all.len()
     }
 
     pub(super) fn register(&mut self, id: &S, plan: &Plan) {
-        if !plan.satisfiable {
-            return;
-        }
-        for (key, values) in &plan.required {
-            match values {
-                Some(values) => {
-                    let by_value = self.by_value.entry(key.clone()).or_default();
-                    for v in values {
-                        by_value.entry(v.clone()).or_default().insert(id.clone());
-                    }
-                }
-                None => {
-                    self.by_key.entry(key.clone()).or_default().insert(id.clone());
+        let refs = &plan.refs;
+        match &plan.anchor {
+            Anchor::Never => {}
+            Anchor::Unrestricted => self.unrestricted.insert(id, refs),
+            Anchor::Key(key) => self.by_key.entry(key.clone()).or_default().insert(id, refs),
+            Anchor::Values(key, values) => {
+                let by_value = self.by_value.entry(key.clone()).or_default();
+                for v in values {
+                    by_value.entry(v.clone()).or_default().insert(id, refs);
                 }
             }
-        }
-        for key in &plan.other_refs {
-            self.by_ref.entry(key.clone()).or_default().insert(id.clone());
-        }
-        if plan.is_unrestricted() {
-            self.unrestricted.insert(id.clone());
         }
     }
 
     pub(super) fn deregister(&mut self, id: &S, plan: &Plan) {
-        if !plan.satisfiable {
-            return;
-        }
-        let drop_id = |set: &mut BTreeSet<S>| {
-            set.remove(id);
-            set.is_empty()
-        };
-        for (key, values) in &plan.required {
-            match values {
-                Some(values) => remove_from(&mut self.by_value, key, |by_value| {
-                    for v in values {
-                        remove_from(by_value, v, drop_id);
-                    }
-                    by_value.is_empty()
-                }),
-                None => remove_from(&mut self.by_key, key, drop_id),
+        let refs = &plan.refs;
+        match &plan.anchor {
+            Anchor::Never => {}
+            Anchor::Unrestricted => {
+                self.unrestricted.remove(id, refs);
             }
+            Anchor::Key(key) => remove_from(&mut self.by_key, key, |b| b.remove(id, refs)),
+            Anchor::Values(key, values) => remove_from(&mut self.by_value, key, |by_value| {
+                for v in values {
+                    remove_from(by_value, v, |b| b.remove(id, refs));
+                }
+                by_value.is_empty()
+            }),
         }
-        for key in &plan.other_refs {
-            remove_from(&mut self.by_ref, key, drop_id);
-        }
-        self.unrestricted.remove(id);
     }
 
-    /// Pushes every selector that could match an endpoint with `labels`
-    /// (superset; duplicates possible).
+    /// The buckets whose anchor an endpoint with `labels` satisfies.
+    fn buckets<'a, 'l>(
+        &'a self,
+        labels: &'l BTreeMap<String, String>,
+    ) -> impl Iterator<Item = &'a Bucket<S>> + use<'a, 'l, S> {
+        let keyed = labels.iter().flat_map(move |(k, v)| {
+            let any = self.by_key.get(k);
+            let exact = self.by_value.get(k).and_then(|m| m.get(v));
+            any.into_iter().chain(exact)
+        });
+        std::iter::once(&self.unrestricted).chain(keyed)
+    }
+
+    /// Pushes every selector that could match a new endpoint with `labels`
+    /// (a superset; duplicates possible).
     pub(super) fn for_new_endpoint<'a>(
         &'a self,
         labels: &BTreeMap<String, String>,
         out: &mut Vec<&'a S>,
     ) {
-        out.extend(&self.unrestricted);
-        for (k, v) in labels {
-            if let Some(set) = self.by_key.get(k) {
-                out.extend(set);
-            }
-            if let Some(set) = self.by_value.get(k).and_then(|m| m.get(v)) {
-                out.extend(set);
-            }
+        for bucket in self.buckets(labels) {
+            out.extend(&bucket.all);
         }
     }
 
-    /// Pushes every selector whose result may differ when `key` goes from
-    /// `old` to `new` (superset; duplicates possible).
-    pub(super) fn for_changed_key<'a>(
+    /// Pushes every selector that could *start* matching an endpoint whose
+    /// labels became `labels` through a change to the `changed` keys: its
+    /// anchor holds on `labels` and it reads a changed key. (Selectors that
+    /// may *stop* matching are the endpoint's current matches.)
+    pub(super) fn for_changed_keys<'a>(
         &'a self,
-        key: &str,
-        old: Option<&str>,
-        new: Option<&str>,
+        labels: &BTreeMap<String, String>,
+        changed: &[&str],
         out: &mut Vec<&'a S>,
     ) {
-        if let Some(set) = self.by_ref.get(key) {
-            out.extend(set);
-        }
-        if let Some(set) = self.by_key.get(key) {
-            out.extend(set);
-        }
-        for value in [old, new].into_iter().flatten() {
-            if let Some(set) = self.by_value.get(key).and_then(|m| m.get(value)) {
-                out.extend(set);
-            }
+        for bucket in self.buckets(labels) {
+            bucket.push_refs(changed, out);
         }
     }
 }

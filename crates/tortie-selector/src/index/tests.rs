@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use super::plan::Plan;
+use super::plan::{Anchor, Plan};
 use super::{LabelIndex, MatchChange};
 use crate::Selector;
 
@@ -19,7 +19,11 @@ fn sel(s: &str) -> Selector {
     Selector::parse(s).expect(s)
 }
 
-fn ch(selector: &'static str, endpoint: &'static str, started: bool) -> MatchChange<&'static str, &'static str> {
+fn ch(
+    selector: &'static str,
+    endpoint: &'static str,
+    started: bool,
+) -> MatchChange<&'static str, &'static str> {
     MatchChange {
         selector,
         endpoint,
@@ -27,33 +31,70 @@ fn ch(selector: &'static str, endpoint: &'static str, started: bool) -> MatchCha
     }
 }
 
+fn plan(s: &str) -> Plan {
+    Plan::new(&sel(s), |key, _| if key == "rare" { 1 } else { 10 })
+}
+
 #[test]
 fn plans() {
-    let p = Plan::new(&sel("a == 'x' && b != 'y'"));
-    assert!(p.satisfiable);
-    assert_eq!(p.required.len(), 1);
-    assert_eq!(p.other_refs, vec!["b".to_owned()]);
-    assert!(!p.is_unrestricted());
-    assert!(Plan::new(&sel("!has(a)")).is_unrestricted());
-    assert!(Plan::new(&sel("all()")).is_unrestricted());
-    assert!(Plan::new(&sel("a == 'x' || b == 'y'")).is_unrestricted());
-    let impossible = Plan::new(&sel("a == 'x' && a == 'y'"));
-    assert!(!impossible.satisfiable);
-    assert!(!impossible.is_unrestricted());
+    let p = plan("a == 'x' && b != 'y'");
+    assert_eq!(
+        p.anchor,
+        Anchor::Values("a".into(), ["x".to_owned()].into())
+    );
+    assert_eq!(p.refs, vec!["a".to_owned(), "b".to_owned()]);
+    // Fewest endpoints wins, then a value anchor over a presence anchor, then fewer values.
+    assert_eq!(
+        plan("a == 'x' && has(rare)").anchor,
+        Anchor::Key("rare".into())
+    );
+    assert_eq!(
+        plan("has(b) && a == 'x'").anchor,
+        Anchor::Values("a".into(), ["x".to_owned()].into())
+    );
+    assert_eq!(
+        plan("b in {'1', '2'} && a == 'x'").anchor,
+        Anchor::Values("a".into(), ["x".to_owned()].into())
+    );
+    for unrestricted in ["!has(a)", "all()", "a == 'x' || b == 'y'", "a not in {'x'}"] {
+        assert_eq!(
+            plan(unrestricted).anchor,
+            Anchor::Unrestricted,
+            "{unrestricted}"
+        );
+    }
+    assert_eq!(plan("a == 'x' && a == 'y'").anchor, Anchor::Never);
+    assert_eq!(plan("has(a) && !has(a)").anchor, Anchor::Never);
+    assert_eq!(plan("a in {}").anchor, Anchor::Never);
 }
 
 #[test]
 fn selector_then_endpoints() {
     let mut idx: LabelIndex<&str, &str> = LabelIndex::new();
     assert!(idx.update_selector("web", sel("app == 'web'")).is_empty());
-    assert_eq!(idx.update_labels("ep1", labels(&[("app", "web")])), vec![ch("web", "ep1", true)]);
-    assert!(idx.update_labels("ep2", labels(&[("app", "db")])).is_empty());
+    assert_eq!(
+        idx.update_labels("ep1", labels(&[("app", "web")])),
+        vec![ch("web", "ep1", true)]
+    );
+    assert!(
+        idx.update_labels("ep2", labels(&[("app", "db")]))
+            .is_empty()
+    );
     assert_eq!(idx.matches(&"web").collect::<Vec<_>>(), vec![&"ep1"]);
     // Changing an unrelated label changes nothing.
-    assert!(idx.update_labels("ep1", labels(&[("app", "web"), ("x", "1")])).is_empty());
+    assert!(
+        idx.update_labels("ep1", labels(&[("app", "web"), ("x", "1")]))
+            .is_empty()
+    );
     // Swap the values.
-    assert_eq!(idx.update_labels("ep1", labels(&[("app", "db")])), vec![ch("web", "ep1", false)]);
-    assert_eq!(idx.update_labels("ep2", labels(&[("app", "web")])), vec![ch("web", "ep2", true)]);
+    assert_eq!(
+        idx.update_labels("ep1", labels(&[("app", "db")])),
+        vec![ch("web", "ep1", false)]
+    );
+    assert_eq!(
+        idx.update_labels("ep2", labels(&[("app", "web")])),
+        vec![ch("web", "ep2", true)]
+    );
     assert_eq!(idx.delete_labels(&"ep2"), vec![ch("web", "ep2", false)]);
     assert_eq!(idx.num_matches(&"web"), 0);
 }
@@ -113,7 +154,10 @@ fn unrestricted_selectors_see_new_endpoints() {
 fn impossible_selector_matches_nothing() {
     let mut idx: LabelIndex<u32, u32> = LabelIndex::new();
     idx.update_labels(1, labels(&[("a", "x")]));
-    assert!(idx.update_selector(7, sel("a == 'x' && a == 'y'")).is_empty());
+    assert!(
+        idx.update_selector(7, sel("a == 'x' && a == 'y'"))
+            .is_empty()
+    );
     assert!(idx.update_labels(2, labels(&[("a", "y")])).is_empty());
     assert_eq!(idx.update_selector(7, sel("a in {'x', 'y'}")).len(), 2);
 }
@@ -133,10 +177,21 @@ fn in_set_and_has_narrowing() {
     idx.update_selector(2, sel("has(special) && tier == 'web'"));
     idx.update_selector(3, sel("special contains '5'"));
     assert_eq!(idx.num_matches(&1), 50);
-    assert_eq!(idx.matches(&2).copied().collect::<Vec<_>>(), vec![0, 20, 40, 60, 80]);
+    assert_eq!(
+        idx.matches(&2).copied().collect::<Vec<_>>(),
+        vec![0, 20, 40, 60, 80]
+    );
     assert_eq!(idx.matches(&3).copied().collect::<Vec<_>>(), vec![50]);
     assert!(idx.is_match(&1, &1));
-    assert_eq!(idx.selector(&3).map(Selector::canonical), Some(r#"special contains "5""#));
-    assert_eq!(idx.labels(&50).and_then(|l| l.get("special")).map(String::as_str), Some("50"));
+    assert_eq!(
+        idx.selector(&3).map(Selector::canonical),
+        Some(r#"special contains "5""#)
+    );
+    assert_eq!(
+        idx.labels(&50)
+            .and_then(|l| l.get("special"))
+            .map(String::as_str),
+        Some("50")
+    );
     assert_eq!((idx.num_selectors(), idx.num_endpoints()), (3, 100));
 }

@@ -2,7 +2,10 @@
 //! parser produces (no `Not` directly inside `Not`, `&&`/`||` with at least
 //! two operands, values never holding both quote characters).
 
-#![allow(dead_code, reason = "each test binary uses a different subset of these helpers; `expect` would be unfulfilled in some")]
+#![allow(
+    dead_code,
+    reason = "each test binary uses a different subset of these helpers; `expect` would be unfulfilled in some"
+)]
 
 use std::collections::BTreeMap;
 
@@ -11,18 +14,26 @@ use proptest::prelude::*;
 use tortie_selector::Expr;
 
 /// A random expression over the given label and value strategies.
-pub fn expr(label: BoxedStrategy<String>, value: BoxedStrategy<String>) -> impl Strategy<Value = Expr> {
+pub fn expr(
+    label: BoxedStrategy<String>,
+    value: BoxedStrategy<String>,
+) -> impl Strategy<Value = Expr> {
     let lv = (label.clone(), value.clone());
     let leaf = prop_oneof![
         Just(Expr::All),
         Just(Expr::Global),
         label.clone().prop_map(|label| Expr::Has { label }),
-        lv.clone().prop_map(|(label, value)| Expr::Eq { label, value }),
-        lv.clone().prop_map(|(label, value)| Expr::Ne { label, value }),
-        lv.clone().prop_map(|(label, value)| Expr::Contains { label, value }),
-        lv.clone().prop_map(|(label, value)| Expr::StartsWith { label, value }),
+        lv.clone()
+            .prop_map(|(label, value)| Expr::Eq { label, value }),
+        lv.clone()
+            .prop_map(|(label, value)| Expr::Ne { label, value }),
+        lv.clone()
+            .prop_map(|(label, value)| Expr::Contains { label, value }),
+        lv.clone()
+            .prop_map(|(label, value)| Expr::StartsWith { label, value }),
         lv.prop_map(|(label, value)| Expr::EndsWith { label, value }),
-        (label.clone(), btree_set(value.clone(), 0..4)).prop_map(|(label, values)| Expr::In { label, values }),
+        (label.clone(), btree_set(value.clone(), 0..4))
+            .prop_map(|(label, values)| Expr::In { label, values }),
         (label, btree_set(value, 0..4)).prop_map(|(label, values)| Expr::NotIn { label, values }),
     ];
     leaf.prop_recursive(4, 48, 4, |inner| {
@@ -45,19 +56,25 @@ pub fn any_label() -> BoxedStrategy<String> {
 /// Any string that can be written as a quoted literal.
 pub fn any_value() -> BoxedStrategy<String> {
     any::<String>()
-        .prop_filter("both quote kinds", |v| !(v.contains('"') && v.contains('\'')))
+        .prop_filter("both quote kinds", |v| {
+            !(v.contains('"') && v.contains('\''))
+        })
         .boxed()
 }
 
 /// A small label alphabet so that random selectors and endpoints overlap.
 pub fn small_label() -> BoxedStrategy<String> {
-    prop::sample::select(vec!["a", "b", "c", "d"]).prop_map(str::to_owned).boxed()
+    prop::sample::select(vec!["a", "b", "c", "d"])
+        .prop_map(str::to_owned)
+        .boxed()
 }
 
 /// A small value alphabet (including a prefix/suffix pair for
 /// `contains`/`starts with`).
 pub fn small_value() -> BoxedStrategy<String> {
-    prop::sample::select(vec!["x", "y", "z", "xy", ""]).prop_map(str::to_owned).boxed()
+    prop::sample::select(vec!["x", "y", "z", "xy", ""])
+        .prop_map(str::to_owned)
+        .boxed()
 }
 
 /// Label sets over the small alphabets.

@@ -18,7 +18,7 @@ use super::{Fixture, next_event};
 
 const WORKERS: usize = 4;
 const COUNTERS: usize = 3;
-const INCREMENTS_PER_COUNTER: u64 = 60;
+const INCREMENTS_PER_COUNTER: u64 = 100;
 const PREFIX: &str = "/counters/";
 const MAX_ATTEMPTS: usize = 100_000;
 
@@ -139,6 +139,9 @@ async fn run_processes(url: &str) {
             .expect("child finished within 300 s")
             .expect("child output");
         let stdout = String::from_utf8_lossy(&out.stdout);
+        for line in stdout.lines().filter(|l| l.starts_with("worker ")) {
+            eprintln!("{line}");
+        }
         assert!(
             out.status.success() && stdout.contains("1 passed"),
             "worker {worker} failed ({}):\n{stdout}\n{}",

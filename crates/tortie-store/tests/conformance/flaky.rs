@@ -85,10 +85,10 @@ impl Store for FlakyStore {
     }
 
     async fn watch(&self, prefix: &str, from: Revision) -> Result<WatchStream, StoreError> {
+        // Subscribe first: a break while the inner watch is being set up must still count.
+        let mut generation = self.generation.subscribe();
         self.check()?;
         let mut upstream = self.inner.watch(prefix, from).await?;
-        let mut generation = self.generation.subscribe();
-        generation.borrow_and_update();
         let (tx, rx) = mpsc::channel(16);
         tokio::spawn(async move {
             loop {
