@@ -61,11 +61,23 @@ pub struct BGPConfigurationSpec {
     pub node_to_node_mesh_enabled: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub as_number: Option<AsNumber>,
-    #[serde(default, rename = "serviceLoadBalancerIPs", skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        rename = "serviceLoadBalancerIPs",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub service_load_balancer_ips: Vec<CidrEntry>,
-    #[serde(default, rename = "serviceExternalIPs", skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        rename = "serviceExternalIPs",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub service_external_ips: Vec<CidrEntry>,
-    #[serde(default, rename = "serviceClusterIPs", skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        rename = "serviceClusterIPs",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub service_cluster_ips: Vec<CidrEntry>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub communities: Vec<Community>,
@@ -81,9 +93,17 @@ pub struct BGPConfigurationSpec {
     pub bind_mode: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ignored_interfaces: Vec<String>,
-    #[serde(default, rename = "localWorkloadPeeringIPV4", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "localWorkloadPeeringIPV4",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub local_workload_peering_ipv4: Option<String>,
-    #[serde(default, rename = "localWorkloadPeeringIPV6", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "localWorkloadPeeringIPV6",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub local_workload_peering_ipv6: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_load_balancer_aggregation: Option<String>,
@@ -95,7 +115,9 @@ pub struct BGPConfigurationSpec {
     pub ipv6_normal_route_priority: Option<i64>,
 }
 
-const LOG_LEVELS: [&str; 8] = ["Trace", "Debug", "Info", "Warning", "Error", "Fatal", "Panic", "None"];
+const LOG_LEVELS: [&str; 8] = [
+    "Trace", "Debug", "Info", "Warning", "Error", "Fatal", "Panic", "None",
+];
 
 /// Checks a community value: `aa:nn` (16-bit each) or large `aa:nn:mm` (32-bit each).
 pub fn is_community(s: &str) -> bool {
@@ -122,51 +144,89 @@ fn is_ignored_interface(s: &str) -> bool {
     let base = s.strip_suffix('*').unwrap_or(s);
     !base.is_empty()
         && base.len() <= 15
-        && base.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && base
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
 /// BGPFilter `interface` matches: interface names with `*` wildcards.
 fn is_filter_interface(s: &str) -> bool {
-    !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '*'))
+    !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '*'))
 }
 
 impl BGPConfigurationSpec {
     fn validate_mesh(&self, meta: &ObjectMeta, errs: &mut Errors) {
         if meta.name != "default" {
             if self.as_number.is_some() {
-                errs.add("asNumber", self.as_number.map(|a| a.0), "can only be set on the default BGPConfiguration");
+                errs.add(
+                    "asNumber",
+                    self.as_number.map(|a| a.0),
+                    "can only be set on the default BGPConfiguration",
+                );
             }
             if self.node_to_node_mesh_enabled.is_some() {
-                errs.add("nodeToNodeMeshEnabled", self.node_to_node_mesh_enabled, "can only be set on the default BGPConfiguration");
+                errs.add(
+                    "nodeToNodeMeshEnabled",
+                    self.node_to_node_mesh_enabled,
+                    "can only be set on the default BGPConfiguration",
+                );
             }
         }
         if self.node_to_node_mesh_enabled == Some(false) {
             if self.node_mesh_password.is_some() {
-                errs.add("nodeMeshPassword", "secretKeyRef", "requires nodeToNodeMeshEnabled");
+                errs.add(
+                    "nodeMeshPassword",
+                    "secretKeyRef",
+                    "requires nodeToNodeMeshEnabled",
+                );
             }
             if let Some(t) = &self.node_mesh_max_restart_time {
-                errs.add("nodeMeshMaxRestartTime", t, "requires nodeToNodeMeshEnabled");
+                errs.add(
+                    "nodeMeshMaxRestartTime",
+                    t,
+                    "requires nodeToNodeMeshEnabled",
+                );
             }
         }
         for (i, iface) in self.ignored_interfaces.iter().enumerate() {
             if !is_ignored_interface(iface) {
-                errs.add("ignoredInterfaces", iface, format!("ignoredInterfaces[{i}] is not an interface name (optionally ending in '*')"));
+                errs.add(
+                    "ignoredInterfaces",
+                    iface,
+                    format!(
+                        "ignoredInterfaces[{i}] is not an interface name (optionally ending in '*')"
+                    ),
+                );
             }
         }
     }
 
     fn validate_communities(&self, errs: &mut Errors) {
         if !self.communities.is_empty() && self.prefix_advertisements.is_empty() {
-            errs.add("communities", self.communities.len(), "communities are only used by prefixAdvertisements, and there are none");
+            errs.add(
+                "communities",
+                self.communities.len(),
+                "communities are only used by prefixAdvertisements, and there are none",
+            );
         }
         if self.communities.len() > 500 {
-            errs.add("communities", self.communities.len(), "at most 500 communities");
+            errs.add(
+                "communities",
+                self.communities.len(),
+                "at most 500 communities",
+            );
         }
         errs.at("communities", |errs| {
             for (i, c) in self.communities.iter().enumerate() {
                 errs.idx(i, |errs| {
                     if !is_community(&c.value) {
-                        errs.add("value", &c.value, "must be a community aa:nn or a large community aa:nn:mm");
+                        errs.add(
+                            "value",
+                            &c.value,
+                            "must be a community aa:nn or a large community aa:nn:mm",
+                        );
                     }
                     if c.name.is_empty() {
                         errs.missing("name", "a community needs a name");
@@ -179,12 +239,19 @@ impl BGPConfigurationSpec {
                 errs.idx(i, |errs| {
                     validate::strict_cidr(errs, "cidr", &p.cidr);
                     if p.communities.is_empty() {
-                        errs.missing("communities", "a prefix advertisement needs at least one community");
+                        errs.missing(
+                            "communities",
+                            "a prefix advertisement needs at least one community",
+                        );
                     }
                     for c in &p.communities {
                         let known = self.communities.iter().any(|k| &k.name == c);
                         if !known && !is_community(c) {
-                            errs.add("communities", c, "neither a defined community name nor a community value");
+                            errs.add(
+                                "communities",
+                                c,
+                                "neither a defined community name nor a community value",
+                            );
                         }
                     }
                 });
@@ -197,8 +264,10 @@ impl CalicoSpec for BGPConfigurationSpec {
     const KIND: Kind = Kind::BGPConfiguration;
 
     fn apply_defaults(&mut self, _meta: &mut ObjectMeta) {
-        self.log_severity_screen.get_or_insert_with(|| "Info".to_string());
-        self.service_load_balancer_aggregation.get_or_insert_with(|| "Enabled".to_string());
+        self.log_severity_screen
+            .get_or_insert_with(|| "Info".to_string());
+        self.service_load_balancer_aggregation
+            .get_or_insert_with(|| "Enabled".to_string());
     }
 
     fn validate(&self, meta: &ObjectMeta, errs: &mut Errors) {
@@ -206,7 +275,11 @@ impl CalicoSpec for BGPConfigurationSpec {
         if let Some(l) = &self.log_severity_screen {
             validate::one_of(errs, "logSeverityScreen", l, &LOG_LEVELS);
         }
-        validate_cidr_list(errs, "serviceLoadBalancerIPs", &self.service_load_balancer_ips);
+        validate_cidr_list(
+            errs,
+            "serviceLoadBalancerIPs",
+            &self.service_load_balancer_ips,
+        );
         validate_cidr_list(errs, "serviceExternalIPs", &self.service_external_ips);
         validate_cidr_list(errs, "serviceClusterIPs", &self.service_cluster_ips);
         self.validate_communities(errs);
@@ -222,18 +295,34 @@ impl CalicoSpec for BGPConfigurationSpec {
             validate::one_of(errs, "bindMode", b, &["None", "NodeIP"]);
         }
         for (field, v) in [
-            ("localWorkloadPeeringIPV4", &self.local_workload_peering_ipv4),
-            ("localWorkloadPeeringIPV6", &self.local_workload_peering_ipv6),
+            (
+                "localWorkloadPeeringIPV4",
+                &self.local_workload_peering_ipv4,
+            ),
+            (
+                "localWorkloadPeeringIPV6",
+                &self.local_workload_peering_ipv6,
+            ),
         ] {
             if let Some(ip) = v {
                 validate::ip(errs, field, ip);
             }
         }
         if let Some(a) = &self.service_load_balancer_aggregation {
-            validate::one_of(errs, "serviceLoadBalancerAggregation", a, &["Enabled", "Disabled"]);
+            validate::one_of(
+                errs,
+                "serviceLoadBalancerAggregation",
+                a,
+                &["Enabled", "Disabled"],
+            );
         }
         if let Some(p) = &self.program_cluster_routes {
-            let allowed = ["Enabled", "Disabled", "EnabledIPIPOnly", "EnabledNoEncapOnly"];
+            let allowed = [
+                "Enabled",
+                "Disabled",
+                "EnabledIPIPOnly",
+                "EnabledNoEncapOnly",
+            ];
             validate::one_of(errs, "programClusterRoutes", p, &allowed);
         }
         for (field, v) in [
@@ -271,7 +360,11 @@ pub struct BGPPeerSpec {
     pub password: Option<BgpPassword>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_address: Option<String>,
-    #[serde(default, rename = "failureDetectionMode", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "failureDetectionMode",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub failure_detection_mode: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restart_mode: Option<String>,
@@ -279,7 +372,11 @@ pub struct BGPPeerSpec {
     pub max_restart_time: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bird_gateway_mode: Option<String>,
-    #[serde(default, rename = "numAllowedLocalASNumbers", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "numAllowedLocalASNumbers",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub num_allowed_local_as_numbers: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttl_security: Option<i64>,
@@ -289,7 +386,11 @@ pub struct BGPPeerSpec {
     pub filters: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reachable_by: Option<String>,
-    #[serde(default, rename = "localASNumber", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "localASNumber",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub local_as_number: Option<AsNumber>,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub local_workload_selector: String,
@@ -309,11 +410,31 @@ pub fn parse_peer_ip(s: &str) -> Option<(std::net::IpAddr, Option<u16>)> {
 impl BGPPeerSpec {
     fn validate_options(&self, errs: &mut Errors) {
         let enums: [(&str, &Option<String>, &[&str]); 6] = [
-            ("nextHopMode", &self.next_hop_mode, &["Auto", "Self", "Keep"]),
-            ("sourceAddress", &self.source_address, &["UseNodeIP", "None"]),
-            ("failureDetectionMode", &self.failure_detection_mode, &["None", "BFDIfDirectlyConnected"]),
-            ("restartMode", &self.restart_mode, &["GracefulRestart", "LongLivedGracefulRestart"]),
-            ("birdGatewayMode", &self.bird_gateway_mode, &["Recursive", "DirectIfDirectlyConnected"]),
+            (
+                "nextHopMode",
+                &self.next_hop_mode,
+                &["Auto", "Self", "Keep"],
+            ),
+            (
+                "sourceAddress",
+                &self.source_address,
+                &["UseNodeIP", "None"],
+            ),
+            (
+                "failureDetectionMode",
+                &self.failure_detection_mode,
+                &["None", "BFDIfDirectlyConnected"],
+            ),
+            (
+                "restartMode",
+                &self.restart_mode,
+                &["GracefulRestart", "LongLivedGracefulRestart"],
+            ),
+            (
+                "birdGatewayMode",
+                &self.bird_gateway_mode,
+                &["Recursive", "DirectIfDirectlyConnected"],
+            ),
             ("reversePeering", &self.reverse_peering, &["Auto", "Manual"]),
         ];
         for (field, v, allowed) in enums {
@@ -321,7 +442,10 @@ impl BGPPeerSpec {
                 validate::one_of(errs, field, v, allowed);
             }
         }
-        for (field, v) in [("maxRestartTime", &self.max_restart_time), ("keepaliveTime", &self.keepalive_time)] {
+        for (field, v) in [
+            ("maxRestartTime", &self.max_restart_time),
+            ("keepaliveTime", &self.keepalive_time),
+        ] {
             if let Some(d) = v {
                 validate::duration(errs, field, d);
             }
@@ -340,7 +464,9 @@ impl BGPPeerSpec {
             validate::ip(errs, "reachableBy", r);
         }
         for (i, f) in self.filters.iter().enumerate() {
-            errs.at("filters", |errs| errs.idx(i, |errs| validate::dns1123_subdomain(errs, "", f)));
+            errs.at("filters", |errs| {
+                errs.idx(i, |errs| validate::dns1123_subdomain(errs, "", f))
+            });
         }
     }
 }
@@ -350,30 +476,62 @@ impl CalicoSpec for BGPPeerSpec {
 
     fn validate(&self, _meta: &ObjectMeta, errs: &mut Errors) {
         if !self.node.is_empty() && !self.node_selector.is_empty() {
-            errs.add("nodeSelector", &self.node_selector, "node and nodeSelector cannot both be set");
+            errs.add(
+                "nodeSelector",
+                &self.node_selector,
+                "node and nodeSelector cannot both be set",
+            );
         }
         if !self.node.is_empty() {
             validate::dns1123_subdomain(errs, "node", &self.node);
         }
         if !self.peer_ip.is_empty() && !self.peer_selector.is_empty() {
-            errs.add("peerSelector", &self.peer_selector, "peerIP and peerSelector cannot both be set");
+            errs.add(
+                "peerSelector",
+                &self.peer_selector,
+                "peerIP and peerSelector cannot both be set",
+            );
         }
-        let peer = if self.peer_ip.is_empty() { None } else { parse_peer_ip(&self.peer_ip) };
+        let peer = if self.peer_ip.is_empty() {
+            None
+        } else {
+            parse_peer_ip(&self.peer_ip)
+        };
         if !self.peer_ip.is_empty() && peer.is_none_or(|(_, port)| port == Some(0)) {
-            errs.add("peerIP", &self.peer_ip, "must be an IP, IP:port or [IPv6]:port with a port of 1-65535");
+            errs.add(
+                "peerIP",
+                &self.peer_ip,
+                "must be an IP, IP:port or [IPv6]:port with a port of 1-65535",
+            );
         }
         if self.as_number.is_some() && !self.peer_selector.is_empty() {
-            errs.add("asNumber", self.as_number.map(|a| a.0), "cannot be set with peerSelector (the peers' own AS numbers are used)");
+            errs.add(
+                "asNumber",
+                self.as_number.map(|a| a.0),
+                "cannot be set with peerSelector (the peers' own AS numbers are used)",
+            );
         }
         if self.keep_original_next_hop == Some(true) && self.next_hop_mode.is_some() {
-            errs.add("nextHopMode", &self.next_hop_mode, "cannot be set together with keepOriginalNextHop");
+            errs.add(
+                "nextHopMode",
+                &self.next_hop_mode,
+                "cannot be set together with keepOriginalNextHop",
+            );
         }
         if !self.local_workload_selector.is_empty() {
             if !self.peer_ip.is_empty() {
-                errs.add("peerIP", &self.peer_ip, "cannot be set with localWorkloadSelector");
+                errs.add(
+                    "peerIP",
+                    &self.peer_ip,
+                    "cannot be set with localWorkloadSelector",
+                );
             }
             if !self.peer_selector.is_empty() {
-                errs.add("peerSelector", &self.peer_selector, "cannot be set with localWorkloadSelector");
+                errs.add(
+                    "peerSelector",
+                    &self.peer_selector,
+                    "cannot be set with localWorkloadSelector",
+                );
             }
             if self.as_number.is_none() {
                 errs.missing("asNumber", "localWorkloadSelector peers need an asNumber");
@@ -474,7 +632,11 @@ pub struct PriorityValue {
 pub struct FilterOperation {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub add_community: Option<CommunityValue>,
-    #[serde(default, rename = "prependASPath", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "prependASPath",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub prepend_as_path: Option<AsPathPrepend>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub set_priority: Option<PriorityValue>,
@@ -522,7 +684,12 @@ pub struct BGPFilterSpec {
 fn validate_filter_rule(errs: &mut Errors, r: &BgpFilterRule, v4: bool) {
     validate::one_of(errs, "action", &r.action, &["Accept", "Reject"]);
     if !r.match_operator.is_empty() {
-        validate::one_of(errs, "matchOperator", &r.match_operator, &["Equal", "NotEqual", "In", "NotIn"]);
+        validate::one_of(
+            errs,
+            "matchOperator",
+            &r.match_operator,
+            &["Equal", "NotEqual", "In", "NotIn"],
+        );
     }
     match (r.cidr.is_empty(), r.match_operator.is_empty()) {
         (false, true) => errs.missing("matchOperator", "a cidr needs a matchOperator"),
@@ -533,7 +700,15 @@ fn validate_filter_rule(errs: &mut Errors, r: &BgpFilterRule, v4: bool) {
         && let Some(net) = validate::strict_cidr(errs, "cidr", &r.cidr)
         && net.addr().is_ipv4() != v4
     {
-        errs.add("cidr", &r.cidr, format!("an IPv{} filter needs an IPv{} cidr", if v4 { 4 } else { 6 }, if v4 { 4 } else { 6 }));
+        errs.add(
+            "cidr",
+            &r.cidr,
+            format!(
+                "an IPv{} filter needs an IPv{} cidr",
+                if v4 { 4 } else { 6 },
+                if v4 { 4 } else { 6 }
+            ),
+        );
     }
     if let Some(pl) = &r.prefix_length {
         let max_len = if v4 { 32 } else { 128 };
@@ -559,7 +734,11 @@ fn validate_filter_rule(errs: &mut Errors, r: &BgpFilterRule, v4: bool) {
         validate::one_of(errs, "peerType", &r.peer_type, &["eBGP", "iBGP"]);
     }
     if !r.interface.is_empty() && !is_filter_interface(&r.interface) {
-        errs.add("interface", &r.interface, "not a valid interface name or pattern");
+        errs.add(
+            "interface",
+            &r.interface,
+            "not a valid interface name or pattern",
+        );
     }
     if r.prefix_length.is_some() && r.cidr.is_empty() {
         errs.add("prefixLength", "set", "prefixLength requires a cidr");
@@ -567,7 +746,11 @@ fn validate_filter_rule(errs: &mut Errors, r: &BgpFilterRule, v4: bool) {
     if let Some(c) = &r.communities {
         errs.at("communities", |errs| {
             if c.values.len() > 1 {
-                errs.add("values", &c.values, "at most one community value may be matched");
+                errs.add(
+                    "values",
+                    &c.values,
+                    "at most one community value may be matched",
+                );
             }
             for v in &c.values {
                 if !is_community(v) {
@@ -578,7 +761,11 @@ fn validate_filter_rule(errs: &mut Errors, r: &BgpFilterRule, v4: bool) {
     }
     validate_operations(errs, &r.operations);
     if !r.operations.is_empty() && r.action != "Accept" {
-        errs.add("operations", r.operations.len(), "operations are allowed only with action Accept");
+        errs.add(
+            "operations",
+            r.operations.len(),
+            "operations are allowed only with action Accept",
+        );
     }
 }
 

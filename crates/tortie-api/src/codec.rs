@@ -31,7 +31,12 @@ pub fn decode(file: &str, text: &str, default_namespace: &str) -> Vec<Decoded> {
         match expand_list(&origin, doc) {
             Ok(items) => {
                 for (origin, item) in items {
-                    out.push(decode_object(origin, item, doc_text.map(String::as_str), default_namespace));
+                    out.push(decode_object(
+                        origin,
+                        item,
+                        doc_text.map(String::as_str),
+                        default_namespace,
+                    ));
                 }
             }
             Err(e) => out.push(Err(e)),
@@ -72,7 +77,8 @@ fn yaml_document_texts(text: &str, expected: usize) -> Option<Vec<String>> {
 }
 
 fn has_yaml_content(s: &str) -> bool {
-    s.lines().any(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+    s.lines()
+        .any(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
 }
 
 /// Parses the documents of a YAML or JSON text into JSON values with their origins.
@@ -81,16 +87,17 @@ pub fn split_documents(file: &str, text: &str) -> Result<Vec<(Origin, Value)>, D
     if trimmed.starts_with('{') || trimmed.starts_with('[') {
         return split_json(file, text);
     }
-    let values: Vec<Value> = serde_saphyr::from_multiple(text).map_err(|e| DecodeError::Syntax {
-        origin: Origin {
-            file: file.to_string(),
-            document: 0,
-            line: 1,
-            item: None,
-        },
-        format: "YAML",
-        message: e.to_string(),
-    })?;
+    let values: Vec<Value> =
+        serde_saphyr::from_multiple(text).map_err(|e| DecodeError::Syntax {
+            origin: Origin {
+                file: file.to_string(),
+                document: 0,
+                line: 1,
+                item: None,
+            },
+            format: "YAML",
+            message: e.to_string(),
+        })?;
     let starts = document_start_lines(text);
     Ok(values
         .into_iter()
@@ -175,18 +182,32 @@ fn expand_list(origin: &Origin, doc: Value) -> Result<Vec<(Origin, Value)>, Deco
         return Ok(items
             .into_iter()
             .enumerate()
-            .map(|(i, item)| (Origin { item: Some(i), ..origin.clone() }, item))
+            .map(|(i, item)| {
+                (
+                    Origin {
+                        item: Some(i),
+                        ..origin.clone()
+                    },
+                    item,
+                )
+            })
             .collect());
     }
     let Value::Object(map) = &doc else {
-        return Err(header_error(origin, "a document must be a mapping with apiVersion and kind"));
+        return Err(header_error(
+            origin,
+            "a document must be a mapping with apiVersion and kind",
+        ));
     };
     let kind = map.get("kind").and_then(Value::as_str).unwrap_or("");
     if !(kind == "List" || (kind.ends_with("List") && kind.len() > 4)) {
         return Ok(vec![(origin.clone(), doc)]);
     }
     let Some(Value::Array(items)) = map.get("items") else {
-        return Err(header_error(origin, format!("field items: a {kind} needs an items list")));
+        return Err(header_error(
+            origin,
+            format!("field items: a {kind} needs an items list"),
+        ));
     };
     let element_kind = kind.strip_suffix("List").unwrap_or("");
     let list_api = map.get("apiVersion").and_then(Value::as_str);
@@ -212,23 +233,48 @@ fn expand_list(origin: &Origin, doc: Value) -> Result<Vec<(Origin, Value)>, Deco
 }
 
 /// Decodes one manifest object: header, metadata, body, defaults, validation.
-pub fn decode_object(origin: Origin, doc: Value, doc_text: Option<&str>, default_namespace: &str) -> Decoded {
+pub fn decode_object(
+    origin: Origin,
+    doc: Value,
+    doc_text: Option<&str>,
+    default_namespace: &str,
+) -> Decoded {
     let Value::Object(mut map) = doc else {
-        return Err(header_error(&origin, "a document must be a mapping with apiVersion and kind"));
+        return Err(header_error(
+            &origin,
+            "a document must be a mapping with apiVersion and kind",
+        ));
     };
     let api_version = match map.remove("apiVersion") {
         Some(Value::String(s)) => s,
-        Some(v) => return Err(header_error(&origin, format!("field apiVersion = {v}: must be a string"))),
-        None => return Err(header_error(&origin, format!("field apiVersion: missing (expected {CALICO_API_VERSION})"))),
+        Some(v) => {
+            return Err(header_error(
+                &origin,
+                format!("field apiVersion = {v}: must be a string"),
+            ));
+        }
+        None => {
+            return Err(header_error(
+                &origin,
+                format!("field apiVersion: missing (expected {CALICO_API_VERSION})"),
+            ));
+        }
     };
     let kind_name = match map.remove("kind") {
         Some(Value::String(s)) => s,
-        Some(v) => return Err(header_error(&origin, format!("field kind = {v}: must be a string"))),
+        Some(v) => {
+            return Err(header_error(
+                &origin,
+                format!("field kind = {v}: must be a string"),
+            ));
+        }
         None => return Err(header_error(&origin, "field kind: missing")),
     };
     let kind = Kind::from_manifest(&api_version, &kind_name)
         .map_err(|m| header_error(&origin, format!("field kind/apiVersion: {m}")))?;
-    let metadata = map.remove("metadata").unwrap_or_else(|| Value::Object(Map::new()));
+    let metadata = map
+        .remove("metadata")
+        .unwrap_or_else(|| Value::Object(Map::new()));
     let name = metadata
         .get("name")
         .and_then(Value::as_str)
@@ -264,7 +310,10 @@ pub fn encode(resources: &[Resource], as_list: Option<Kind>, format: Format) -> 
     let value = match as_list {
         Some(kind) => {
             let mut m = Map::new();
-            m.insert("apiVersion".into(), Value::String(kind.info().api_version.into()));
+            m.insert(
+                "apiVersion".into(),
+                Value::String(kind.info().api_version.into()),
+            );
             m.insert("kind".into(), Value::String(format!("{}List", kind.name())));
             m.insert(
                 "items".into(),
@@ -298,11 +347,22 @@ pub fn from_stored(value: Value) -> Result<Resource, String> {
     let Value::Object(mut map) = value else {
         return Err("stored value is not an object".into());
     };
-    let api = map.remove("apiVersion").and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
-    let kind = map.remove("kind").and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+    let api = map
+        .remove("apiVersion")
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default();
+    let kind = map
+        .remove("kind")
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default();
     let kind = Kind::from_manifest(&api, &kind)?;
-    let metadata = map.remove("metadata").unwrap_or_else(|| Value::Object(Map::new()));
+    let metadata = map
+        .remove("metadata")
+        .unwrap_or_else(|| Value::Object(Map::new()));
     Resource::from_parts(kind, metadata, map).map_err(|errs| {
-        errs.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+        errs.iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ")
     })
 }

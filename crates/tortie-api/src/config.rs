@@ -20,11 +20,11 @@ mod tests;
 
 pub use checks::{format_go_duration, parse_go_duration};
 pub use felix::{
-    BPFConntrackTimeouts, Dscp, FelixConfigurationSpec, HealthTimeoutOverride, ProtoPort, RouteTableIDRange,
-    RouteTableRange,
+    BPFConntrackTimeouts, Dscp, FelixConfigurationSpec, HealthTimeoutOverride, ProtoPort,
+    RouteTableIDRange, RouteTableRange,
 };
 pub use kube::{
-    AutoHostEndpointConfig, ControllersConfig, HostEndpointTemplate, KUBE_CONTROLLERS_CONFIGURATION_NAME,
+    AutoHostEndpointConfig, ControllersConfig, HostEndpointTemplate,
     KubeControllersConfigurationSpec, LoadBalancerControllerConfig, MigrationControllerConfig,
     NamespaceControllerConfig, NodeControllerConfig, PolicyControllerConfig, ReconcilerConfig,
     ServiceAccountControllerConfig, WorkloadEndpointControllerConfig,

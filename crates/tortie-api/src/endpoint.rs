@@ -31,10 +31,18 @@ fn validate_ports(errs: &mut Errors, ports: &[EndpointPort]) {
                 if p.name.is_empty() && p.host_port.is_none() {
                     errs.missing("name", "a port needs a name (or a hostPort)");
                 } else if !p.name.is_empty() && !is_port_name(&p.name) {
-                    errs.add("name", &p.name, "must be a port name (1-15 of a-z, 0-9, '-')");
+                    errs.add(
+                        "name",
+                        &p.name,
+                        "must be a port name (1-15 of a-z, 0-9, '-')",
+                    );
                 }
                 if !p.protocol.supports_ports() {
-                    errs.add("protocol", p.protocol.to_string(), "must be TCP, UDP or SCTP");
+                    errs.add(
+                        "protocol",
+                        p.protocol.to_string(),
+                        "must be TCP, UDP or SCTP",
+                    );
                 }
                 if p.port == 0 {
                     errs.add("port", p.port, "must be 1-65535");
@@ -117,7 +125,10 @@ impl CalicoSpec for HostEndpointSpec {
             validate::dns1123_subdomain(errs, "node", &self.node);
         }
         if self.interface_name.is_empty() && self.expected_ips.is_empty() {
-            errs.missing("interfaceName", "a HostEndpoint needs interfaceName or expectedIPs");
+            errs.missing(
+                "interfaceName",
+                "a HostEndpoint needs interfaceName or expectedIPs",
+            );
         }
         if !self.interface_name.is_empty() && self.interface_name != "*" {
             validate::interface_name(errs, "interfaceName", &self.interface_name);
@@ -158,7 +169,11 @@ pub struct WorkloadEndpointSpec {
     pub workload: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub node: String,
-    #[serde(default, rename = "containerID", skip_serializing_if = "String::is_empty")]
+    #[serde(
+        default,
+        rename = "containerID",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub container_id: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub pod: String,
@@ -170,9 +185,17 @@ pub struct WorkloadEndpointSpec {
     pub ip_networks: Vec<String>,
     #[serde(default, rename = "ipNATs", skip_serializing_if = "Vec::is_empty")]
     pub ip_nats: Vec<IpNat>,
-    #[serde(default, rename = "ipv4Gateway", skip_serializing_if = "String::is_empty")]
+    #[serde(
+        default,
+        rename = "ipv4Gateway",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub ipv4_gateway: String,
-    #[serde(default, rename = "ipv6Gateway", skip_serializing_if = "String::is_empty")]
+    #[serde(
+        default,
+        rename = "ipv6Gateway",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub ipv6_gateway: String,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub profiles: Vec<String>,
@@ -218,7 +241,11 @@ impl WorkloadEndpointSpec {
     }
 
     fn validate_nats(&self, errs: &mut Errors) {
-        let nets: Vec<ipnet::IpNet> = self.ip_networks.iter().filter_map(|n| validate::parse_cidr(n)).collect();
+        let nets: Vec<ipnet::IpNet> = self
+            .ip_networks
+            .iter()
+            .filter_map(|n| validate::parse_cidr(n))
+            .collect();
         errs.at("ipNATs", |errs| {
             for (i, n) in self.ip_nats.iter().enumerate() {
                 errs.idx(i, |errs| {
@@ -226,10 +253,18 @@ impl WorkloadEndpointSpec {
                     let ext = validate::ip(errs, "externalIP", &n.external_ip);
                     if let (Some(int), Some(ext)) = (int, ext) {
                         if int.is_ipv4() != ext.is_ipv4() {
-                            errs.add("externalIP", &n.external_ip, "must be the same IP family as internalIP");
+                            errs.add(
+                                "externalIP",
+                                &n.external_ip,
+                                "must be the same IP family as internalIP",
+                            );
                         }
                         if !nets.iter().any(|net| net.contains(&int)) {
-                            errs.add("internalIP", &n.internal_ip, "must be one of the endpoint's ipNetworks (ipNATs)");
+                            errs.add(
+                                "internalIP",
+                                &n.internal_ip,
+                                "must be one of the endpoint's ipNetworks (ipNATs)",
+                            );
                         }
                     }
                 });
@@ -251,7 +286,8 @@ impl CalicoSpec for WorkloadEndpointSpec {
             meta.labels.insert(NAMESPACE_LABEL.to_string(), ns.clone());
         }
         if !self.orchestrator.is_empty() {
-            meta.labels.insert(ORCHESTRATOR_LABEL.to_string(), self.orchestrator.clone());
+            meta.labels
+                .insert(ORCHESTRATOR_LABEL.to_string(), self.orchestrator.clone());
         }
     }
 
@@ -259,13 +295,26 @@ impl CalicoSpec for WorkloadEndpointSpec {
         if let Some(expected) = self.expected_name()
             && meta.name != expected
         {
-            errs.add_abs("metadata.name", &meta.name, format!("does not match the endpoint's identifiers; expected {expected:?}"));
+            errs.add_abs(
+                "metadata.name",
+                &meta.name,
+                format!("does not match the endpoint's identifiers; expected {expected:?}"),
+            );
         }
         let id_ok = self.container_id.is_empty()
-            || (self.container_id.starts_with(|c: char| c.is_ascii_alphanumeric())
-                && self.container_id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_')));
+            || (self
+                .container_id
+                .starts_with(|c: char| c.is_ascii_alphanumeric())
+                && self
+                    .container_id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_')));
         if !id_ok {
-            errs.add("containerID", &self.container_id, "must start with a letter or digit and contain only letters, digits, '-' and '_'");
+            errs.add(
+                "containerID",
+                &self.container_id,
+                "must start with a letter or digit and contain only letters, digits, '-' and '_'",
+            );
         }
         self.validate_nats(errs);
         if !self.node.is_empty() {
@@ -300,7 +349,11 @@ impl CalicoSpec for WorkloadEndpointSpec {
             }
         });
         validate_ports(errs, &self.ports);
-        validate_nets(errs, "allowSpoofedSourcePrefixes", &self.allow_spoofed_source_prefixes);
+        validate_nets(
+            errs,
+            "allowSpoofedSourcePrefixes",
+            &self.allow_spoofed_source_prefixes,
+        );
     }
 }
 
@@ -310,13 +363,29 @@ impl CalicoSpec for WorkloadEndpointSpec {
 pub struct NodeBgpSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub as_number: Option<AsNumber>,
-    #[serde(default, rename = "ipv4Address", skip_serializing_if = "String::is_empty")]
+    #[serde(
+        default,
+        rename = "ipv4Address",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub ipv4_address: String,
-    #[serde(default, rename = "ipv6Address", skip_serializing_if = "String::is_empty")]
+    #[serde(
+        default,
+        rename = "ipv6Address",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub ipv6_address: String,
-    #[serde(default, rename = "ipv4IPIPTunnelAddr", skip_serializing_if = "String::is_empty")]
+    #[serde(
+        default,
+        rename = "ipv4IPIPTunnelAddr",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub ipv4_ipip_tunnel_addr: String,
-    #[serde(default, rename = "routeReflectorClusterID", skip_serializing_if = "String::is_empty")]
+    #[serde(
+        default,
+        rename = "routeReflectorClusterID",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub route_reflector_cluster_id: String,
 }
 
@@ -342,9 +411,17 @@ pub struct OrchRef {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NodeWireguardSpec {
-    #[serde(default, rename = "interfaceIPv4Address", skip_serializing_if = "String::is_empty")]
+    #[serde(
+        default,
+        rename = "interfaceIPv4Address",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub interface_ipv4_address: String,
-    #[serde(default, rename = "interfaceIPv6Address", skip_serializing_if = "String::is_empty")]
+    #[serde(
+        default,
+        rename = "interfaceIPv6Address",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub interface_ipv6_address: String,
 }
 
@@ -354,13 +431,29 @@ pub struct NodeWireguardSpec {
 pub struct NodeSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bgp: Option<NodeBgpSpec>,
-    #[serde(default, rename = "ipv4VXLANTunnelAddr", skip_serializing_if = "String::is_empty")]
+    #[serde(
+        default,
+        rename = "ipv4VXLANTunnelAddr",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub ipv4_vxlan_tunnel_addr: String,
-    #[serde(default, rename = "vxlanTunnelMACAddr", skip_serializing_if = "String::is_empty")]
+    #[serde(
+        default,
+        rename = "vxlanTunnelMACAddr",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub vxlan_tunnel_mac_addr: String,
-    #[serde(default, rename = "ipv6VXLANTunnelAddr", skip_serializing_if = "String::is_empty")]
+    #[serde(
+        default,
+        rename = "ipv6VXLANTunnelAddr",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub ipv6_vxlan_tunnel_addr: String,
-    #[serde(default, rename = "vxlanTunnelMACAddrV6", skip_serializing_if = "String::is_empty")]
+    #[serde(
+        default,
+        rename = "vxlanTunnelMACAddrV6",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub vxlan_tunnel_mac_addr_v6: String,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub orch_refs: Vec<OrchRef>,
@@ -378,7 +471,10 @@ impl CalicoSpec for NodeSpec {
     fn validate(&self, _meta: &ObjectMeta, errs: &mut Errors) {
         if let Some(wg) = &self.wireguard {
             errs.at("wireguard", |errs| {
-                for (field, v) in [("interfaceIPv4Address", &wg.interface_ipv4_address), ("interfaceIPv6Address", &wg.interface_ipv6_address)] {
+                for (field, v) in [
+                    ("interfaceIPv4Address", &wg.interface_ipv4_address),
+                    ("interfaceIPv6Address", &wg.interface_ipv6_address),
+                ] {
                     if !v.is_empty() {
                         validate::ip(errs, field, v);
                     }
@@ -398,25 +494,42 @@ impl CalicoSpec for NodeSpec {
                         && let Some(net) = validate::cidr(errs, field, v)
                         && net.addr().is_ipv4() != want_v4
                     {
-                        errs.add(field, v, format!("must be an IPv{} address", if want_v4 { 4 } else { 6 }));
+                        errs.add(
+                            field,
+                            v,
+                            format!("must be an IPv{} address", if want_v4 { 4 } else { 6 }),
+                        );
                     }
                 }
                 if !bgp.ipv4_ipip_tunnel_addr.is_empty() {
                     validate::ip(errs, "ipv4IPIPTunnelAddr", &bgp.ipv4_ipip_tunnel_addr);
                 }
                 if !bgp.route_reflector_cluster_id.is_empty()
-                    && bgp.route_reflector_cluster_id.parse::<std::net::Ipv4Addr>().is_err()
+                    && bgp
+                        .route_reflector_cluster_id
+                        .parse::<std::net::Ipv4Addr>()
+                        .is_err()
                 {
-                    errs.add("routeReflectorClusterID", &bgp.route_reflector_cluster_id, "must be an IPv4-formatted ID");
+                    errs.add(
+                        "routeReflectorClusterID",
+                        &bgp.route_reflector_cluster_id,
+                        "must be an IPv4-formatted ID",
+                    );
                 }
             });
         }
-        for (field, v) in [("ipv4VXLANTunnelAddr", &self.ipv4_vxlan_tunnel_addr), ("ipv6VXLANTunnelAddr", &self.ipv6_vxlan_tunnel_addr)] {
+        for (field, v) in [
+            ("ipv4VXLANTunnelAddr", &self.ipv4_vxlan_tunnel_addr),
+            ("ipv6VXLANTunnelAddr", &self.ipv6_vxlan_tunnel_addr),
+        ] {
             if !v.is_empty() {
                 validate::ip(errs, field, v);
             }
         }
-        for (field, v) in [("vxlanTunnelMACAddr", &self.vxlan_tunnel_mac_addr), ("vxlanTunnelMACAddrV6", &self.vxlan_tunnel_mac_addr_v6)] {
+        for (field, v) in [
+            ("vxlanTunnelMACAddr", &self.vxlan_tunnel_mac_addr),
+            ("vxlanTunnelMACAddrV6", &self.vxlan_tunnel_mac_addr_v6),
+        ] {
             if !v.is_empty() {
                 validate::mac(errs, field, v);
             }
@@ -426,7 +539,12 @@ impl CalicoSpec for NodeSpec {
                 errs.idx(i, |errs| {
                     validate::cidr(errs, "address", &a.address);
                     if !a.type_.is_empty() {
-                        validate::one_of(errs, "type", &a.type_, &["CalicoNodeIP", "InternalIP", "ExternalIP"]);
+                        validate::one_of(
+                            errs,
+                            "type",
+                            &a.type_,
+                            &["CalicoNodeIP", "InternalIP", "ExternalIP"],
+                        );
                     }
                 });
             }

@@ -19,7 +19,9 @@ pub struct FieldError {
 
 impl fmt::Display for FieldError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.value.is_empty() {
+        if self.path.is_empty() {
+            write!(f, "{}", self.reason)
+        } else if self.value.is_empty() {
             write!(f, "field {}: {}", self.path, self.reason)
         } else {
             write!(f, "field {} = {}: {}", self.path, self.value, self.reason)
@@ -55,7 +57,12 @@ impl Errors {
     /// The current path rendered with `field` appended.
     pub fn path_of(&self, field: &str) -> String {
         let mut out = String::new();
-        for seg in self.path.iter().map(String::as_str).chain(std::iter::once(field)) {
+        for seg in self
+            .path
+            .iter()
+            .map(String::as_str)
+            .chain(std::iter::once(field))
+        {
             if seg.is_empty() {
                 continue;
             }
@@ -119,7 +126,11 @@ pub struct Origin {
 
 impl fmt::Display for Origin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: document {} (line {})", self.file, self.document, self.line)?;
+        write!(
+            f,
+            "{}: document {} (line {})",
+            self.file, self.document, self.line
+        )?;
         if let Some(i) = self.item {
             write!(f, ", items[{i}]")?;
         }

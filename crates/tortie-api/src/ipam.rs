@@ -61,7 +61,11 @@ pub struct IPPoolSpec {
     pub nat_outgoing: bool,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub disabled: bool,
-    #[serde(default, rename = "disableBGPExport", skip_serializing_if = "std::ops::Not::not")]
+    #[serde(
+        default,
+        rename = "disableBGPExport",
+        skip_serializing_if = "std::ops::Not::not"
+    )]
     pub disable_bgp_export: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub block_size: Option<i64>,
@@ -77,7 +81,11 @@ pub struct IPPoolSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ipip: Option<LegacyIpip>,
     /// Deprecated: use `natOutgoing`.
-    #[serde(default, rename = "nat-outgoing", skip_serializing_if = "std::ops::Not::not")]
+    #[serde(
+        default,
+        rename = "nat-outgoing",
+        skip_serializing_if = "std::ops::Not::not"
+    )]
     pub nat_outgoing_v1: bool,
 }
 
@@ -111,7 +119,11 @@ fn reserved_overlap(net: &IpNet) -> Option<&'static str> {
 impl IPPoolSpec {
     fn validate_load_balancer(&self, errs: &mut Errors, ipip: EncapMode, vxlan: EncapMode) {
         if self.allowed_uses.len() > 1 {
-            errs.add("allowedUses", &self.allowed_uses, "LoadBalancer cannot be combined with other uses");
+            errs.add(
+                "allowedUses",
+                &self.allowed_uses,
+                "LoadBalancer cannot be combined with other uses",
+            );
         }
         if ipip != EncapMode::Never {
             errs.add("ipipMode", ipip, "LoadBalancer pools cannot use IPIP");
@@ -120,10 +132,18 @@ impl IPPoolSpec {
             errs.add("vxlanMode", vxlan, "LoadBalancer pools cannot use VXLAN");
         }
         if self.disable_bgp_export {
-            errs.add("disableBGPExport", true, "LoadBalancer pools must be exported over BGP");
+            errs.add(
+                "disableBGPExport",
+                true,
+                "LoadBalancer pools must be exported over BGP",
+            );
         }
         if !self.node_selector.is_empty() && self.node_selector.trim() != "all()" {
-            errs.add("nodeSelector", &self.node_selector, "LoadBalancer pools must use nodeSelector all()");
+            errs.add(
+                "nodeSelector",
+                &self.node_selector,
+                "LoadBalancer pools must use nodeSelector all()",
+            );
         }
     }
 }
@@ -140,7 +160,11 @@ impl CalicoSpec for IPPoolSpec {
         if self.block_size.is_none()
             && let Some(net) = self.net()
         {
-            let size = if net.addr().is_ipv4() { DEFAULT_BLOCK_SIZE_V4 } else { DEFAULT_BLOCK_SIZE_V6 };
+            let size = if net.addr().is_ipv4() {
+                DEFAULT_BLOCK_SIZE_V4
+            } else {
+                DEFAULT_BLOCK_SIZE_V6
+            };
             self.block_size = Some(i64::from(size));
         }
         if self.ipip_mode.is_none() {
@@ -161,7 +185,8 @@ impl CalicoSpec for IPPoolSpec {
         if self.allowed_uses.is_empty() {
             self.allowed_uses = vec![AllowedUse::Workload, AllowedUse::Tunnel];
         }
-        self.assignment_mode.get_or_insert(AssignmentMode::Automatic);
+        self.assignment_mode
+            .get_or_insert(AssignmentMode::Automatic);
     }
 
     fn validate(&self, _meta: &ObjectMeta, errs: &mut Errors) {
@@ -173,7 +198,11 @@ impl CalicoSpec for IPPoolSpec {
             return;
         };
         if net.addr() != net.network() {
-            errs.add("cidr", &self.cidr, format!("host bits are set; did you mean {}?", net.trunc()));
+            errs.add(
+                "cidr",
+                &self.cidr,
+                format!("host bits are set; did you mean {}?", net.trunc()),
+            );
         }
         if let Some(what) = reserved_overlap(&net) {
             errs.add("cidr", &self.cidr, format!("overlaps {what}"));
@@ -182,15 +211,33 @@ impl CalicoSpec for IPPoolSpec {
         if let Some(bs) = self.block_size {
             let (lo, hi) = if v4 { (20, 32) } else { (116, 128) };
             if !(lo..=hi).contains(&bs) {
-                errs.add("blockSize", bs, format!("must be {lo}-{hi} for an IPv{} pool", if v4 { 4 } else { 6 }));
+                errs.add(
+                    "blockSize",
+                    bs,
+                    format!(
+                        "must be {lo}-{hi} for an IPv{} pool",
+                        if v4 { 4 } else { 6 }
+                    ),
+                );
             } else if bs < i64::from(net.prefix_len()) {
-                errs.add("blockSize", bs, format!("must not be smaller than the pool prefix /{}", net.prefix_len()));
+                errs.add(
+                    "blockSize",
+                    bs,
+                    format!(
+                        "must not be smaller than the pool prefix /{}",
+                        net.prefix_len()
+                    ),
+                );
             }
         }
         let ipip = self.ipip_mode.unwrap_or(EncapMode::Never);
         let vxlan = self.vxlan_mode.unwrap_or(EncapMode::Never);
         if ipip != EncapMode::Never && vxlan != EncapMode::Never {
-            errs.add("vxlanMode", vxlan, "ipipMode and vxlanMode cannot both be enabled");
+            errs.add(
+                "vxlanMode",
+                vxlan,
+                "ipipMode and vxlanMode cannot both be enabled",
+            );
         }
         if !v4 && ipip != EncapMode::Never {
             errs.add("ipipMode", ipip, "IPIP is not supported for IPv6 pools");
@@ -198,9 +245,14 @@ impl CalicoSpec for IPPoolSpec {
         if let Some(l) = &self.ipip
             && let Some(m) = &l.mode
         {
-            errs.at("ipip", |errs| validate::one_of(errs, "mode", m, &["always", "cross-subnet"]));
+            errs.at("ipip", |errs| {
+                validate::one_of(errs, "mode", m, &["always", "cross-subnet"])
+            });
         }
-        for (field, sel) in [("nodeSelector", &self.node_selector), ("namespaceSelector", &self.namespace_selector)] {
+        for (field, sel) in [
+            ("nodeSelector", &self.node_selector),
+            ("namespaceSelector", &self.namespace_selector),
+        ] {
             if !sel.is_empty() {
                 validate::selector(errs, field, sel);
                 if sel.contains("global()") {
@@ -209,7 +261,11 @@ impl CalicoSpec for IPPoolSpec {
             }
         }
         if !self.namespace_selector.is_empty() && self.allowed_uses.contains(&AllowedUse::Tunnel) {
-            errs.add("namespaceSelector", &self.namespace_selector, "a pool with allowedUse Tunnel cannot have a namespaceSelector");
+            errs.add(
+                "namespaceSelector",
+                &self.namespace_selector,
+                "a pool with allowedUse Tunnel cannot have a namespaceSelector",
+            );
         }
         if self.allowed_uses.contains(&AllowedUse::LoadBalancer) {
             self.validate_load_balancer(errs, ipip, vxlan);
@@ -249,7 +305,11 @@ pub struct IPAMConfigurationSpec {
     pub max_blocks_per_host: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auto_allocate_blocks: Option<bool>,
-    #[serde(default, rename = "kubeVirtVMAddressPersistence", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "kubeVirtVMAddressPersistence",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub kube_virt_vm_address_persistence: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ip_cooldown_seconds: Option<i64>,
@@ -277,10 +337,19 @@ impl CalicoSpec for IPAMConfigurationSpec {
             errs.add("maxBlocksPerHost", m, "must be at most 1000000");
         }
         if !self.strict_affinity && self.auto_allocate_blocks == Some(false) {
-            errs.add("autoAllocateBlocks", false, "must be true unless strictAffinity is true");
+            errs.add(
+                "autoAllocateBlocks",
+                false,
+                "must be true unless strictAffinity is true",
+            );
         }
         if let Some(v) = &self.kube_virt_vm_address_persistence {
-            validate::one_of(errs, "kubeVirtVMAddressPersistence", v, &["Enabled", "Disabled"]);
+            validate::one_of(
+                errs,
+                "kubeVirtVMAddressPersistence",
+                v,
+                &["Enabled", "Disabled"],
+            );
         }
         if let Some(c) = self.ip_cooldown_seconds
             && !(0..=1200).contains(&c)

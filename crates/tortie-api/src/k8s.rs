@@ -54,10 +54,18 @@ impl LabelSelector {
                             errs.missing("values", "In and NotIn need at least one value");
                         }
                         "Exists" | "DoesNotExist" if !r.values.is_empty() => {
-                            errs.add("values", &r.values, "Exists and DoesNotExist take no values");
+                            errs.add(
+                                "values",
+                                &r.values,
+                                "Exists and DoesNotExist take no values",
+                            );
                         }
                         "In" | "NotIn" | "Exists" | "DoesNotExist" => {}
-                        other => errs.add("operator", other, "must be In, NotIn, Exists or DoesNotExist"),
+                        other => errs.add(
+                            "operator",
+                            other,
+                            "must be In, NotIn, Exists or DoesNotExist",
+                        ),
                     }
                 });
             }
@@ -151,7 +159,11 @@ fn validate_port(errs: &mut Errors, p: &NetworkPolicyPort) {
         match &p.port {
             Some(IntOrString::Int(start)) if end >= *start && end <= 65535 => {}
             Some(IntOrString::Int(start)) => {
-                errs.add("endPort", end, format!("must be between port {start} and 65535"));
+                errs.add(
+                    "endPort",
+                    end,
+                    format!("must be between port {start} and 65535"),
+                );
             }
             _ => errs.add("endPort", end, "endPort requires a numeric port"),
         }
@@ -163,7 +175,11 @@ fn validate_peer(errs: &mut Errors, p: &NetworkPolicyPeer) {
         errs.missing("", "a peer needs podSelector, namespaceSelector or ipBlock");
     }
     if p.ip_block.is_some() && (p.pod_selector.is_some() || p.namespace_selector.is_some()) {
-        errs.add("ipBlock", "ipBlock", "ipBlock cannot be combined with podSelector or namespaceSelector");
+        errs.add(
+            "ipBlock",
+            "ipBlock",
+            "ipBlock cannot be combined with podSelector or namespaceSelector",
+        );
     }
     if let Some(s) = &p.pod_selector {
         errs.at("podSelector", |errs| s.validate(errs));
@@ -180,7 +196,8 @@ fn validate_peer(errs: &mut Errors, p: &NetworkPolicyPeer) {
                 errs.at("except", |errs| {
                     errs.idx(i, |errs| {
                         if let Some(ex) = validate::strict_cidr(errs, "", e) {
-                            let inside = net.contains(&ex.network()) && ex.prefix_len() > net.prefix_len();
+                            let inside =
+                                net.contains(&ex.network()) && ex.prefix_len() > net.prefix_len();
                             if !inside {
                                 errs.add("", e, format!("must be strictly within cidr {}", b.cidr));
                             }
@@ -192,7 +209,12 @@ fn validate_peer(errs: &mut Errors, p: &NetworkPolicyPeer) {
     }
 }
 
-fn validate_k8s_rules(errs: &mut Errors, field: &str, peers_field: &str, rules: &[NetworkPolicyRule]) {
+fn validate_k8s_rules(
+    errs: &mut Errors,
+    field: &str,
+    peers_field: &str,
+    rules: &[NetworkPolicyRule],
+) {
     errs.at(field, |errs| {
         for (i, r) in rules.iter().enumerate() {
             errs.idx(i, |errs| {
@@ -202,7 +224,11 @@ fn validate_k8s_rules(errs: &mut Errors, field: &str, peers_field: &str, rules: 
                     (&r.to, &r.from, "from")
                 };
                 if !wrong.is_empty() {
-                    errs.add(wrong_name, wrong.len(), format!("{field} rules use {peers_field}, not {wrong_name}"));
+                    errs.add(
+                        wrong_name,
+                        wrong.len(),
+                        format!("{field} rules use {peers_field}, not {wrong_name}"),
+                    );
                 }
                 errs.at(peers_field, |errs| {
                     for (j, p) in peers.iter().enumerate() {
@@ -238,11 +264,21 @@ impl K8sNetworkPolicySpec {
     /// Validates the spec; `errs` is positioned at `spec`.
     pub fn validate_spec(&self, _meta: &ObjectMeta, errs: &mut Errors, staged: bool) {
         if !staged && let Some(a) = self.staged_action {
-            errs.add("stagedAction", a, "stagedAction is only valid on StagedKubernetesNetworkPolicy");
+            errs.add(
+                "stagedAction",
+                a,
+                "stagedAction is only valid on StagedKubernetesNetworkPolicy",
+            );
         }
-        let others = self.pod_selector != LabelSelector::default() || !self.ingress.is_empty() || !self.egress.is_empty();
+        let others = self.pod_selector != LabelSelector::default()
+            || !self.ingress.is_empty()
+            || !self.egress.is_empty();
         if staged && self.staged_action == Some(StagedAction::Delete) && others {
-            errs.add("stagedAction", "Delete", "a Delete staged policy must not set podSelector or rules");
+            errs.add(
+                "stagedAction",
+                "Delete",
+                "a Delete staged policy must not set podSelector or rules",
+            );
         }
         errs.at("podSelector", |errs| self.pod_selector.validate(errs));
         validate_k8s_rules(errs, "ingress", "from", &self.ingress);
@@ -250,7 +286,11 @@ impl K8sNetworkPolicySpec {
         let mut seen = Vec::new();
         for t in &self.policy_types {
             if seen.contains(t) {
-                errs.add("policyTypes", &self.policy_types, "each type may appear once");
+                errs.add(
+                    "policyTypes",
+                    &self.policy_types,
+                    "each type may appear once",
+                );
             }
             seen.push(*t);
         }
@@ -371,7 +411,10 @@ impl Body for PodBody {
 
     fn validate(&self, _meta: &ObjectMeta, errs: &mut Errors) {
         errs.at("spec", |errs| {
-            for (field, list) in [("containers", &self.spec.containers), ("initContainers", &self.spec.init_containers)] {
+            for (field, list) in [
+                ("containers", &self.spec.containers),
+                ("initContainers", &self.spec.init_containers),
+            ] {
                 errs.at(field, |errs| {
                     for (i, c) in list.iter().enumerate() {
                         errs.idx(i, |errs| validate_container(errs, c));
@@ -395,7 +438,11 @@ fn validate_container(errs: &mut Errors, c: &Container) {
                 if let Some(n) = &p.name
                     && !is_port_name(n)
                 {
-                    errs.add("name", n, "must be an IANA service name (1-15 of a-z, 0-9, '-')");
+                    errs.add(
+                        "name",
+                        n,
+                        "must be an IANA service name (1-15 of a-z, 0-9, '-')",
+                    );
                 }
             });
         }

@@ -71,30 +71,193 @@ macro_rules! info {
 const C: &str = CALICO_API_VERSION;
 
 static INFOS: [KindInfo; 24] = [
-    info!("IPPool", C, "ippools", ["ipp", "ipps", "pool", "pools"], false, Dns1123Subdomain),
-    info!("IPReservation", C, "ipreservations", ["ipr", "iprs"], false, Dns1123Subdomain),
-    info!("IPAMConfiguration", C, "ipamconfigurations", ["ipamconfig", "ipamconfigs"], false, Dns1123Subdomain),
-    info!("BGPConfiguration", C, "bgpconfigurations", ["bgpconfig", "bgpconfigs"], false, Dns1123Subdomain),
-    info!("BGPPeer", C, "bgppeers", ["bgpp", "bgpps", "bp", "bps"], false, Dns1123Subdomain),
-    info!("BGPFilter", C, "bgpfilters", ["bgpf", "bgpfs"], false, Dns1123Subdomain),
-    info!("NetworkPolicy", C, "networkpolicies", ["policy", "policies", "np", "nps", "pol", "pols", "networkpolicy.projectcalico.org", "networkpolicies.projectcalico.org"], true, Dns1123Subdomain),
-    info!("GlobalNetworkPolicy", C, "globalnetworkpolicies", ["gnp", "gnps", "globalpolicy", "globalpolicies"], false, Dns1123Subdomain),
-    info!("StagedNetworkPolicy", C, "stagednetworkpolicies", ["snp", "snps"], true, Dns1123Subdomain),
-    info!("StagedGlobalNetworkPolicy", C, "stagedglobalnetworkpolicies", ["sgnp", "sgnps"], false, Dns1123Subdomain),
-    info!("StagedKubernetesNetworkPolicy", C, "stagedkubernetesnetworkpolicies", ["sknp", "sknps"], true, Dns1123Subdomain),
+    info!(
+        "IPPool",
+        C,
+        "ippools",
+        ["ipp", "ipps", "pool", "pools"],
+        false,
+        Dns1123Subdomain
+    ),
+    info!(
+        "IPReservation",
+        C,
+        "ipreservations",
+        ["ipr", "iprs"],
+        false,
+        Dns1123Subdomain
+    ),
+    info!(
+        "IPAMConfiguration",
+        C,
+        "ipamconfigurations",
+        ["ipamconfig", "ipamconfigs"],
+        false,
+        Dns1123Subdomain
+    ),
+    info!(
+        "BGPConfiguration",
+        C,
+        "bgpconfigurations",
+        ["bgpconfig", "bgpconfigs"],
+        false,
+        Dns1123Subdomain
+    ),
+    info!(
+        "BGPPeer",
+        C,
+        "bgppeers",
+        ["bgpp", "bgpps", "bp", "bps"],
+        false,
+        Dns1123Subdomain
+    ),
+    info!(
+        "BGPFilter",
+        C,
+        "bgpfilters",
+        ["bgpf", "bgpfs"],
+        false,
+        Dns1123Subdomain
+    ),
+    info!(
+        "NetworkPolicy",
+        C,
+        "networkpolicies",
+        [
+            "policy",
+            "policies",
+            "np",
+            "nps",
+            "pol",
+            "pols",
+            "networkpolicy.projectcalico.org",
+            "networkpolicies.projectcalico.org"
+        ],
+        true,
+        Dns1123Subdomain
+    ),
+    info!(
+        "GlobalNetworkPolicy",
+        C,
+        "globalnetworkpolicies",
+        ["gnp", "gnps", "globalpolicy", "globalpolicies"],
+        false,
+        Dns1123Subdomain
+    ),
+    info!(
+        "StagedNetworkPolicy",
+        C,
+        "stagednetworkpolicies",
+        ["snp", "snps"],
+        true,
+        Dns1123Subdomain
+    ),
+    info!(
+        "StagedGlobalNetworkPolicy",
+        C,
+        "stagedglobalnetworkpolicies",
+        ["sgnp", "sgnps"],
+        false,
+        Dns1123Subdomain
+    ),
+    info!(
+        "StagedKubernetesNetworkPolicy",
+        C,
+        "stagedkubernetesnetworkpolicies",
+        ["sknp", "sknps"],
+        true,
+        Dns1123Subdomain
+    ),
     info!("Tier", C, "tiers", [], false, Dns1123Label),
-    info!("NetworkSet", C, "networksets", ["netset", "netsets"], true, Dns1123Subdomain),
-    info!("GlobalNetworkSet", C, "globalnetworksets", ["gns", "globalnetset", "globalnetsets"], false, Dns1123Subdomain),
-    info!("HostEndpoint", C, "hostendpoints", ["hep", "heps"], false, Dns1123Subdomain),
-    info!("WorkloadEndpoint", C, "workloadendpoints", ["wep", "weps"], true, Dns1123Subdomain),
+    info!(
+        "NetworkSet",
+        C,
+        "networksets",
+        ["netset", "netsets"],
+        true,
+        Dns1123Subdomain
+    ),
+    info!(
+        "GlobalNetworkSet",
+        C,
+        "globalnetworksets",
+        ["gns", "globalnetset", "globalnetsets"],
+        false,
+        Dns1123Subdomain
+    ),
+    info!(
+        "HostEndpoint",
+        C,
+        "hostendpoints",
+        ["hep", "heps"],
+        false,
+        Dns1123Subdomain
+    ),
+    info!(
+        "WorkloadEndpoint",
+        C,
+        "workloadendpoints",
+        ["wep", "weps"],
+        true,
+        Dns1123Subdomain
+    ),
     info!("Profile", C, "profiles", ["pro", "pros"], false, Profile),
     info!("Node", C, "nodes", ["no", "nos"], false, Dns1123Subdomain),
-    info!("FelixConfiguration", C, "felixconfigurations", ["felixconfig", "felixconfigs"], false, Dns1123Subdomain),
-    info!("KubeControllersConfiguration", C, "kubecontrollersconfigurations", ["kcc"], false, Dns1123Subdomain),
-    info!("NetworkPolicy", K8S_NETWORKING_API_VERSION, "networkpolicies", ["networkpolicy.networking.k8s.io", "networkpolicies.networking.k8s.io", "knp", "knps", "k8snetworkpolicy", "k8snetworkpolicies"], true, Dns1123Subdomain),
-    info!("Namespace", K8S_CORE_API_VERSION, "namespaces", ["ns"], false, Dns1123Label),
-    info!("Pod", K8S_CORE_API_VERSION, "pods", ["po"], true, Dns1123Subdomain),
-    info!("ServiceAccount", K8S_CORE_API_VERSION, "serviceaccounts", ["sa"], true, Dns1123Subdomain),
+    info!(
+        "FelixConfiguration",
+        C,
+        "felixconfigurations",
+        ["felixconfig", "felixconfigs"],
+        false,
+        Dns1123Subdomain
+    ),
+    info!(
+        "KubeControllersConfiguration",
+        C,
+        "kubecontrollersconfigurations",
+        ["kcc"],
+        false,
+        Dns1123Subdomain
+    ),
+    info!(
+        "NetworkPolicy",
+        K8S_NETWORKING_API_VERSION,
+        "networkpolicies",
+        [
+            "networkpolicy.networking.k8s.io",
+            "networkpolicies.networking.k8s.io",
+            "knp",
+            "knps",
+            "k8snetworkpolicy",
+            "k8snetworkpolicies"
+        ],
+        true,
+        Dns1123Subdomain
+    ),
+    info!(
+        "Namespace",
+        K8S_CORE_API_VERSION,
+        "namespaces",
+        ["ns"],
+        false,
+        Dns1123Label
+    ),
+    info!(
+        "Pod",
+        K8S_CORE_API_VERSION,
+        "pods",
+        ["po"],
+        true,
+        Dns1123Subdomain
+    ),
+    info!(
+        "ServiceAccount",
+        K8S_CORE_API_VERSION,
+        "serviceaccounts",
+        ["sa"],
+        true,
+        Dns1123Subdomain
+    ),
 ];
 
 impl Kind {
@@ -192,7 +355,11 @@ impl Kind {
 
     /// Storage key prefix for the kind (ends with `/`).
     pub fn key_prefix(self) -> String {
-        format!("/calico/resources/v3/{}/{}/", self.group(), self.info().plural)
+        format!(
+            "/calico/resources/v3/{}/{}/",
+            self.group(),
+            self.info().plural
+        )
     }
 
     /// Storage key prefix for a kind within one namespace.
@@ -238,8 +405,14 @@ mod tests {
         assert_eq!(Kind::from_cli("IPPools"), Some(Kind::IPPool));
         assert_eq!(Kind::from_cli("gnp"), Some(Kind::GlobalNetworkPolicy));
         assert_eq!(Kind::from_cli("networkpolicy"), Some(Kind::NetworkPolicy));
-        assert_eq!(Kind::from_cli("NetworkPolicy.networking.k8s.io"), Some(Kind::K8sNetworkPolicy));
-        assert_eq!(Kind::from_cli("networkpolicies.projectcalico.org"), Some(Kind::NetworkPolicy));
+        assert_eq!(
+            Kind::from_cli("NetworkPolicy.networking.k8s.io"),
+            Some(Kind::K8sNetworkPolicy)
+        );
+        assert_eq!(
+            Kind::from_cli("networkpolicies.projectcalico.org"),
+            Some(Kind::NetworkPolicy)
+        );
         assert_eq!(Kind::from_cli("wep"), Some(Kind::WorkloadEndpoint));
         assert_eq!(Kind::from_cli("bogus"), None);
     }
@@ -258,14 +431,31 @@ mod tests {
             Kind::K8sNetworkPolicy.key(Some("ns1"), "a"),
             "/calico/resources/v3/networking.k8s.io/networkpolicies/ns1/a"
         );
-        assert_eq!(Kind::Pod.key(Some("x"), "a"), "/calico/resources/v3/core/pods/x/a");
+        assert_eq!(
+            Kind::Pod.key(Some("x"), "a"),
+            "/calico/resources/v3/core/pods/x/a"
+        );
     }
 
     #[test]
     fn manifest_kinds() {
-        assert_eq!(Kind::from_manifest("projectcalico.org/v3", "NetworkPolicy"), Ok(Kind::NetworkPolicy));
-        assert_eq!(Kind::from_manifest("networking.k8s.io/v1", "NetworkPolicy"), Ok(Kind::K8sNetworkPolicy));
-        assert!(Kind::from_manifest("projectcalico.org/v2", "IPPool").unwrap_err().contains("apiVersion"));
-        assert!(Kind::from_manifest("projectcalico.org/v3", "Bogus").unwrap_err().contains("unknown kind"));
+        assert_eq!(
+            Kind::from_manifest("projectcalico.org/v3", "NetworkPolicy"),
+            Ok(Kind::NetworkPolicy)
+        );
+        assert_eq!(
+            Kind::from_manifest("networking.k8s.io/v1", "NetworkPolicy"),
+            Ok(Kind::K8sNetworkPolicy)
+        );
+        assert!(
+            Kind::from_manifest("projectcalico.org/v2", "IPPool")
+                .unwrap_err()
+                .contains("apiVersion")
+        );
+        assert!(
+            Kind::from_manifest("projectcalico.org/v3", "Bogus")
+                .unwrap_err()
+                .contains("unknown kind")
+        );
     }
 }

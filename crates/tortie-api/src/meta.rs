@@ -67,7 +67,11 @@ impl ObjectMeta {
                     validate::dns1123_label(errs, "namespace", ns);
                 }
                 (Some(ns), false) if !ns.is_empty() => {
-                    errs.add("namespace", ns, "this kind is cluster-scoped and takes no namespace");
+                    errs.add(
+                        "namespace",
+                        ns,
+                        "this kind is cluster-scoped and takes no namespace",
+                    );
                 }
                 _ => {}
             }

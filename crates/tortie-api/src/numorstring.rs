@@ -76,7 +76,9 @@ impl<'de> Deserialize<'de> for Protocol {
                 .ok()
                 .filter(|n| *n >= 1)
                 .map(Protocol::Number)
-                .ok_or_else(|| serde::de::Error::custom(format!("protocol number {n} is out of range 1-255"))),
+                .ok_or_else(|| {
+                    serde::de::Error::custom(format!("protocol number {n} is out of range 1-255"))
+                }),
             NumOrStr::Str(s) => match s.parse::<u8>() {
                 Ok(n) if n >= 1 => Ok(Protocol::Number(n)),
                 _ => Ok(Protocol::Name(s)),
@@ -147,7 +149,9 @@ impl<'de> Deserialize<'de> for Port {
                     }
                     Ok(Port::Range { min, max })
                 } else if s.chars().all(|c| c.is_ascii_digit()) && !s.is_empty() {
-                    parse_port_num(&s).map(Port::single).map_err(D::Error::custom)
+                    parse_port_num(&s)
+                        .map(Port::single)
+                        .map_err(D::Error::custom)
                 } else if is_port_name(&s) {
                     Ok(Port::Named(s))
                 } else {
@@ -185,7 +189,11 @@ impl Serialize for AsNumber {
 impl<'de> Deserialize<'de> for AsNumber {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         use serde::de::Error;
-        let bad = |v: &dyn fmt::Display| D::Error::custom(format!("AS number {v} is out of range 0-4294967295 (or asdot high.low)"));
+        let bad = |v: &dyn fmt::Display| {
+            D::Error::custom(format!(
+                "AS number {v} is out of range 0-4294967295 (or asdot high.low)"
+            ))
+        };
         match NumOrStr::deserialize(d)? {
             NumOrStr::Num(n) => u32::try_from(n).map(AsNumber).map_err(|_| bad(&n)),
             NumOrStr::Str(s) => {
@@ -209,19 +217,34 @@ mod tests {
     fn ports() {
         let p: Vec<Port> = serde_json::from_str(r#"[80, "8000:8080", "http", "443"]"#).unwrap();
         assert_eq!(p[0], Port::single(80));
-        assert_eq!(p[1], Port::Range { min: 8000, max: 8080 });
+        assert_eq!(
+            p[1],
+            Port::Range {
+                min: 8000,
+                max: 8080
+            }
+        );
         assert_eq!(p[2], Port::Named("http".into()));
         assert_eq!(p[3], Port::single(443));
         assert!(serde_json::from_str::<Port>(r#""9:1""#).is_err());
         assert!(serde_json::from_str::<Port>("70000").is_err());
         assert!(serde_json::from_str::<Port>(r#""bad name!""#).is_err());
-        assert_eq!(serde_json::to_string(&p).unwrap(), r#"[80,"8000:8080","http",443]"#);
+        assert_eq!(
+            serde_json::to_string(&p).unwrap(),
+            r#"[80,"8000:8080","http",443]"#
+        );
     }
 
     #[test]
     fn as_numbers() {
-        assert_eq!(serde_json::from_str::<AsNumber>("64512").unwrap(), AsNumber(64512));
-        assert_eq!(serde_json::from_str::<AsNumber>(r#""1.10""#).unwrap(), AsNumber(65546));
+        assert_eq!(
+            serde_json::from_str::<AsNumber>("64512").unwrap(),
+            AsNumber(64512)
+        );
+        assert_eq!(
+            serde_json::from_str::<AsNumber>(r#""1.10""#).unwrap(),
+            AsNumber(65546)
+        );
         assert!(serde_json::from_str::<AsNumber>("-1").is_err());
     }
 
@@ -230,6 +253,9 @@ mod tests {
         let p: Protocol = serde_json::from_str(r#""TCP""#).unwrap();
         assert_eq!(p.number(), Some(6));
         assert!(serde_json::from_str::<Protocol>("0").is_err());
-        assert_eq!(serde_json::from_str::<Protocol>("17").unwrap(), Protocol::Number(17));
+        assert_eq!(
+            serde_json::from_str::<Protocol>("17").unwrap(),
+            Protocol::Number(17)
+        );
     }
 }

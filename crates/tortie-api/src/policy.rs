@@ -77,7 +77,11 @@ pub struct GlobalNetworkPolicySpec {
     pub types: Option<Vec<PolicyType>>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub do_not_track: bool,
-    #[serde(default, rename = "preDNAT", skip_serializing_if = "std::ops::Not::not")]
+    #[serde(
+        default,
+        rename = "preDNAT",
+        skip_serializing_if = "std::ops::Not::not"
+    )]
     pub pre_dnat: bool,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub apply_on_forward: bool,
@@ -147,7 +151,11 @@ pub fn validate_policy_name(errs: &mut Errors, name: &str, tier: &str, namespace
     }
     for reserved in ["knp.default.", "ossg."] {
         if name.starts_with(reserved) {
-            errs.add_abs("metadata.name", name, format!("the prefix {reserved:?} is reserved"));
+            errs.add_abs(
+                "metadata.name",
+                name,
+                format!("the prefix {reserved:?} is reserved"),
+            );
             return;
         }
     }
@@ -163,7 +171,11 @@ pub fn validate_policy_name(errs: &mut Errors, name: &str, tier: &str, namespace
 
 fn validate_common(c: &Common<'_>, staged: bool, errs: &mut Errors) {
     if !staged && let Some(a) = c.staged_action {
-        errs.add("stagedAction", a, "stagedAction is only valid on staged policy kinds");
+        errs.add(
+            "stagedAction",
+            a,
+            "stagedAction is only valid on staged policy kinds",
+        );
     }
     if staged && c.staged_action == Some(StagedAction::Delete) {
         let others = !c.selector.is_empty()
@@ -173,7 +185,11 @@ fn validate_common(c: &Common<'_>, staged: bool, errs: &mut Errors) {
             || c.order.is_some()
             || c.types.is_some();
         if others {
-            errs.add("stagedAction", "Delete", "a Delete staged policy must not set selector, rules, order or types");
+            errs.add(
+                "stagedAction",
+                "Delete",
+                "a Delete staged policy must not set selector, rules, order or types",
+            );
         }
     }
     validate::dns1123_label(errs, "tier", c.tier);
@@ -190,7 +206,11 @@ fn validate_common(c: &Common<'_>, staged: bool, errs: &mut Errors) {
     }
     let types = c.types.unwrap_or_default();
     if c.types.is_some_and(<[PolicyType]>::is_empty) {
-        errs.add("types", types, "must list Ingress, Egress or both (omit it to default)");
+        errs.add(
+            "types",
+            types,
+            "must list Ingress, Egress or both (omit it to default)",
+        );
     }
     let mut seen = Vec::new();
     for t in types {
@@ -200,12 +220,23 @@ fn validate_common(c: &Common<'_>, staged: bool, errs: &mut Errors) {
         seen.push(*t);
     }
     if !c.ingress.is_empty() && !types.is_empty() && !types.contains(&PolicyType::Ingress) {
-        errs.add("types", types, "ingress rules are present but types does not include Ingress");
+        errs.add(
+            "types",
+            types,
+            "ingress rules are present but types does not include Ingress",
+        );
     }
     if !c.egress.is_empty() && !types.is_empty() && !types.contains(&PolicyType::Egress) {
-        errs.add("types", types, "egress rules are present but types does not include Egress");
+        errs.add(
+            "types",
+            types,
+            "egress rules are present but types does not include Egress",
+        );
     }
-    for (field, sel) in [("selector", c.selector), ("serviceAccountSelector", c.service_account_selector)] {
+    for (field, sel) in [
+        ("selector", c.selector),
+        ("serviceAccountSelector", c.service_account_selector),
+    ] {
         if sel.contains("global()") {
             errs.add(field, sel, "global() is only valid in namespaceSelector");
         }
@@ -274,11 +305,19 @@ impl GlobalNetworkPolicySpec {
         if !self.namespace_selector.is_empty() {
             validate::selector(errs, "namespaceSelector", &self.namespace_selector);
             if self.namespace_selector.contains("global()") {
-                errs.add("namespaceSelector", &self.namespace_selector, "global() is not valid in a policy's namespaceSelector");
+                errs.add(
+                    "namespaceSelector",
+                    &self.namespace_selector,
+                    "global() is not valid in a policy's namespaceSelector",
+                );
             }
         }
         if self.do_not_track && !self.apply_on_forward {
-            errs.add("doNotTrack", true, "doNotTrack requires applyOnForward: true");
+            errs.add(
+                "doNotTrack",
+                true,
+                "doNotTrack requires applyOnForward: true",
+            );
         }
         if self.pre_dnat {
             if !self.apply_on_forward {
@@ -288,10 +327,23 @@ impl GlobalNetworkPolicySpec {
                 errs.add("preDNAT", true, "preDNAT and doNotTrack cannot both be set");
             }
             if !self.egress.is_empty() {
-                errs.add("egress", self.egress.len(), "preDNAT policies cannot have egress rules");
+                errs.add(
+                    "egress",
+                    self.egress.len(),
+                    "preDNAT policies cannot have egress rules",
+                );
             }
-            if self.types.as_deref().unwrap_or_default().contains(&PolicyType::Egress) {
-                errs.add("types", &self.types, "preDNAT policies cannot have the Egress type");
+            if self
+                .types
+                .as_deref()
+                .unwrap_or_default()
+                .contains(&PolicyType::Egress)
+            {
+                errs.add(
+                    "types",
+                    &self.types,
+                    "preDNAT policies cannot have the Egress type",
+                );
             }
         }
     }
@@ -418,10 +470,21 @@ impl CalicoSpec for TierSpec {
         }
         if let Some((order, action)) = builtin_tier(&meta.name) {
             if self.order != Some(order) {
-                errs.add("order", self.order, format!("the {} tier's order is fixed at {order}", meta.name));
+                errs.add(
+                    "order",
+                    self.order,
+                    format!("the {} tier's order is fixed at {order}", meta.name),
+                );
             }
             if self.default_action != Some(action) {
-                errs.add("defaultAction", self.default_action, format!("the {} tier's defaultAction is fixed at {action:?}", meta.name));
+                errs.add(
+                    "defaultAction",
+                    self.default_action,
+                    format!(
+                        "the {} tier's defaultAction is fixed at {action:?}",
+                        meta.name
+                    ),
+                );
             }
         }
     }
@@ -444,7 +507,11 @@ impl CalicoSpec for ProfileSpec {
 
     fn validate(&self, meta: &ObjectMeta, errs: &mut Errors) {
         if meta.name == "projectcalico-default-allow" {
-            errs.add_abs("metadata.name", &meta.name, "profile projectcalico-default-allow is built in and cannot be written");
+            errs.add_abs(
+                "metadata.name",
+                &meta.name,
+                "profile projectcalico-default-allow is built in and cannot be written",
+            );
         }
         validate_rules(errs, "ingress", &self.ingress, Direction::Ingress);
         validate_rules(errs, "egress", &self.egress, Direction::Egress);

@@ -14,7 +14,9 @@ use crate::kind::Kind;
 use crate::meta::ObjectMeta;
 
 /// Behaviour every kind's body provides.
-pub trait Body: Serialize + DeserializeOwned + Clone + std::fmt::Debug + PartialEq + Send + Sync {
+pub trait Body:
+    Serialize + DeserializeOwned + Clone + std::fmt::Debug + PartialEq + Send + Sync
+{
     const KIND: Kind;
 
     /// Fills in defaults exactly as Calico does on create.
@@ -62,21 +64,40 @@ struct SpecManifest<S> {
     status: Option<Value>,
 }
 
+/// serde lists every known field after an unknown one; for big kinds that drowns the message.
+fn shorten_expected_list(msg: &str) -> String {
+    const KEEP: usize = 240;
+    match msg.find(", expected one of ") {
+        Some(i) if msg.len() > KEEP => {
+            let tail = msg[i..]
+                .find(" at line ")
+                .map(|j| &msg[i + j..])
+                .unwrap_or("");
+            format!("{} (not a field of this kind){tail}", &msg[..i])
+        }
+        _ => msg.to_string(),
+    }
+}
+
 /// Decodes `{apiVersion, kind, metadata, spec, status}` from YAML text.
-pub fn spec_from_yaml<S: DeserializeOwned + Default>(text: &str) -> Result<(ObjectMeta, S, Option<Value>), FieldError> {
+pub fn spec_from_yaml<S: DeserializeOwned + Default>(
+    text: &str,
+) -> Result<(ObjectMeta, S, Option<Value>), FieldError> {
     let options = serde_saphyr::options! { strict_booleans: true };
     match serde_saphyr::from_str_with_options::<PathTracked<SpecManifest<S>>>(text, options) {
         Ok(PathTracked(m)) => Ok((m.metadata, m.spec.unwrap_or_default(), m.status)),
         Err(e) => Err(FieldError {
             path: String::new(),
             value: String::new(),
-            reason: e.to_string(),
+            reason: shorten_expected_list(&e.to_string()),
         }),
     }
 }
 
 /// A Calico spec type: the body is `{spec, status?}`.
-pub trait CalicoSpec: Serialize + DeserializeOwned + Clone + Default + std::fmt::Debug + PartialEq + Send + Sync {
+pub trait CalicoSpec:
+    Serialize + DeserializeOwned + Clone + Default + std::fmt::Debug + PartialEq + Send + Sync
+{
     const KIND: Kind;
     fn apply_defaults(&mut self, _meta: &mut ObjectMeta) {}
     /// Validates the spec; `errs` is positioned at `spec`.
@@ -105,7 +126,9 @@ impl<S: CalicoSpec> Body for WithSpec<S> {
     }
 
     fn from_yaml(text: &str) -> Option<Result<(ObjectMeta, Self), FieldError>> {
-        Some(spec_from_yaml::<S>(text).map(|(meta, spec, status)| (meta, WithSpec { spec, status })))
+        Some(
+            spec_from_yaml::<S>(text).map(|(meta, spec, status)| (meta, WithSpec { spec, status })),
+        )
     }
 }
 
@@ -165,7 +188,10 @@ impl<B: Body> Object<B> {
 
     /// Decodes from one YAML document's text, if the kind supports it.
     pub fn from_yaml(text: &str) -> Option<Result<Self, Vec<FieldError>>> {
-        B::from_yaml(text).map(|r| r.map(|(metadata, body)| Object { metadata, body }).map_err(|e| vec![e]))
+        B::from_yaml(text).map(|r| {
+            r.map(|(metadata, body)| Object { metadata, body })
+                .map_err(|e| vec![e])
+        })
     }
 
     /// Fills defaults then validates; returns every field error.
@@ -173,15 +199,27 @@ impl<B: Body> Object<B> {
         self.body.apply_defaults(&mut self.metadata);
         let mut errs = Errors::new();
         let info = B::KIND.info();
-        self.metadata.validate(&mut errs, info.namespaced, info.name_rule);
+        self.metadata
+            .validate(&mut errs, info.namespaced, info.name_rule);
         self.body.validate(&self.metadata, &mut errs);
-        let singleton = matches!(B::KIND, Kind::IPAMConfiguration | Kind::KubeControllersConfiguration);
+        let singleton = matches!(
+            B::KIND,
+            Kind::IPAMConfiguration | Kind::KubeControllersConfiguration
+        );
         if singleton && self.metadata.name != "default" {
             errs.at("metadata", |errs| {
-                errs.add("name", &self.metadata.name, format!("{} is a singleton and must be named default", B::KIND));
+                errs.add(
+                    "name",
+                    &self.metadata.name,
+                    format!("{} is a singleton and must be named default", B::KIND),
+                );
             });
         }
-        if errs.is_empty() { Ok(()) } else { Err(errs.into_vec()) }
+        if errs.is_empty() {
+            Ok(())
+        } else {
+            Err(errs.into_vec())
+        }
     }
 
     /// Renders the full manifest as a JSON value (`apiVersion`, `kind`, `metadata`, body).

@@ -134,7 +134,11 @@ pub enum Direction {
 /// Validates a list of rules under field `field` (`ingress` or `egress`).
 pub fn validate_rules(errs: &mut Errors, field: &str, rules: &[Rule], dir: Direction) {
     if rules.len() > MAX_RULES {
-        errs.add(field, rules.len(), format!("at most {MAX_RULES} rules are allowed"));
+        errs.add(
+            field,
+            rules.len(),
+            format!("at most {MAX_RULES} rules are allowed"),
+        );
     }
     errs.at(field, |errs| {
         for (i, r) in rules.iter().enumerate() {
@@ -143,10 +147,20 @@ pub fn validate_rules(errs: &mut Errors, field: &str, rules: &[Rule], dir: Direc
     });
 }
 
-fn validate_icmp(errs: &mut Errors, field: &str, icmp: &IcmpFields, proto: Option<&Protocol>, ipv: Option<i64>) {
+fn validate_icmp(
+    errs: &mut Errors,
+    field: &str,
+    icmp: &IcmpFields,
+    proto: Option<&Protocol>,
+    ipv: Option<i64>,
+) {
     let proto_num = proto.and_then(Protocol::number);
     if !matches!(proto_num, Some(1 | 58)) {
-        errs.add(field, format!("{icmp:?}"), "ICMP matches require protocol ICMP or ICMPv6");
+        errs.add(
+            field,
+            format!("{icmp:?}"),
+            "ICMP matches require protocol ICMP or ICMPv6",
+        );
     }
     match (proto_num, ipv) {
         _ => {}
@@ -179,7 +193,11 @@ fn validate_rule(errs: &mut Errors, r: &Rule, dir: Direction) {
         if let Some(p) = p
             && !p.is_valid()
         {
-            errs.add(field, p.to_string(), "must be TCP, UDP, ICMP, ICMPv6, SCTP, UDPLite or 1-255");
+            errs.add(
+                field,
+                p.to_string(),
+                "must be TCP, UDP, ICMP, ICMPv6, SCTP, UDPLite or 1-255",
+            );
         }
     }
     for p in [&r.protocol, &r.not_protocol].into_iter().flatten() {
@@ -196,8 +214,12 @@ fn validate_rule(errs: &mut Errors, r: &Rule, dir: Direction) {
         validate_icmp(errs, "notICMP", icmp, r.protocol.as_ref(), r.ip_version);
     }
     let mut family = r.ip_version;
-    errs.at("source", |errs| validate_entity(errs, &r.source, r, &mut family, dir, true));
-    errs.at("destination", |errs| validate_entity(errs, &r.destination, r, &mut family, dir, false));
+    errs.at("source", |errs| {
+        validate_entity(errs, &r.source, r, &mut family, dir, true)
+    });
+    errs.at("destination", |errs| {
+        validate_entity(errs, &r.destination, r, &mut family, dir, false)
+    });
     if let Some(http) = &r.http {
         validate_http(errs, http, r, dir);
     }
@@ -214,15 +236,27 @@ fn validate_rule(errs: &mut Errors, r: &Rule, dir: Direction) {
 
 fn validate_http(errs: &mut Errors, http: &HttpMatch, r: &Rule, dir: Direction) {
     if r.action != Action::Allow {
-        errs.add("http", format!("{:?}", r.action), "HTTP matches are allowed only on Allow rules");
+        errs.add(
+            "http",
+            format!("{:?}", r.action),
+            "HTTP matches are allowed only on Allow rules",
+        );
     }
     if dir == Direction::Egress {
-        errs.add("http", "egress", "HTTP matches are allowed only on ingress rules");
+        errs.add(
+            "http",
+            "egress",
+            "HTTP matches are allowed only on ingress rules",
+        );
     }
     if let Some(p) = &r.protocol
         && p.number() != Some(6)
     {
-        errs.add("http", p.to_string(), "HTTP matches require protocol TCP (or none)");
+        errs.add(
+            "http",
+            p.to_string(),
+            "HTTP matches require protocol TCP (or none)",
+        );
     }
     {
         errs.at("http", |errs| {
@@ -253,7 +287,12 @@ fn validate_http(errs: &mut Errors, http: &HttpMatch, r: &Rule, dir: Direction) 
     }
 }
 
-fn net_family(errs: &mut Errors, field: &str, nets: &[String], family: &mut Option<i64>) -> Vec<IpNet> {
+fn net_family(
+    errs: &mut Errors,
+    field: &str,
+    nets: &[String],
+    family: &mut Option<i64>,
+) -> Vec<IpNet> {
     let mut out = Vec::new();
     errs.at(field, |errs| {
         for (i, n) in nets.iter().enumerate() {
@@ -306,7 +345,11 @@ fn validate_entity(
     net_family(errs, "nets", &e.nets, family);
     let not_nets = net_family(errs, "notNets", &e.not_nets, family);
     if not_nets.iter().any(|n| n.prefix_len() == 0) {
-        errs.add("notNets", &e.not_nets, "a notNets entry of /0 matches nothing");
+        errs.add(
+            "notNets",
+            &e.not_nets,
+            "a notNets entry of /0 matches nothing",
+        );
     }
     if e.nets.len() > 256 {
         errs.add("nets", e.nets.len(), "at most 256 networks");
@@ -325,11 +368,19 @@ fn validate_entity(
     }
     for (field, sel) in [("selector", &e.selector), ("notSelector", &e.not_selector)] {
         if sel.contains("global()") {
-            errs.add(field, sel, "global() is only valid as a whole namespaceSelector");
+            errs.add(
+                field,
+                sel,
+                "global() is only valid as a whole namespaceSelector",
+            );
         }
     }
     if e.namespace_selector.contains("global()") && e.namespace_selector.trim() != "global()" {
-        errs.add("namespaceSelector", &e.namespace_selector, "global() must be the whole namespaceSelector");
+        errs.add(
+            "namespaceSelector",
+            &e.namespace_selector,
+            "global() must be the whole namespaceSelector",
+        );
     }
     validate_ports(errs, "ports", &e.ports, r);
     validate_ports(errs, "notPorts", &e.not_ports, r);
@@ -368,8 +419,16 @@ fn validate_entity(
             }
         }
         match (dir, is_source) {
-            (Direction::Egress, true) => errs.add("services", &svc.name, "egress rules may match services only in destination"),
-            (Direction::Ingress, false) => errs.add("services", &svc.name, "ingress rules may match services only in source"),
+            (Direction::Egress, true) => errs.add(
+                "services",
+                &svc.name,
+                "egress rules may match services only in destination",
+            ),
+            (Direction::Ingress, false) => errs.add(
+                "services",
+                &svc.name,
+                "ingress rules may match services only in source",
+            ),
             _ => {}
         }
     }

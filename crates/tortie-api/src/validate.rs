@@ -131,7 +131,11 @@ pub fn parse_cidr(s: &str) -> Option<IpNet> {
 pub fn cidr(errs: &mut Errors, field: &str, s: &str) -> Option<IpNet> {
     let net = parse_cidr(s);
     if net.is_none() {
-        errs.add(field, s, "not a valid CIDR (expected e.g. 10.0.0.0/16 or fd00::/64)");
+        errs.add(
+            field,
+            s,
+            "not a valid CIDR (expected e.g. 10.0.0.0/16 or fd00::/64)",
+        );
     }
     net
 }
@@ -141,7 +145,11 @@ pub fn strict_cidr(errs: &mut Errors, field: &str, s: &str) -> Option<IpNet> {
     match s.parse::<IpNet>() {
         Ok(n) => Some(n),
         Err(_) => {
-            errs.add(field, s, "not a valid CIDR (expected e.g. 10.0.0.0/16 or fd00::/64)");
+            errs.add(
+                field,
+                s,
+                "not a valid CIDR (expected e.g. 10.0.0.0/16 or fd00::/64)",
+            );
             None
         }
     }
@@ -200,7 +208,11 @@ pub fn one_of(errs: &mut Errors, field: &str, s: &str, allowed: &[&str]) {
 /// Go-style durations such as `90s`, `1m30s`, `500ms`, `1h`.
 pub fn duration(errs: &mut Errors, field: &str, s: &str) {
     if parse_duration_secs(s).is_none() {
-        errs.add(field, s, "not a valid duration (expected e.g. 90s, 5m, 1h30m, 500ms)");
+        errs.add(
+            field,
+            s,
+            "not a valid duration (expected e.g. 90s, 5m, 1h30m, 500ms)",
+        );
     }
 }
 
@@ -284,7 +296,11 @@ pub const RESERVED_LABELS: [&str; 3] = [
 pub fn no_reserved_labels(errs: &mut Errors, labels: &std::collections::BTreeMap<String, String>) {
     for k in labels.keys() {
         if RESERVED_LABELS.contains(&k.as_str()) {
-            errs.add_abs("metadata.labels", k, "this label is reserved for Calico's own use");
+            errs.add_abs(
+                "metadata.labels",
+                k,
+                "this label is reserved for Calico's own use",
+            );
         }
     }
 }

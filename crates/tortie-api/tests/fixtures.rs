@@ -6,11 +6,18 @@ use std::path::{Path, PathBuf};
 use tortie_api::codec::{Format, decode, encode};
 
 fn files(dir: &str) -> Vec<PathBuf> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(dir);
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(dir);
     let mut out: Vec<PathBuf> = std::fs::read_dir(&root)
         .unwrap_or_else(|e| panic!("reading {}: {e}", root.display()))
         .map(|e| e.expect("dir entry").path())
-        .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml" | "json")))
+        .filter(|p| {
+            matches!(
+                p.extension().and_then(|e| e.to_str()),
+                Some("yaml" | "yml" | "json")
+            )
+        })
         .collect();
     out.sort();
     assert!(!out.is_empty(), "no fixtures in {}", root.display());
@@ -50,7 +57,12 @@ fn valid_manifests_are_accepted_and_round_trip() {
             }
         }
     }
-    assert!(failures.is_empty(), "{} of {count} failed:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {count} failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 fn expected_error(text: &str) -> Option<String> {
@@ -75,10 +87,20 @@ fn invalid_manifests_are_rejected_naming_the_field() {
             .map(|e| e.to_string())
             .collect();
         if errors.is_empty() {
-            failures.push(format!("{name}: accepted, but Calico rejects it (expected error naming {expect:?})"));
+            failures.push(format!(
+                "{name}: accepted, but Calico rejects it (expected error naming {expect:?})"
+            ));
         } else if !errors.iter().any(|e| e.contains(&expect)) {
-            failures.push(format!("{name}: error does not name {expect:?}: {}", errors.join(" | ")));
+            failures.push(format!(
+                "{name}: error does not name {expect:?}: {}",
+                errors.join(" | ")
+            ));
         }
     }
-    assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }

@@ -92,7 +92,10 @@ impl DatastoreUrl {
         if let Some(path) = trimmed.strip_prefix("file:") {
             let path = path.strip_prefix("//").unwrap_or(path);
             if path.is_empty() {
-                return Err(invalid(value, "file: needs a path, e.g. file:/var/lib/tortie/store.db"));
+                return Err(invalid(
+                    value,
+                    "file: needs a path, e.g. file:/var/lib/tortie/store.db",
+                ));
             }
             return Ok(DatastoreUrl::File(PathBuf::from(path)));
         }
@@ -155,11 +158,19 @@ fn parse_endpoints<'a>(
     for item in items {
         let item = item.trim();
         if item.starts_with("https://") {
-            return Err(invalid(value, format!("{item}: TLS to etcd is not supported yet")));
+            return Err(invalid(
+                value,
+                format!("{item}: TLS to etcd is not supported yet"),
+            ));
         }
         let hostport = match item.strip_prefix("http://") {
             Some(rest) if allow_scheme => rest,
-            Some(_) => return Err(invalid(value, format!("{item}: write HOST:PORT without a scheme"))),
+            Some(_) => {
+                return Err(invalid(
+                    value,
+                    format!("{item}: write HOST:PORT without a scheme"),
+                ));
+            }
             None => item,
         };
         let hostport = hostport.trim_end_matches('/');
@@ -223,8 +234,14 @@ mod tests {
     #[test]
     fn parses_etcd_urls() {
         let two = etcd(&["10.0.0.1:2379", "node-b:2379"]);
-        assert_eq!(DatastoreUrl::parse("etcd://10.0.0.1:2379,node-b:2379").unwrap(), two);
-        assert_eq!(DatastoreUrl::parse("etcd+http://10.0.0.1:2379, node-b:2379").unwrap(), two);
+        assert_eq!(
+            DatastoreUrl::parse("etcd://10.0.0.1:2379,node-b:2379").unwrap(),
+            two
+        );
+        assert_eq!(
+            DatastoreUrl::parse("etcd+http://10.0.0.1:2379, node-b:2379").unwrap(),
+            two
+        );
         assert_eq!(two.to_string(), "etcd://10.0.0.1:2379,node-b:2379");
         assert_eq!(
             DatastoreUrl::parse("etcd://[::1]:2379").unwrap(),
@@ -234,7 +251,10 @@ mod tests {
 
     #[test]
     fn parses_memory_and_round_trips() {
-        assert_eq!(DatastoreUrl::parse("memory:").unwrap(), DatastoreUrl::Memory);
+        assert_eq!(
+            DatastoreUrl::parse("memory:").unwrap(),
+            DatastoreUrl::Memory
+        );
         for text in ["memory:", "file:/a/b.db", "etcd://h:1,g:2"] {
             let url: DatastoreUrl = text.parse().unwrap();
             assert_eq!(url.to_string(), text);
@@ -307,8 +327,14 @@ mod tests {
     fn calico_env_errors_name_the_value() {
         let kube = env(&[("DATASTORE_TYPE", "kubernetes")]);
         let err = DatastoreUrl::resolve(None, kube).unwrap_err();
-        assert!(err.to_string().contains("DATASTORE_TYPE=kubernetes"), "{err}");
-        let tls = env(&[("DATASTORE_TYPE", "etcdv3"), ("ETCD_ENDPOINTS", "https://a:2379")]);
+        assert!(
+            err.to_string().contains("DATASTORE_TYPE=kubernetes"),
+            "{err}"
+        );
+        let tls = env(&[
+            ("DATASTORE_TYPE", "etcdv3"),
+            ("ETCD_ENDPOINTS", "https://a:2379"),
+        ]);
         let err = DatastoreUrl::resolve(None, tls).unwrap_err();
         assert!(err.to_string().contains("https://a:2379"), "{err}");
         let cli = DatastoreUrl::resolve(Some("bogus"), env(&[])).unwrap_err();

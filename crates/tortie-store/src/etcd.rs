@@ -20,12 +20,14 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, Txn, TxnOp,
-    TxnOpResponse, WatchOptions,
+    Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, Txn, TxnOp, TxnOpResponse,
+    WatchOptions,
 };
 use tokio::sync::mpsc;
 
-use crate::{KeyValue, ListResult, Revision, Store, StoreError, WATCH_BUFFER, WatchEvent, WatchStream};
+use crate::{
+    KeyValue, ListResult, Revision, Store, StoreError, WATCH_BUFFER, WatchEvent, WatchStream,
+};
 
 /// Default bound on connecting and on every request.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -167,9 +169,14 @@ fn classify(datastore: &str, what: &str, error: etcd_client::Error) -> StoreErro
 /// Whether a gRPC `Unknown` status is really a lost connection (tonic reports some broken
 /// connections that way).
 fn is_transport_message(message: &str) -> bool {
-    ["transport error", "connect", "broken pipe", "connection reset"]
-        .iter()
-        .any(|needle| message.to_ascii_lowercase().contains(needle))
+    [
+        "transport error",
+        "connect",
+        "broken pipe",
+        "connection reset",
+    ]
+    .iter()
+    .any(|needle| message.to_ascii_lowercase().contains(needle))
 }
 
 /// gRPC status codes (the numbering is fixed by the gRPC spec).
@@ -220,7 +227,12 @@ async fn forward_watch(
             Ok(Some(response)) => response,
             Ok(None) => {
                 let reason = "watch stream closed by the server".to_owned();
-                let _ = tx.send(Err(StoreError::Unavailable { datastore: name, reason })).await;
+                let _ = tx
+                    .send(Err(StoreError::Unavailable {
+                        datastore: name,
+                        reason,
+                    }))
+                    .await;
                 return;
             }
             Err(e) => {
@@ -238,7 +250,12 @@ async fn forward_watch(
         }
         if response.canceled() {
             let reason = format!("watch cancelled: {}", response.cancel_reason());
-            let _ = tx.send(Err(StoreError::Unavailable { datastore: name, reason })).await;
+            let _ = tx
+                .send(Err(StoreError::Unavailable {
+                    datastore: name,
+                    reason,
+                }))
+                .await;
             return;
         }
         for event in response.events() {
@@ -334,7 +351,9 @@ impl Store for EtcdStore {
             .with_prefix()
             .with_start_revision(from + 1);
         let mut client = self.client.watch_client();
-        let stream = self.call("watch", client.watch(prefix, Some(options))).await?;
+        let stream = self
+            .call("watch", client.watch(prefix, Some(options)))
+            .await?;
         let (tx, rx) = mpsc::channel(WATCH_BUFFER);
         tokio::spawn(forward_watch(stream, tx, self.name.clone()));
         Ok(rx)
@@ -355,7 +374,11 @@ impl Store for EtcdStore {
                 current,
             });
         }
-        let target = if revision < current { revision + 1 } else { revision };
+        let target = if revision < current {
+            revision + 1
+        } else {
+            revision
+        };
         if target <= 0 {
             return Ok(());
         }

@@ -91,15 +91,17 @@ impl MemoryStore {
 
     /// Applies a write (Some = put, None = delete) at the next revision, records its event and
     /// wakes watchers.
-    fn commit(&self, mut state: MutexGuard<'_, State>, key: &str, value: Option<&[u8]>) -> Revision {
+    fn commit(
+        &self,
+        mut state: MutexGuard<'_, State>,
+        key: &str,
+        value: Option<&[u8]>,
+    ) -> Revision {
         let revision = state.revision + 1;
         state.revision = revision;
         let event = match value {
             Some(value) => {
-                let create_revision = state
-                    .kvs
-                    .get(key)
-                    .map_or(revision, |kv| kv.create_revision);
+                let create_revision = state.kvs.get(key).map_or(revision, |kv| kv.create_revision);
                 let kv = KeyValue {
                     key: key.to_owned(),
                     value: value.to_vec(),

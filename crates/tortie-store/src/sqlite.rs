@@ -26,7 +26,9 @@ use tokio::sync::{mpsc, watch};
 
 use self::db::{Batch, DbError, WriteOp};
 use self::poller::{PollTarget, PollerSlot};
-use crate::{KeyValue, ListResult, Revision, Store, StoreError, WATCH_BUFFER, WatchEvent, WatchStream};
+use crate::{
+    KeyValue, ListResult, Revision, Store, StoreError, WATCH_BUFFER, WatchEvent, WatchStream,
+};
 
 /// Tunables of a [`SqliteStore`].
 #[derive(Debug, Clone)]
@@ -160,7 +162,10 @@ fn lock(conn: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
 fn prepare_file(path: &Path) -> Result<(), String> {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         if parent.exists() && !parent.is_dir() {
-            return Err(format!("{} exists and is not a directory", parent.display()));
+            return Err(format!(
+                "{} exists and is not a directory",
+                parent.display()
+            ));
         }
         DirBuilder::new()
             .recursive(true)
@@ -288,11 +293,10 @@ impl Store for SqliteStore {
     }
 
     async fn watch(&self, prefix: &str, from: Revision) -> Result<WatchStream, StoreError> {
-        let latest = self
-            .inner
-            .poller
-            .subscribe(&self.inner.poll)
-            .map_err(|e| StoreError::Backend(format!("cannot start watch poller thread: {e}")))?;
+        let latest =
+            self.inner.poller.subscribe(&self.inner.poll).map_err(|e| {
+                StoreError::Backend(format!("cannot start watch poller thread: {e}"))
+            })?;
         let (tx, rx) = mpsc::channel(WATCH_BUFFER);
         tokio::spawn(run_watch(
             Arc::clone(&self.inner),
@@ -326,9 +330,22 @@ mod tests {
         let tasks = std::fs::read_dir("/proc/self/task").expect("procfs");
         tasks
             .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
-            .inspect(|name| eprintln!("thread {name:?}"))
             .filter(|name| name.starts_with("tortie-store-po"))
             .count()
+    }
+
+    /// Waits (bounded) until `poller_threads() == n`. A new thread briefly carries its
+    /// parent's name, so counts are polled rather than read once.
+    async fn wait_for_pollers(n: usize) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while poller_threads() != n {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "expected {n} poller threads, found {}",
+                poller_threads()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     #[tokio::test]
@@ -337,18 +354,18 @@ mod tests {
         let store = SqliteStore::open(dir.path().join("s.db")).await.unwrap();
         let first = store.watch("/a/", 0).await.unwrap();
         let second = store.watch("/b/", 0).await.unwrap();
-        assert_eq!(poller_threads(), 1, "one poller per handle");
+        wait_for_pollers(1).await;
         drop(first);
         store.create("/a/x", b"1").await.unwrap();
         tokio::time::sleep(Duration::from_millis(100)).await;
-        assert_eq!(poller_threads(), 1, "still watched through the second stream");
+        assert_eq!(
+            poller_threads(),
+            1,
+            "still watched through the second stream"
+        );
         drop(second);
         store.create("/b/x", b"1").await.unwrap();
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        while poller_threads() > 0 {
-            assert!(std::time::Instant::now() < deadline, "poller thread did not stop");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        wait_for_pollers(0).await;
         // A new watch starts a new poller and works.
         let mut rx = store.watch("/c/", 2).await.unwrap();
         let rev = store.create("/c/x", b"1").await.unwrap();

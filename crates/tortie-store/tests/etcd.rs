@@ -47,7 +47,10 @@ async fn connect_to_dead_endpoint_is_unavailable_within_timeout() {
     let elapsed = started.elapsed();
     assert!(matches!(err, StoreError::Unavailable { .. }), "{err}");
     assert!(elapsed < Duration::from_secs(4), "took {elapsed:?}");
-    assert!(err.to_string().contains("127.0.0.1"), "error names the datastore: {err}");
+    assert!(
+        err.to_string().contains("127.0.0.1"),
+        "error names the datastore: {err}"
+    );
 }
 
 /// An endpoint that accepts TCP connections but never speaks (a hung server): the timeout,
@@ -62,14 +65,20 @@ async fn connect_to_silent_endpoint_times_out() {
         .unwrap_err();
     let elapsed = started.elapsed();
     assert!(matches!(err, StoreError::Unavailable { .. }), "{err}");
-    assert!(elapsed >= Duration::from_millis(1500), "gave up early: {elapsed:?}");
+    assert!(
+        elapsed >= Duration::from_millis(1500),
+        "gave up early: {elapsed:?}"
+    );
     assert!(elapsed < Duration::from_secs(5), "took {elapsed:?}");
     drop(listener);
 }
 
 #[tokio::test]
 async fn connect_via_url_with_default_timeout_gives_up() {
-    let url: DatastoreUrl = dead_endpoint().replace("http://", "etcd://").parse().unwrap();
+    let url: DatastoreUrl = dead_endpoint()
+        .replace("http://", "etcd://")
+        .parse()
+        .unwrap();
     let started = Instant::now();
     let err = tortie_store::connect(&url).await.unwrap_err();
     let elapsed = started.elapsed();
@@ -94,7 +103,9 @@ async fn server_loss_is_reported() {
         min_backoff: Duration::from_millis(50),
         max_backoff: Duration::from_millis(200),
     };
-    let (_handle, mut updates) = Syncer::new(Arc::clone(&store), "/x/").with_config(config).start();
+    let (_handle, mut updates) = Syncer::new(Arc::clone(&store), "/x/")
+        .with_config(config)
+        .start();
     assert!(matches!(updates.recv().await, Some(SyncUpdate::Set(_))));
     assert_eq!(updates.recv().await, Some(SyncUpdate::InSync));
 
@@ -102,7 +113,11 @@ async fn server_loss_is_reported() {
     let started = Instant::now();
     let err = store.get("/x/a").await.unwrap_err();
     assert!(matches!(err, StoreError::Unavailable { .. }), "{err}");
-    assert!(started.elapsed() < Duration::from_secs(4), "took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "took {:?}",
+        started.elapsed()
+    );
     match tokio::time::timeout(Duration::from_secs(30), watch.recv()).await {
         Ok(Some(Err(e))) => assert!(matches!(e, StoreError::Unavailable { .. }), "{e}"),
         other => panic!("expected the watch to fail, got {other:?}"),

@@ -36,19 +36,31 @@ async fn second_handle_sees_writes_through_its_watch() {
     let mut latencies = Vec::new();
     for i in 0..20 {
         let sent = Instant::now();
-        let rev = writer.update("/lat/k", format!("{i}").as_bytes(), None).await.unwrap();
+        let rev = writer
+            .update("/lat/k", format!("{i}").as_bytes(), None)
+            .await
+            .unwrap();
         let event = next_event(&mut rx).await;
         latencies.push(sent.elapsed());
         assert_eq!(event.revision(), rev);
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     latencies.sort();
-    let (median, max) = (latencies[latencies.len() / 2], latencies[latencies.len() - 1]);
+    let (median, max) = (
+        latencies[latencies.len() / 2],
+        latencies[latencies.len() - 1],
+    );
     eprintln!("cross-handle watch latency: median {median:?}, max {max:?}");
     assert!(max < Duration::from_secs(2), "watch latency {max:?}");
     // Both handles agree on data and revision.
-    assert_eq!(reader.get("/lat/k").await.unwrap(), writer.get("/lat/k").await.unwrap());
-    assert_eq!(reader.revision().await.unwrap(), writer.revision().await.unwrap());
+    assert_eq!(
+        reader.get("/lat/k").await.unwrap(),
+        writer.get("/lat/k").await.unwrap()
+    );
+    assert_eq!(
+        reader.revision().await.unwrap(),
+        writer.revision().await.unwrap()
+    );
 }
 
 #[tokio::test]
@@ -63,7 +75,11 @@ async fn handles_opened_at_once_on_a_new_file_agree() {
         .map(|(i, s)| async move { s.create(&format!("/h/{i}"), b"x").await });
     let mut revs = futures::future::try_join_all(writes).await.unwrap();
     revs.sort_unstable();
-    assert_eq!(revs, (1..=6).collect::<Vec<_>>(), "unique, gap-free revisions");
+    assert_eq!(
+        revs,
+        (1..=6).collect::<Vec<_>>(),
+        "unique, gap-free revisions"
+    );
 }
 
 #[tokio::test]
@@ -93,7 +109,10 @@ async fn unusable_path_fails_clearly() {
     }
     eprintln!("{err}");
     let url = format!("file:{}", path.display()).parse().unwrap();
-    assert!(matches!(tortie_store::connect(&url).await, Err(StoreError::Unavailable { .. })));
+    assert!(matches!(
+        tortie_store::connect(&url).await,
+        Err(StoreError::Unavailable { .. })
+    ));
 }
 
 #[tokio::test]
@@ -119,14 +138,22 @@ async fn event_log_is_compacted_automatically() {
         history_revisions: 100,
         ..SqliteOptions::default()
     };
-    let store = SqliteStore::open_with(dir.path().join("store.db"), options).await.unwrap();
+    let store = SqliteStore::open_with(dir.path().join("store.db"), options)
+        .await
+        .unwrap();
     for i in 0..300 {
-        store.update("/k", format!("{i}").as_bytes(), None).await.unwrap();
+        store
+            .update("/k", format!("{i}").as_bytes(), None)
+            .await
+            .unwrap();
     }
     let mut rx = store.watch("/", 0).await.unwrap();
     match next_event(&mut rx).await {
         WatchEvent::ResyncNeeded { compacted_revision } => {
-            assert!(compacted_revision >= 300 - 100 - 64, "horizon {compacted_revision}");
+            assert!(
+                compacted_revision >= 300 - 100 - 64,
+                "horizon {compacted_revision}"
+            );
         }
         other => panic!("expected ResyncNeeded, got {other:?}"),
     }

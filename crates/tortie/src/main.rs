@@ -16,7 +16,11 @@ use clap::{Args, Parser, Subcommand};
 pub const DATASTORE_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Parser)]
-#[command(name = "tortie", version, about = "tortie: Calico-compatible networking and network policy, in Rust")]
+#[command(
+    name = "tortie",
+    version,
+    about = "tortie: Calico-compatible networking and network policy, in Rust"
+)]
 struct Cli {
     /// Datastore: file:PATH (default file:/var/lib/tortie/store.db) or etcd://HOST:PORT[,HOST:PORT].
     /// Also read from TORTIE_DATASTORE, or Calico's DATASTORE_TYPE=etcdv3 + ETCD_ENDPOINTS.
@@ -63,7 +67,10 @@ enum SelectorCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -85,7 +92,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Apply(a) => resources::apply(ds, a, resources::Mode::Apply).await,
         Command::Create(a) => {
-            let mode = if a.skip_exists { resources::Mode::CreateSkipExists } else { resources::Mode::Create };
+            let mode = if a.skip_exists {
+                resources::Mode::CreateSkipExists
+            } else {
+                resources::Mode::Create
+            };
             resources::apply(ds, a.files, mode).await
         }
         Command::Replace(a) => resources::apply(ds, a, resources::Mode::Replace).await,
@@ -93,7 +104,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Get(a) => resources::get(ds, a).await,
         Command::Label(a) => resources::label(ds, a).await,
         Command::Validate(a) => resources::validate(a),
-        Command::Selector(SelectorArgs { command: SelectorCommand::Check(a) }) => selector_cmd::check(a),
+        Command::Selector(SelectorArgs {
+            command: SelectorCommand::Check(a),
+        }) => selector_cmd::check(a),
         Command::Version => {
             println!("Client Version:    v{}", env!("CARGO_PKG_VERSION"));
             Ok(ExitCode::SUCCESS)

@@ -19,7 +19,10 @@ pub fn expand(paths: &[String]) -> anyhow::Result<Vec<PathBuf>> {
                 .with_context(|| format!("reading directory {p}"))?
                 .filter_map(|e| e.ok().map(|e| e.path()))
                 .filter(|f| {
-                    matches!(f.extension().and_then(|e| e.to_str()), Some("yaml" | "yml" | "json"))
+                    matches!(
+                        f.extension().and_then(|e| e.to_str()),
+                        Some("yaml" | "yml" | "json")
+                    )
                 })
                 .collect();
             files.sort();
@@ -42,10 +45,13 @@ pub fn read_all(paths: &[String], default_ns: &str) -> anyhow::Result<Vec<Decode
     for path in expand(paths)? {
         let (name, text) = if path.as_os_str() == "-" {
             let mut s = String::new();
-            std::io::stdin().read_to_string(&mut s).context("reading standard input")?;
+            std::io::stdin()
+                .read_to_string(&mut s)
+                .context("reading standard input")?;
             ("-".to_string(), s)
         } else {
-            let s = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+            let s = std::fs::read_to_string(&path)
+                .with_context(|| format!("reading {}", path.display()))?;
             (path.display().to_string(), s)
         };
         let decoded = decode(&name, &text, default_ns);

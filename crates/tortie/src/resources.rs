@@ -108,7 +108,10 @@ impl Mode {
 async fn timed<T>(what: &str, f: impl Future<Output = Result<T, StoreError>>) -> anyhow::Result<T> {
     match tokio::time::timeout(DATASTORE_TIMEOUT, f).await {
         Ok(r) => r.map_err(|e| anyhow!(e)),
-        Err(_) => bail!("datastore did not answer within {}s while {what}", DATASTORE_TIMEOUT.as_secs()),
+        Err(_) => bail!(
+            "datastore did not answer within {}s while {what}",
+            DATASTORE_TIMEOUT.as_secs()
+        ),
     }
 }
 
@@ -131,8 +134,8 @@ fn to_bytes(res: &Resource) -> Vec<u8> {
 
 /// Decodes a stored key/value into a resource with its resourceVersion.
 pub fn from_kv(kv: &KeyValue) -> anyhow::Result<Resource> {
-    let v: serde_json::Value =
-        serde_json::from_slice(&kv.value).with_context(|| format!("stored value at {} is not JSON", kv.key))?;
+    let v: serde_json::Value = serde_json::from_slice(&kv.value)
+        .with_context(|| format!("stored value at {} is not JSON", kv.key))?;
     let mut res = from_stored(v).map_err(|e| anyhow!("stored value at {}: {e}", kv.key))?;
     res.meta_mut().resource_version = Some(kv.mod_revision.to_string());
     Ok(res)
@@ -142,10 +145,9 @@ fn user_revision(res: &Resource) -> anyhow::Result<Option<i64>> {
     match &res.meta().resource_version {
         None => Ok(None),
         Some(s) if s.is_empty() => Ok(None),
-        Some(s) => s
-            .parse::<i64>()
-            .map(Some)
-            .map_err(|_| anyhow!("field metadata.resourceVersion = {s:?}: not a revision this datastore issued")),
+        Some(s) => s.parse::<i64>().map(Some).map_err(|_| {
+            anyhow!("field metadata.resourceVersion = {s:?}: not a revision this datastore issued")
+        }),
     }
 }
 
@@ -153,10 +155,18 @@ fn user_revision(res: &Resource) -> anyhow::Result<Option<i64>> {
 fn check_immutable(old: &Resource, new: &Resource) -> anyhow::Result<()> {
     if let (Resource::IPPool(o), Resource::IPPool(n)) = (old, new) {
         if o.spec().cidr != n.spec().cidr {
-            bail!("field spec.cidr = {:?}: is immutable (currently {:?})", n.spec().cidr, o.spec().cidr);
+            bail!(
+                "field spec.cidr = {:?}: is immutable (currently {:?})",
+                n.spec().cidr,
+                o.spec().cidr
+            );
         }
         if o.spec().block_size != n.spec().block_size {
-            bail!("field spec.blockSize = {:?}: is immutable (currently {:?})", n.spec().block_size, o.spec().block_size);
+            bail!(
+                "field spec.blockSize = {:?}: is immutable (currently {:?})",
+                n.spec().block_size,
+                o.spec().block_size
+            );
         }
     }
     Ok(())
@@ -175,7 +185,9 @@ fn policy_tier(res: &Resource) -> Option<&str> {
 async fn check_references(store: &dyn Store, res: &Resource) -> anyhow::Result<()> {
     if let Some(tier) = policy_tier(res)
         && tier != tortie_api::policy::DEFAULT_TIER
-        && timed("reading tier", store.get(&Kind::Tier.key(None, tier))).await?.is_none()
+        && timed("reading tier", store.get(&Kind::Tier.key(None, tier)))
+            .await?
+            .is_none()
     {
         bail!("field spec.tier = {tier:?}: tier does not exist; create the Tier first");
     }
@@ -188,7 +200,8 @@ async fn ensure_default_tier(store: &dyn Store) -> anyhow::Result<()> {
     if timed("reading tier", store.get(&key)).await?.is_some() {
         return Ok(());
     }
-    let text = "apiVersion: projectcalico.org/v3\nkind: Tier\nmetadata:\n  name: default\nspec: {}\n";
+    let text =
+        "apiVersion: projectcalico.org/v3\nkind: Tier\nmetadata:\n  name: default\nspec: {}\n";
     let (_, mut tier) = tortie_api::codec::decode("<built-in>", text, "default")
         .pop()
         .ok_or_else(|| anyhow!("built-in tier failed to decode"))?
@@ -242,7 +255,12 @@ async fn write_one(store: &dyn Store, res: &Resource, mode: Mode) -> anyhow::Res
                 m.uid = old.meta().uid.clone();
                 m.creation_timestamp = old.meta().creation_timestamp.clone();
                 let expected = user_rev.unwrap_or(kv.mod_revision);
-                match timed("updating", store.update(&key, &to_bytes(&res), Some(expected))).await {
+                match timed(
+                    "updating",
+                    store.update(&key, &to_bytes(&res), Some(expected)),
+                )
+                .await
+                {
                     Ok(_) => return Ok(Written::Done),
                     Err(e) if user_rev.is_none() && is_conflict(&e) => continue,
                     Err(e) if is_conflict(&e) => {
@@ -257,15 +275,24 @@ async fn write_one(store: &dyn Store, res: &Resource, mode: Mode) -> anyhow::Res
 }
 
 fn is_conflict(e: &anyhow::Error) -> bool {
-    matches!(e.downcast_ref::<StoreError>(), Some(StoreError::Conflict { .. }))
+    matches!(
+        e.downcast_ref::<StoreError>(),
+        Some(StoreError::Conflict { .. })
+    )
 }
 
 fn is_exists(e: &anyhow::Error) -> bool {
-    matches!(e.downcast_ref::<StoreError>(), Some(StoreError::AlreadyExists { .. }))
+    matches!(
+        e.downcast_ref::<StoreError>(),
+        Some(StoreError::AlreadyExists { .. })
+    )
 }
 
 /// Decodes all files; prints every error and returns None if any document is invalid.
-fn decode_all(files: &[String], ns: &str) -> anyhow::Result<Option<Vec<(tortie_api::Origin, Resource)>>> {
+fn decode_all(
+    files: &[String],
+    ns: &str,
+) -> anyhow::Result<Option<Vec<(tortie_api::Origin, Resource)>>> {
     let decoded = manifest::read_all(files, ns)?;
     let mut good = Vec::new();
     let mut bad = 0;
@@ -304,11 +331,17 @@ pub async fn apply(ds: Option<&str>, args: FileArgs, mode: Mode) -> anyhow::Resu
     for (i, (origin, res)) in resources.iter().enumerate() {
         match write_one(store.as_ref(), res, mode).await {
             Ok(Written::Done) => done.push(format!("{} ({origin})", res.display_id())),
-            Ok(Written::Skipped) => done.push(format!("{} ({origin}, already existed)", res.display_id())),
+            Ok(Written::Skipped) => {
+                done.push(format!("{} ({origin}, already existed)", res.display_id()))
+            }
             Err(e) => {
                 eprintln!("error: {origin}: {}: {e:#}", res.display_id());
                 if !done.is_empty() {
-                    eprintln!("Partial success: {} the first {} out of {total} resources:", mode.verb(), done.len());
+                    eprintln!(
+                        "Partial success: {} the first {} out of {total} resources:",
+                        mode.verb(),
+                        done.len()
+                    );
                     for d in &done {
                         eprintln!("  {} {d}", mode.verb());
                     }
@@ -321,7 +354,11 @@ pub async fn apply(ds: Option<&str>, args: FileArgs, mode: Mode) -> anyhow::Resu
             }
         }
     }
-    println!("Successfully {} {total} {}", mode.verb(), summarize(&resources));
+    println!(
+        "Successfully {} {total} {}",
+        mode.verb(),
+        summarize(&resources)
+    );
     Ok(ExitCode::SUCCESS)
 }
 
@@ -358,7 +395,13 @@ pub async fn delete(ds: Option<&str>, args: DeleteArgs) -> anyhow::Result<ExitCo
             return Ok(ExitCode::FAILURE);
         };
         res.into_iter()
-            .map(|(_, r)| (r.kind(), r.namespace().map(str::to_string), r.name().to_string()))
+            .map(|(_, r)| {
+                (
+                    r.kind(),
+                    r.namespace().map(str::to_string),
+                    r.name().to_string(),
+                )
+            })
             .collect()
     } else {
         let Some((kind, names)) = args.args.split_first() else {
@@ -369,7 +412,10 @@ pub async fn delete(ds: Option<&str>, args: DeleteArgs) -> anyhow::Result<ExitCo
             bail!("give the name(s) of the {kind} to delete");
         }
         let ns = kind.namespaced().then(|| args.namespace.clone());
-        names.iter().map(|n| (kind, ns.clone(), n.clone())).collect()
+        names
+            .iter()
+            .map(|n| (kind, ns.clone(), n.clone()))
+            .collect()
     };
     let store = open_store(ds).await?;
     let mut failed = 0;
@@ -383,9 +429,17 @@ pub async fn delete(ds: Option<&str>, args: DeleteArgs) -> anyhow::Result<ExitCo
         let key = kind.key(ns.as_deref(), name);
         match timed("deleting", store.delete(&key, None)).await {
             Ok(_) => deleted += 1,
-            Err(e) if matches!(e.downcast_ref::<StoreError>(), Some(StoreError::NotFound { .. })) => {
+            Err(e)
+                if matches!(
+                    e.downcast_ref::<StoreError>(),
+                    Some(StoreError::NotFound { .. })
+                ) =>
+            {
                 if !args.skip_not_exists {
-                    eprintln!("error: {kind} {}: resource does not exist", display_name(ns.as_deref(), name));
+                    eprintln!(
+                        "error: {kind} {}: resource does not exist",
+                        display_name(ns.as_deref(), name)
+                    );
                     failed += 1;
                 }
             }
@@ -396,7 +450,11 @@ pub async fn delete(ds: Option<&str>, args: DeleteArgs) -> anyhow::Result<ExitCo
         }
     }
     println!("Successfully deleted {deleted} resource(s)");
-    Ok(if failed > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    Ok(if failed > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 fn display_name(ns: Option<&str>, name: &str) -> String {
@@ -409,7 +467,9 @@ fn display_name(ns: Option<&str>, name: &str) -> String {
 /// `get`.
 pub async fn get(ds: Option<&str>, args: GetArgs) -> anyhow::Result<ExitCode> {
     let selector = match &args.selector {
-        Some(s) => Some(Selector::parse(s).map_err(|e| anyhow!("-l {s:?}: invalid selector: {e}"))?),
+        Some(s) => {
+            Some(Selector::parse(s).map_err(|e| anyhow!("-l {s:?}: invalid selector: {e}"))?)
+        }
         None => None,
     };
     let store = open_store(ds).await?;
@@ -449,7 +509,10 @@ pub async fn get(ds: Option<&str>, args: GetArgs) -> anyhow::Result<ExitCode> {
                 match timed("reading", store.get(&kind.key(ns, n))).await? {
                     Some(kv) => found.push(from_kv(&kv)?),
                     None => {
-                        eprintln!("error: {kind} {}: resource does not exist", display_name(ns, n));
+                        eprintln!(
+                            "error: {kind} {}: resource does not exist",
+                            display_name(ns, n)
+                        );
                         missing += 1;
                     }
                 }
@@ -461,10 +524,19 @@ pub async fn get(ds: Option<&str>, args: GetArgs) -> anyhow::Result<ExitCode> {
         found.retain(|r| sel.evaluate(&r.meta().labels));
     }
     print_resources(&found, kind, single, &args)?;
-    Ok(if missing > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    Ok(if missing > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
-fn print_resources(found: &[Resource], kind: Option<Kind>, single: bool, args: &GetArgs) -> anyhow::Result<()> {
+fn print_resources(
+    found: &[Resource],
+    kind: Option<Kind>,
+    single: bool,
+    args: &GetArgs,
+) -> anyhow::Result<()> {
     let format = match args.output.as_str() {
         "yaml" => Some(Format::Yaml),
         "json" => Some(Format::Json),
@@ -478,7 +550,10 @@ fn print_resources(found: &[Resource], kind: Option<Kind>, single: bool, args: &
         }
         None => {
             let k = kind.unwrap_or(Kind::IPPool);
-            print!("{}", table::render(k, found, args.output == "wide", args.all_namespaces));
+            print!(
+                "{}",
+                table::render(k, found, args.output == "wide", args.all_namespaces)
+            );
         }
     }
     Ok(())
@@ -509,7 +584,10 @@ pub async fn label(ds: Option<&str>, args: LabelArgs) -> anyhow::Result<ExitCode
     let key = kind.key(ns, &args.name);
     for _ in 0..MAX_ATTEMPTS {
         let Some(kv) = timed("reading", store.get(&key)).await? else {
-            bail!("{kind} {}: resource does not exist", display_name(ns, &args.name));
+            bail!(
+                "{kind} {}: resource does not exist",
+                display_name(ns, &args.name)
+            );
         };
         let mut res = from_kv(&kv)?;
         let labels: &mut BTreeMap<String, String> = &mut res.meta_mut().labels;
@@ -525,16 +603,28 @@ pub async fn label(ds: Option<&str>, args: LabelArgs) -> anyhow::Result<ExitCode
                         && old != v
                         && !args.overwrite
                     {
-                        bail!("label {k:?} already has value {old:?}; use --overwrite to change it");
+                        bail!(
+                            "label {k:?} already has value {old:?}; use --overwrite to change it"
+                        );
                     }
                     labels.insert(k.clone(), v.clone());
                 }
             }
         }
         res.default_and_validate().map_err(|errs| {
-            anyhow!(errs.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))
+            anyhow!(
+                errs.iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            )
         })?;
-        match timed("updating", store.update(&key, &to_bytes(&res), Some(kv.mod_revision))).await {
+        match timed(
+            "updating",
+            store.update(&key, &to_bytes(&res), Some(kv.mod_revision)),
+        )
+        .await
+        {
             Ok(_) => {
                 println!("Successfully updated label on {kind} {}", args.name);
                 return Ok(ExitCode::SUCCESS);

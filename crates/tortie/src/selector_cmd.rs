@@ -23,7 +23,8 @@ pub struct CheckArgs {
 pub fn parse_labels(s: &str) -> anyhow::Result<BTreeMap<String, String>> {
     let t = s.trim();
     if t.starts_with('{') {
-        return serde_json::from_str(t).context("--labels: expected a JSON object of string values");
+        return serde_json::from_str(t)
+            .context("--labels: expected a JSON object of string values");
     }
     let mut out = BTreeMap::new();
     for part in t.split(',').filter(|p| !p.trim().is_empty()) {

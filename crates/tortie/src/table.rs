@@ -39,10 +39,22 @@ fn row(kind: Kind, r: &Resource, wide: bool) -> (Vec<&'static str>, Vec<String>)
     match r {
         Resource::IPPool(o) => {
             let s = o.spec();
-            let mode = |m: Option<tortie_api::ipam::EncapMode>| format!("{:?}", m.unwrap_or(tortie_api::ipam::EncapMode::Never));
+            let mode = |m: Option<tortie_api::ipam::EncapMode>| {
+                format!("{:?}", m.unwrap_or(tortie_api::ipam::EncapMode::Never))
+            };
             if wide {
                 (
-                    vec!["NAME", "CIDR", "NAT", "IPIPMODE", "VXLANMODE", "DISABLED", "DISABLEBGPEXPORT", "SELECTOR", "ASSIGNMENTMODE"],
+                    vec![
+                        "NAME",
+                        "CIDR",
+                        "NAT",
+                        "IPIPMODE",
+                        "VXLANMODE",
+                        "DISABLED",
+                        "DISABLEBGPEXPORT",
+                        "SELECTOR",
+                        "ASSIGNMENTMODE",
+                    ],
                     vec![
                         name,
                         s.cidr.clone(),
@@ -52,40 +64,101 @@ fn row(kind: Kind, r: &Resource, wide: bool) -> (Vec<&'static str>, Vec<String>)
                         s.disabled.to_string(),
                         s.disable_bgp_export.to_string(),
                         s.node_selector.clone(),
-                        format!("{:?}", s.assignment_mode.unwrap_or(tortie_api::ipam::AssignmentMode::Automatic)),
+                        format!(
+                            "{:?}",
+                            s.assignment_mode
+                                .unwrap_or(tortie_api::ipam::AssignmentMode::Automatic)
+                        ),
                     ],
                 )
             } else {
-                (vec!["NAME", "CIDR", "SELECTOR"], vec![name, s.cidr.clone(), s.node_selector.clone()])
+                (
+                    vec!["NAME", "CIDR", "SELECTOR"],
+                    vec![name, s.cidr.clone(), s.node_selector.clone()],
+                )
             }
         }
-        Resource::NetworkPolicy(o) => policy_row(name, &o.spec().tier, o.spec().order, &o.spec().selector, wide),
-        Resource::GlobalNetworkPolicy(o) => policy_row(name, &o.spec().tier, o.spec().order, &o.spec().selector, wide),
-        Resource::StagedNetworkPolicy(o) => policy_row(name, &o.spec().0.tier, o.spec().0.order, &o.spec().0.selector, wide),
-        Resource::StagedGlobalNetworkPolicy(o) => {
-            policy_row(name, &o.spec().0.tier, o.spec().0.order, &o.spec().0.selector, wide)
-        }
+        Resource::NetworkPolicy(o) => policy_row(
+            name,
+            &o.spec().tier,
+            o.spec().order,
+            &o.spec().selector,
+            wide,
+        ),
+        Resource::GlobalNetworkPolicy(o) => policy_row(
+            name,
+            &o.spec().tier,
+            o.spec().order,
+            &o.spec().selector,
+            wide,
+        ),
+        Resource::StagedNetworkPolicy(o) => policy_row(
+            name,
+            &o.spec().0.tier,
+            o.spec().0.order,
+            &o.spec().0.selector,
+            wide,
+        ),
+        Resource::StagedGlobalNetworkPolicy(o) => policy_row(
+            name,
+            &o.spec().0.tier,
+            o.spec().0.order,
+            &o.spec().0.selector,
+            wide,
+        ),
         Resource::Tier(o) => (vec!["NAME", "ORDER"], vec![name, order(o.spec().order)]),
         Resource::Profile(o) if wide => {
-            let labels: Vec<String> = o.spec().labels_to_apply.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            let labels: Vec<String> = o
+                .spec()
+                .labels_to_apply
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
             (vec!["NAME", "LABELS"], vec![name, join(&labels)])
         }
         Resource::Node(o) if wide => {
             let bgp = o.spec().bgp.clone().unwrap_or_default();
             let asn = bgp.as_number.map(|a| a.0.to_string()).unwrap_or_default();
-            (vec!["NAME", "ASN", "IPV4", "IPV6"], vec![name, asn, bgp.ipv4_address, bgp.ipv6_address])
+            (
+                vec!["NAME", "ASN", "IPV4", "IPV6"],
+                vec![name, asn, bgp.ipv4_address, bgp.ipv6_address],
+            )
         }
         Resource::WorkloadEndpoint(o) => {
             let s = o.spec();
-            let workload = if s.workload.is_empty() { s.pod.clone() } else { s.workload.clone() };
-            let base = vec![workload, s.node.clone(), join(&s.ip_networks), s.interface_name.clone()];
+            let workload = if s.workload.is_empty() {
+                s.pod.clone()
+            } else {
+                s.workload.clone()
+            };
+            let base = vec![
+                workload,
+                s.node.clone(),
+                join(&s.ip_networks),
+                s.interface_name.clone(),
+            ];
             if wide {
-                let nats: Vec<String> = s.ip_nats.iter().map(|n| format!("{}:{}", n.internal_ip, n.external_ip)).collect();
+                let nats: Vec<String> = s
+                    .ip_nats
+                    .iter()
+                    .map(|n| format!("{}:{}", n.internal_ip, n.external_ip))
+                    .collect();
                 let mut v = vec![name];
                 v.extend(base);
                 v.push(join(&s.profiles));
                 v.push(join(&nats));
-                (vec!["NAME", "WORKLOAD", "NODE", "NETWORKS", "INTERFACE", "PROFILES", "NATS"], v)
+                (
+                    vec![
+                        "NAME",
+                        "WORKLOAD",
+                        "NODE",
+                        "NETWORKS",
+                        "INTERFACE",
+                        "PROFILES",
+                        "NATS",
+                    ],
+                    v,
+                )
             } else {
                 (vec!["WORKLOAD", "NODE", "NETWORKS", "INTERFACE"], base)
             }
@@ -95,7 +168,13 @@ fn row(kind: Kind, r: &Resource, wide: bool) -> (Vec<&'static str>, Vec<String>)
             if wide {
                 (
                     vec!["NAME", "NODE", "INTERFACE", "IPS", "PROFILES"],
-                    vec![name, s.node.clone(), s.interface_name.clone(), join(&s.expected_ips), join(&s.profiles)],
+                    vec![
+                        name,
+                        s.node.clone(),
+                        s.interface_name.clone(),
+                        join(&s.expected_ips),
+                        join(&s.profiles),
+                    ],
                 )
             } else {
                 (vec!["NAME", "NODE"], vec![name, s.node.clone()])
@@ -111,10 +190,15 @@ fn row(kind: Kind, r: &Resource, wide: bool) -> (Vec<&'static str>, Vec<String>)
                 "(global)".to_string()
             };
             let asn = s.as_number.map(|a| a.0.to_string()).unwrap_or_default();
-            (vec!["NAME", "PEERIP", "NODE", "ASN"], vec![name, s.peer_ip.clone(), node, asn])
+            (
+                vec!["NAME", "PEERIP", "NODE", "ASN"],
+                vec![name, s.peer_ip.clone(), node, asn],
+            )
         }
         Resource::NetworkSet(o) if wide => (vec!["NAME", "NETS"], vec![name, join(&o.spec().nets)]),
-        Resource::GlobalNetworkSet(o) if wide => (vec!["NAME", "NETS"], vec![name, join(&o.spec().nets)]),
+        Resource::GlobalNetworkSet(o) if wide => {
+            (vec!["NAME", "NETS"], vec![name, join(&o.spec().nets)])
+        }
         _ => {
             let _ = kind;
             (vec!["NAME"], vec![name])
@@ -122,9 +206,18 @@ fn row(kind: Kind, r: &Resource, wide: bool) -> (Vec<&'static str>, Vec<String>)
     }
 }
 
-fn policy_row(name: String, tier: &str, ord: Option<f64>, selector: &str, wide: bool) -> (Vec<&'static str>, Vec<String>) {
+fn policy_row(
+    name: String,
+    tier: &str,
+    ord: Option<f64>,
+    selector: &str,
+    wide: bool,
+) -> (Vec<&'static str>, Vec<String>) {
     if wide {
-        (vec!["NAME", "TIER", "ORDER", "SELECTOR"], vec![name, tier.to_string(), order(ord), selector.to_string()])
+        (
+            vec!["NAME", "TIER", "ORDER", "SELECTOR"],
+            vec![name, tier.to_string(), order(ord), selector.to_string()],
+        )
     } else {
         (vec!["NAME", "TIER"], vec![name, tier.to_string()])
     }
@@ -154,14 +247,40 @@ pub fn render(kind: Kind, resources: &[Resource], wide: bool, all_namespaces: bo
 
 fn row_header(kind: Kind, wide: bool) -> Vec<&'static str> {
     match kind {
-        Kind::IPPool if wide => vec!["NAME", "CIDR", "NAT", "IPIPMODE", "VXLANMODE", "DISABLED", "DISABLEBGPEXPORT", "SELECTOR", "ASSIGNMENTMODE"],
+        Kind::IPPool if wide => vec![
+            "NAME",
+            "CIDR",
+            "NAT",
+            "IPIPMODE",
+            "VXLANMODE",
+            "DISABLED",
+            "DISABLEBGPEXPORT",
+            "SELECTOR",
+            "ASSIGNMENTMODE",
+        ],
         Kind::IPPool => vec!["NAME", "CIDR", "SELECTOR"],
-        Kind::NetworkPolicy | Kind::GlobalNetworkPolicy | Kind::StagedNetworkPolicy | Kind::StagedGlobalNetworkPolicy if wide => {
+        Kind::NetworkPolicy
+        | Kind::GlobalNetworkPolicy
+        | Kind::StagedNetworkPolicy
+        | Kind::StagedGlobalNetworkPolicy
+            if wide =>
+        {
             vec!["NAME", "TIER", "ORDER", "SELECTOR"]
         }
-        Kind::NetworkPolicy | Kind::GlobalNetworkPolicy | Kind::StagedNetworkPolicy | Kind::StagedGlobalNetworkPolicy => vec!["NAME", "TIER"],
+        Kind::NetworkPolicy
+        | Kind::GlobalNetworkPolicy
+        | Kind::StagedNetworkPolicy
+        | Kind::StagedGlobalNetworkPolicy => vec!["NAME", "TIER"],
         Kind::Tier => vec!["NAME", "ORDER"],
-        Kind::WorkloadEndpoint if wide => vec!["NAME", "WORKLOAD", "NODE", "NETWORKS", "INTERFACE", "PROFILES", "NATS"],
+        Kind::WorkloadEndpoint if wide => vec![
+            "NAME",
+            "WORKLOAD",
+            "NODE",
+            "NETWORKS",
+            "INTERFACE",
+            "PROFILES",
+            "NATS",
+        ],
         Kind::WorkloadEndpoint => vec!["WORKLOAD", "NODE", "NETWORKS", "INTERFACE"],
         Kind::HostEndpoint if wide => vec!["NAME", "NODE", "INTERFACE", "IPS", "PROFILES"],
         Kind::HostEndpoint => vec!["NAME", "NODE"],

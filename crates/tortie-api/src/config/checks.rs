@@ -103,7 +103,9 @@ pub fn parse_go_duration(s: &str) -> Result<i64, String> {
             return Err(invalid());
         }
         // Unit.
-        let unit_len = rest.find(|c: char| c == '.' || c.is_ascii_digit()).unwrap_or(rest.len());
+        let unit_len = rest
+            .find(|c: char| c == '.' || c.is_ascii_digit())
+            .unwrap_or(rest.len());
         if unit_len == 0 {
             return Err(format!("missing unit in duration {s:?}"));
         }
@@ -203,7 +205,11 @@ pub(crate) fn duration(errs: &mut Errors, field: &str, value: Option<&str>, rule
     let ns = match parse_go_duration(s) {
         Ok(ns) => ns,
         Err(e) => {
-            errs.add(field, s, format!("{e}: expected a Go duration such as 90s, 5m, 1h30m or 500ms"));
+            errs.add(
+                field,
+                s,
+                format!("{e}: expected a Go duration such as 90s, 5m, 1h30m or 500ms"),
+            );
             return;
         }
     };
@@ -212,7 +218,9 @@ pub(crate) fn duration(errs: &mut Errors, field: &str, value: Option<&str>, rule
         DurationRule::Any => true,
         DurationRule::NonNegative => ns >= 0,
         DurationRule::Whole => {
-            ns == 0 || (ns > 0 && ns < NS_PER_S && ns % NS_PER_MS == 0) || (ns >= NS_PER_S && ns % NS_PER_S == 0)
+            ns == 0
+                || (ns > 0 && ns < NS_PER_S && ns % NS_PER_MS == 0)
+                || (ns >= NS_PER_S && ns % NS_PER_S == 0)
         }
         DurationRule::Decimal => ns == 0 || ns >= NS_PER_MS,
     };
@@ -298,7 +306,11 @@ pub(crate) fn one_of_ci(errs: &mut Errors, field: &str, v: Option<&str>, allowed
     if let Some(s) = v
         && !allowed.iter().any(|a| a.eq_ignore_ascii_case(s))
     {
-        errs.add(field, s, format!("must be one of {} (case-insensitive)", allowed.join(", ")));
+        errs.add(
+            field,
+            s,
+            format!("must be one of {} (case-insensitive)", allowed.join(", ")),
+        );
     }
 }
 
@@ -337,17 +349,23 @@ pub(crate) fn is_interface(s: &str) -> bool {
 
 /// Calico's `interfaceRegex`: `^[a-zA-Z0-9_.-]{1,15}$`.
 pub(crate) fn is_interface_name(s: &str) -> bool {
-    chars_match(s, 1, 15, |c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+    chars_match(s, 1, 15, |c| {
+        c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')
+    })
 }
 
 /// Calico's `ifaceFilter` validator: `^[a-zA-Z0-9:._+-]{1,15}$` (`+` is the iptables wildcard).
 pub(crate) fn is_iface_filter(s: &str) -> bool {
-    chars_match(s, 1, 15, |c| c.is_ascii_alphanumeric() || matches!(c, ':' | '.' | '_' | '+' | '-'))
+    chars_match(s, 1, 15, |c| {
+        c.is_ascii_alphanumeric() || matches!(c, ':' | '.' | '_' | '+' | '-')
+    })
 }
 
 /// Calico's `prometheusHost` validator: `^[a-zA-Z0-9:._+-]{1,64}$`.
 pub(crate) fn is_prometheus_host(s: &str) -> bool {
-    chars_match(s, 1, 64, |c| c.is_ascii_alphanumeric() || matches!(c, ':' | '.' | '_' | '+' | '-'))
+    chars_match(s, 1, 64, |c| {
+        c.is_ascii_alphanumeric() || matches!(c, ':' | '.' | '_' | '+' | '-')
+    })
 }
 
 /// A CIDR or bare IP (Calico's `cnet.ParseCIDROrIP`).
@@ -371,7 +389,11 @@ pub(crate) fn ip_of_family(errs: &mut Errors, field: &str, v: Option<&str>, v6: 
     let Some(s) = v else { return };
     let family = if v6 { "IPv6" } else { "IPv4" };
     match s.parse::<IpAddr>() {
-        Err(_) => errs.add(field, s, format!("is not a valid IP address (expected an {family} address)")),
+        Err(_) => errs.add(
+            field,
+            s,
+            format!("is not a valid IP address (expected an {family} address)"),
+        ),
         Ok(IpAddr::V4(_)) if !v6 => {}
         Ok(IpAddr::V6(a)) if v6 && a.to_ipv4_mapped().is_none() => {}
         Ok(_) => errs.add(field, s, format!("must be a valid {family} address")),
@@ -395,10 +417,16 @@ pub(crate) fn key_value_list(
             continue;
         }
         let ok = item.split_once('=').is_some_and(|(k, val)| {
-            !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') && value_ok(val)
+            !k.is_empty()
+                && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                && value_ok(val)
         });
         if !ok {
-            errs.add(field, s, format!("item {item:?} is invalid: expected a comma-separated list of key={what}"));
+            errs.add(
+                field,
+                s,
+                format!("item {item:?} is invalid: expected a comma-separated list of key={what}"),
+            );
             return;
         }
     }
@@ -455,7 +483,8 @@ pub(crate) fn re2_syntax(re: &str) -> Result<(), String> {
                         .map(|p| start + p)
                         .ok_or("invalid named capture")?;
                     let name = &c[start..end];
-                    if name.is_empty() || !name.iter().all(|ch| ch.is_alphanumeric() || *ch == '_') {
+                    if name.is_empty() || !name.iter().all(|ch| ch.is_alphanumeric() || *ch == '_')
+                    {
                         return Err("invalid named capture".into());
                     }
                     depth += 1;
@@ -551,7 +580,13 @@ fn re2_repeat(c: &[char]) -> Result<Option<usize>, String> {
         if *i == start {
             return None;
         }
-        Some(c[start..*i].iter().collect::<String>().parse().unwrap_or(u32::MAX))
+        Some(
+            c[start..*i]
+                .iter()
+                .collect::<String>()
+                .parse()
+                .unwrap_or(u32::MAX),
+        )
     };
     let Some(min) = num(&mut i) else {
         return Ok(None);
@@ -597,16 +632,24 @@ fn re2_escape(c: &[char], i: usize, in_class: bool) -> Result<(usize, Option<cha
         }
         'x' => {
             if c.get(j) == Some(&'{') {
-                let end =
-                    c[j..].iter().position(|&ch| ch == '}').map(|p| j + p).ok_or("invalid escape sequence \\x{")?;
+                let end = c[j..]
+                    .iter()
+                    .position(|&ch| ch == '}')
+                    .map(|p| j + p)
+                    .ok_or("invalid escape sequence \\x{")?;
                 let hex: String = c[j + 1..end].iter().collect();
-                let v = u32::from_str_radix(&hex, 16).ok().filter(|v| *v <= 0x10_FFFF && !hex.is_empty());
+                let v = u32::from_str_radix(&hex, 16)
+                    .ok()
+                    .filter(|v| *v <= 0x10_FFFF && !hex.is_empty());
                 match v {
                     Some(v) => Ok((end + 1, char::from_u32(v))),
                     None => bad(),
                 }
             } else {
-                let hex: String = c.get(j..j + 2).map(|s| s.iter().collect()).unwrap_or_default();
+                let hex: String = c
+                    .get(j..j + 2)
+                    .map(|s| s.iter().collect())
+                    .unwrap_or_default();
                 match u32::from_str_radix(&hex, 16) {
                     Ok(v) if hex.len() == 2 => Ok((j + 2, char::from_u32(v))),
                     _ => bad(),
@@ -644,8 +687,8 @@ fn re2_escape(c: &[char], i: usize, in_class: bool) -> Result<(usize, Option<cha
 /// A character class starting at `c[i] == '['`: the index after its closing `]`.
 fn re2_class(c: &[char], i: usize) -> Result<usize, String> {
     const POSIX: [&str; 14] = [
-        "alnum", "alpha", "ascii", "blank", "cntrl", "digit", "graph", "lower", "print", "punct", "space", "upper",
-        "word", "xdigit",
+        "alnum", "alpha", "ascii", "blank", "cntrl", "digit", "graph", "lower", "print", "punct",
+        "space", "upper", "word", "xdigit",
     ];
     let mut j = i + 1;
     if c.get(j) == Some(&'^') {
@@ -661,7 +704,8 @@ fn re2_class(c: &[char], i: usize) -> Result<usize, String> {
         first = false;
         // POSIX class [:name:] / [:^name:].
         if c.get(j) == Some(&'[') && c.get(j + 1) == Some(&':') {
-            let close = (j + 2..c.len().saturating_sub(1)).find(|&k| c[k] == ':' && c[k + 1] == ']');
+            let close =
+                (j + 2..c.len().saturating_sub(1)).find(|&k| c[k] == ':' && c[k + 1] == ']');
             if let Some(close) = close {
                 let name: String = c[j + 2..close].iter().collect();
                 if !POSIX.contains(&name.trim_start_matches('^')) {

@@ -153,10 +153,12 @@ impl<'de> Deserialize<'de> for Dscp {
                 .map(Dscp::Value)
                 .map_err(|_| D::Error::custom(format!("DSCP value {n} is out of range 0-255"))),
             // Like Go's Uint8OrString: a string holding a uint8 is stored as the number.
-            Raw::Str(s) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => match s.parse::<u8>() {
-                Ok(v) => Ok(Dscp::Value(v)),
-                Err(_) => Ok(Dscp::Name(s)),
-            },
+            Raw::Str(s) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => {
+                match s.parse::<u8>() {
+                    Ok(v) => Ok(Dscp::Value(v)),
+                    Err(_) => Ok(Dscp::Name(s)),
+                }
+            }
             Raw::Str(s) => Ok(Dscp::Name(s)),
         }
     }
@@ -273,7 +275,11 @@ pub struct FelixConfigurationSpec {
     #[serde(default, skip_serializing_if = "Option::is_none", rename = "vxlanMTU")]
     pub vxlan_mtu: Option<i64>,
     /// Felix default: 0 (auto-detect).
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "vxlanMTUV6")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "vxlanMTUV6"
+    )]
     pub vxlan_mtu_v6: Option<i64>,
     /// Felix default: 4789.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -282,16 +288,28 @@ pub struct FelixConfigurationSpec {
     #[serde(default, skip_serializing_if = "Option::is_none", rename = "vxlanVNI")]
     pub vxlan_vni: Option<i64>,
     /// Felix default: false.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "allowVXLANPacketsFromWorkloads")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "allowVXLANPacketsFromWorkloads"
+    )]
     pub allow_vxlan_packets_from_workloads: Option<bool>,
     /// Felix default: false.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "allowIPIPPacketsFromWorkloads")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "allowIPIPPacketsFromWorkloads"
+    )]
     pub allow_ipip_packets_from_workloads: Option<bool>,
     /// Go duration. Felix default: 30s.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reporting_interval: Option<String>,
     /// Go duration. Felix default: 90s.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "reportingTTL")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "reportingTTL"
+    )]
     pub reporting_ttl: Option<String>,
     /// Felix default: false.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -334,9 +352,17 @@ pub struct FelixConfigurationSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prometheus_process_metrics_enabled: Option<bool>,
     /// Felix default: true.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "prometheusWireGuardMetricsEnabled")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "prometheusWireGuardMetricsEnabled"
+    )]
     pub prometheus_wireguard_metrics_enabled: Option<bool>,
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "prometheusMetricsCAFile")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "prometheusMetricsCAFile"
+    )]
     pub prometheus_metrics_ca_file: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prometheus_metrics_cert_file: Option<String>,
@@ -374,7 +400,11 @@ pub struct FelixConfigurationSpec {
     pub nat_outgoing_exclusions: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device_route_source_address: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "deviceRouteSourceAddressIPv6")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "deviceRouteSourceAddressIPv6"
+    )]
     pub device_route_source_address_ipv6: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device_route_protocol: Option<i64>,
@@ -407,7 +437,11 @@ pub struct FelixConfigurationSpec {
     pub debug_host: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub debug_port: Option<i64>,
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "iptablesNATOutgoingInterfaceFilter")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "iptablesNATOutgoingInterfaceFilter"
+    )]
     pub iptables_nat_outgoing_interface_filter: Option<String>,
     /// Felix default: false.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -416,7 +450,11 @@ pub struct FelixConfigurationSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub xdp_enabled: Option<bool>,
     /// Felix default: false.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "genericXDPEnabled")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "genericXDPEnabled"
+    )]
     pub generic_xdp_enabled: Option<bool>,
     /// Felix default: Auto.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -443,13 +481,21 @@ pub struct FelixConfigurationSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bpf_enabled: Option<bool>,
     /// Felix default: TunnelAddress.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "bpfOverlayHostSourceIP")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "bpfOverlayHostSourceIP"
+    )]
     pub bpf_overlay_host_source_ip: Option<String>,
     /// Felix default: true.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bpf_disable_unprivileged: Option<bool>,
     /// Felix default: Auto.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "bpfJITHardening")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "bpfJITHardening"
+    )]
     pub bpf_jit_hardening: Option<String>,
     /// Felix default: Off.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -463,13 +509,21 @@ pub struct FelixConfigurationSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bpf_conntrack_timeouts: Option<BPFConntrackTimeouts>,
     /// Go duration. Felix default: unset - read from net.ipv4.ipfrag_time.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "bpfIPFragTimeout")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "bpfIPFragTimeout"
+    )]
     pub bpf_ip_frag_timeout: Option<String>,
     /// Felix default: unset - means all debug logs are emitted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bpf_log_filters: Option<BTreeMap<String, String>>,
     /// Felix default: unset - means logs are emitted when BPFLogLevel id debug and BPFLogFilters not set..
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "bpfCTLBLogFilter")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "bpfCTLBLogFilter"
+    )]
     pub bpf_ctlb_log_filter: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bpf_data_iface_pattern: Option<String>,
@@ -482,12 +536,20 @@ pub struct FelixConfigurationSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bpf_connect_time_load_balancing: Option<String>,
     /// Felix default: Enabled.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "bpfHostNetworkedNATWithoutCTLB")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "bpfHostNetworkedNATWithoutCTLB"
+    )]
     pub bpf_host_networked_nat_without_ctlb: Option<String>,
     /// Felix default: Tunnel.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bpf_external_service_mode: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "bpfDSROptoutCIDRs")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "bpfDSROptoutCIDRs"
+    )]
     pub bpf_dsr_optout_cidrs: Option<Vec<String>>,
     /// Felix default: 0.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -502,13 +564,29 @@ pub struct FelixConfigurationSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bpf_kube_proxy_healthz_port: Option<i64>,
     /// Felix default: 20000:29999.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "bpfPSNATPorts")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "bpfPSNATPorts"
+    )]
     pub bpf_psnat_ports: Option<Port>,
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "bpfMapSizeNATFrontend")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "bpfMapSizeNATFrontend"
+    )]
     pub bpf_map_size_nat_frontend: Option<i64>,
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "bpfMapSizeNATBackend")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "bpfMapSizeNATBackend"
+    )]
     pub bpf_map_size_nat_backend: Option<i64>,
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "bpfMapSizeNATAffinity")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "bpfMapSizeNATAffinity"
+    )]
     pub bpf_map_size_nat_affinity: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bpf_map_size_route: Option<i64>,
@@ -521,7 +599,11 @@ pub struct FelixConfigurationSpec {
     pub bpf_map_size_conntrack_scaling: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bpf_map_size_conntrack_cleanup_queue: Option<i64>,
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "bpfMapSizeIPSets")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "bpfMapSizeIPSets"
+    )]
     pub bpf_map_size_ip_sets: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bpf_map_size_if_state: Option<i64>,
@@ -529,28 +611,52 @@ pub struct FelixConfigurationSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bpf_host_conntrack_bypass: Option<bool>,
     /// Felix default: true.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "bpfIPFragmentReassemblyEnabled")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "bpfIPFragmentReassemblyEnabled"
+    )]
     pub bpf_ip_fragment_reassembly_enabled: Option<bool>,
     /// Felix default: Loose.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "bpfEnforceRPF")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "bpfEnforceRPF"
+    )]
     pub bpf_enforce_rpf: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bpf_policy_debug_enabled: Option<bool>,
     /// Felix default: docker+.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bpf_force_track_packets_from_ifaces: Option<Vec<String>>,
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "bpfDisableGROForIfaces")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "bpfDisableGROForIfaces"
+    )]
     pub bpf_disable_gro_for_ifaces: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "bpfExcludeCIDRsFromNAT")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "bpfExcludeCIDRsFromNAT"
+    )]
     pub bpf_exclude_cidrs_from_nat: Option<Vec<String>>,
     /// Felix default: 1.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "bpfExportBufferSizeMB")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "bpfExportBufferSizeMB"
+    )]
     pub bpf_export_buffer_size_mb: Option<i64>,
     /// Felix default: Disabled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub istio_ambient_mode: Option<String>,
     /// Felix default: 23.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "istioDSCPMark")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "istioDSCPMark"
+    )]
     pub istio_dscp_mark: Option<Dscp>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cgroup_v2_path: Option<String>,
@@ -625,10 +731,18 @@ pub struct FelixConfigurationSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wireguard_interface_name_v6: Option<String>,
     /// Felix default: 1440.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "wireguardMTU")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "wireguardMTU"
+    )]
     pub wireguard_mtu: Option<i64>,
     /// Felix default: 1420.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "wireguardMTUV6")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "wireguardMTUV6"
+    )]
     pub wireguard_mtu_v6: Option<i64>,
     /// Felix default: false.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -646,7 +760,11 @@ pub struct FelixConfigurationSpec {
     pub workload_source_spoofing: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mtu_iface_pattern: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "floatingIPs")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "floatingIPs"
+    )]
     pub floating_ips: Option<String>,
     /// Felix default: Disabled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -658,16 +776,28 @@ pub struct FelixConfigurationSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub windows_manage_firewall_rules: Option<String>,
     /// Felix default: 40.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "goGCThreshold")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "goGCThreshold"
+    )]
     pub go_gc_threshold: Option<i64>,
     /// Felix default: -1.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "goMemoryLimitMB")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "goMemoryLimitMB"
+    )]
     pub go_memory_limit_mb: Option<i64>,
     /// Felix default: -1.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub go_max_procs: Option<i64>,
     /// Felix default: false.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "requireMTUFile")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "requireMTUFile"
+    )]
     pub require_mtu_file: Option<bool>,
     /// Felix default: 100.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -693,8 +823,10 @@ impl CalicoSpec for FelixConfigurationSpec {
         self.normalize();
 
         self.floating_ips.get_or_insert_with(|| "Disabled".into());
-        self.bpf_connect_time_load_balancing.get_or_insert_with(|| "TCP".into());
-        self.bpf_host_networked_nat_without_ctlb.get_or_insert_with(|| "Enabled".into());
+        self.bpf_connect_time_load_balancing
+            .get_or_insert_with(|| "TCP".into());
+        self.bpf_host_networked_nat_without_ctlb
+            .get_or_insert_with(|| "Enabled".into());
         if let Some(enabled) = self.bpf_connect_time_load_balancing_enabled {
             self.bpf_host_networked_nat_without_ctlb = Some("Disabled".into());
             let ctlb = if enabled { "Enabled" } else { "Disabled" };
@@ -702,7 +834,8 @@ impl CalicoSpec for FelixConfigurationSpec {
         }
 
         self.nftables_mode.get_or_insert_with(|| "Auto".into());
-        self.nftables_flow_table_offload.get_or_insert_with(|| "Disabled".into());
+        self.nftables_flow_table_offload
+            .get_or_insert_with(|| "Disabled".into());
     }
 
     fn validate(&self, meta: &ObjectMeta, errs: &mut Errors) {
@@ -799,7 +932,11 @@ impl FelixConfigurationSpec {
         self.bpf_log_level.get_or_insert_with(String::new);
 
         // A plain (non-pointer) slice with `omitempty`: an empty list is dropped.
-        if self.health_timeout_overrides.as_ref().is_some_and(Vec::is_empty) {
+        if self
+            .health_timeout_overrides
+            .as_ref()
+            .is_some_and(Vec::is_empty)
+        {
             self.health_timeout_overrides = None;
         }
         for o in self.health_timeout_overrides.iter_mut().flatten() {
@@ -807,10 +944,13 @@ impl FelixConfigurationSpec {
             canonicalize_duration(&mut t);
             o.timeout = t.unwrap_or_default();
         }
-        for p in [&mut self.failsafe_inbound_host_ports, &mut self.failsafe_outbound_host_ports]
-            .into_iter()
-            .flatten()
-            .flatten()
+        for p in [
+            &mut self.failsafe_inbound_host_ports,
+            &mut self.failsafe_outbound_host_ports,
+        ]
+        .into_iter()
+        .flatten()
+        .flatten()
         {
             drop_empty(&mut p.protocol);
             drop_empty(&mut p.net);

@@ -37,32 +37,117 @@ impl FelixConfigurationSpec {
 
     fn check_durations(&self, errs: &mut Errors) {
         for (field, value, rule) in [
-            ("dataplaneWatchdogTimeout", self.dataplane_watchdog_timeout.as_deref(), D::Any),
-            ("routeRefreshInterval", self.route_refresh_interval.as_deref(), D::Whole),
-            ("interfaceRefreshInterval", self.interface_refresh_interval.as_deref(), D::Whole),
-            ("iptablesRefreshInterval", self.iptables_refresh_interval.as_deref(), D::Whole),
-            ("iptablesPostWriteCheckInterval", self.iptables_post_write_check_interval.as_deref(), D::Whole),
-            ("iptablesLockProbeInterval", self.iptables_lock_probe_interval.as_deref(), D::Whole),
-            ("ipsetsRefreshInterval", self.ipsets_refresh_interval.as_deref(), D::Whole),
-            ("xdpRefreshInterval", self.xdp_refresh_interval.as_deref(), D::Whole),
+            (
+                "dataplaneWatchdogTimeout",
+                self.dataplane_watchdog_timeout.as_deref(),
+                D::Any,
+            ),
+            (
+                "routeRefreshInterval",
+                self.route_refresh_interval.as_deref(),
+                D::Whole,
+            ),
+            (
+                "interfaceRefreshInterval",
+                self.interface_refresh_interval.as_deref(),
+                D::Whole,
+            ),
+            (
+                "iptablesRefreshInterval",
+                self.iptables_refresh_interval.as_deref(),
+                D::Whole,
+            ),
+            (
+                "iptablesPostWriteCheckInterval",
+                self.iptables_post_write_check_interval.as_deref(),
+                D::Whole,
+            ),
+            (
+                "iptablesLockProbeInterval",
+                self.iptables_lock_probe_interval.as_deref(),
+                D::Whole,
+            ),
+            (
+                "ipsetsRefreshInterval",
+                self.ipsets_refresh_interval.as_deref(),
+                D::Whole,
+            ),
+            (
+                "xdpRefreshInterval",
+                self.xdp_refresh_interval.as_deref(),
+                D::Whole,
+            ),
             ("netlinkTimeout", self.netlink_timeout.as_deref(), D::Whole),
-            ("reportingInterval", self.reporting_interval.as_deref(), D::Whole),
+            (
+                "reportingInterval",
+                self.reporting_interval.as_deref(),
+                D::Whole,
+            ),
             ("reportingTTL", self.reporting_ttl.as_deref(), D::Whole),
-            ("endpointReportingDelay", self.endpoint_reporting_delay.as_deref(), D::Whole),
-            ("usageReportingInitialDelay", self.usage_reporting_initial_delay.as_deref(), D::Whole),
-            ("usageReportingInterval", self.usage_reporting_interval.as_deref(), D::Whole),
-            ("debugSimulateCalcGraphHangAfter", self.debug_simulate_calc_graph_hang_after.as_deref(), D::Whole),
-            ("debugSimulateDataplaneHangAfter", self.debug_simulate_dataplane_hang_after.as_deref(), D::Whole),
-            ("debugSimulateDataplaneApplyDelay", self.debug_simulate_dataplane_apply_delay.as_deref(), D::Whole),
-            ("nftablesRefreshInterval", self.nftables_refresh_interval.as_deref(), D::Any),
-            ("bpfIPFragTimeout", self.bpf_ip_frag_timeout.as_deref(), D::Whole),
-            ("bpfKubeProxyMinSyncPeriod", self.bpf_kube_proxy_min_sync_period.as_deref(), D::Whole),
-            ("flowLogsFlushInterval", self.flow_logs_flush_interval.as_deref(), D::Whole),
-            ("liveMigrationRouteConvergenceTime", self.live_migration_route_convergence_time.as_deref(), D::Decimal),
-            ("wireguardKeepAlive", self.wireguard_keep_alive.as_deref(), D::Whole),
+            (
+                "endpointReportingDelay",
+                self.endpoint_reporting_delay.as_deref(),
+                D::Whole,
+            ),
+            (
+                "usageReportingInitialDelay",
+                self.usage_reporting_initial_delay.as_deref(),
+                D::Whole,
+            ),
+            (
+                "usageReportingInterval",
+                self.usage_reporting_interval.as_deref(),
+                D::Whole,
+            ),
+            (
+                "debugSimulateCalcGraphHangAfter",
+                self.debug_simulate_calc_graph_hang_after.as_deref(),
+                D::Whole,
+            ),
+            (
+                "debugSimulateDataplaneHangAfter",
+                self.debug_simulate_dataplane_hang_after.as_deref(),
+                D::Whole,
+            ),
+            (
+                "debugSimulateDataplaneApplyDelay",
+                self.debug_simulate_dataplane_apply_delay.as_deref(),
+                D::Whole,
+            ),
+            (
+                "nftablesRefreshInterval",
+                self.nftables_refresh_interval.as_deref(),
+                D::Any,
+            ),
+            (
+                "bpfIPFragTimeout",
+                self.bpf_ip_frag_timeout.as_deref(),
+                D::Whole,
+            ),
+            (
+                "bpfKubeProxyMinSyncPeriod",
+                self.bpf_kube_proxy_min_sync_period.as_deref(),
+                D::Whole,
+            ),
+            (
+                "flowLogsFlushInterval",
+                self.flow_logs_flush_interval.as_deref(),
+                D::Whole,
+            ),
+            (
+                "liveMigrationRouteConvergenceTime",
+                self.live_migration_route_convergence_time.as_deref(),
+                D::Decimal,
+            ),
+            (
+                "wireguardKeepAlive",
+                self.wireguard_keep_alive.as_deref(),
+                D::Whole,
+            ),
             (
                 "localSubnetL2ReachabilityRefreshInterval",
-                self.local_subnet_l2_reachability_refresh_interval.as_deref(),
+                self.local_subnet_l2_reachability_refresh_interval
+                    .as_deref(),
                 D::Any,
             ),
         ] {
@@ -72,7 +157,9 @@ impl FelixConfigurationSpec {
             for (i, o) in self.health_timeout_overrides.iter().flatten().enumerate() {
                 errs.idx(i, |errs| {
                     let name_ok = !o.name.is_empty()
-                        && o.name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | ' ' | '-'));
+                        && o.name
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | ' ' | '-'));
                     if !name_ok {
                         errs.add("name", &o.name, "must match ^[a-zA-Z0-9_ -]+$");
                     }
@@ -86,33 +173,107 @@ impl FelixConfigurationSpec {
         type Table<'a> = [(&'static str, &'a Option<String>, &'static [&'static str])];
         // Pointer-typed fields: any value present, "" included, must be in the CRD enum.
         let pointers: &Table<'_> = &[
-            ("iptablesBackend", &self.iptables_backend, &["Legacy", "NFT", "Auto"]),
+            (
+                "iptablesBackend",
+                &self.iptables_backend,
+                &["Legacy", "NFT", "Auto"],
+            ),
             (
                 "prometheusMetricsClientAuth",
                 &self.prometheus_metrics_client_auth,
-                &["RequireAndVerifyClientCert", "RequireAnyClientCert", "VerifyClientCertIfGiven", "NoClientCert"],
+                &[
+                    "RequireAndVerifyClientCert",
+                    "RequireAnyClientCert",
+                    "VerifyClientCertIfGiven",
+                    "NoClientCert",
+                ],
             ),
-            ("natOutgoingExclusions", &self.nat_outgoing_exclusions, &["IPPoolsOnly", "IPPoolsAndHostIPs"]),
+            (
+                "natOutgoingExclusions",
+                &self.nat_outgoing_exclusions,
+                &["IPPoolsOnly", "IPPoolsAndHostIPs"],
+            ),
             (
                 "programClusterRoutes",
                 &self.program_cluster_routes,
-                &["Enabled", "Disabled", "EnabledIPIPOnly", "EnabledNoEncapOnly"],
+                &[
+                    "Enabled",
+                    "Disabled",
+                    "EnabledIPIPOnly",
+                    "EnabledNoEncapOnly",
+                ],
             ),
-            ("nftablesMode", &self.nftables_mode, &["Disabled", "Enabled", "Auto"]),
-            ("nftablesFlowTableOffload", &self.nftables_flow_table_offload, &["All", "Disabled"]),
-            ("bpfOverlayHostSourceIP", &self.bpf_overlay_host_source_ip, &["TunnelAddress", "HostAddress"]),
-            ("bpfJITHardening", &self.bpf_jit_hardening, &["Auto", "Strict"]),
-            ("bpfConntrackMode", &self.bpf_conntrack_mode, &["Auto", "Userspace", "BPFProgram"]),
-            ("bpfConnectTimeLoadBalancing", &self.bpf_connect_time_load_balancing, &["TCP", "Enabled", "Disabled"]),
-            ("bpfHostNetworkedNATWithoutCTLB", &self.bpf_host_networked_nat_without_ctlb, ENABLED_DISABLED),
-            ("istioAmbientMode", &self.istio_ambient_mode, ENABLED_DISABLED),
-            ("flowLogsPolicyEvaluationMode", &self.flow_logs_policy_evaluation_mode, &["None", "Continuous"]),
-            ("bpfAttachType", &self.bpf_attach_type, &["TC", "TCX", "Netkit"]),
-            ("flowLogsLocalReporter", &self.flow_logs_local_reporter, &["Disabled", "Enabled"]),
-            ("awsSrcDstCheck", &self.aws_src_dst_check, &["DoNothing", "Enable", "Disable"]),
+            (
+                "nftablesMode",
+                &self.nftables_mode,
+                &["Disabled", "Enabled", "Auto"],
+            ),
+            (
+                "nftablesFlowTableOffload",
+                &self.nftables_flow_table_offload,
+                &["All", "Disabled"],
+            ),
+            (
+                "bpfOverlayHostSourceIP",
+                &self.bpf_overlay_host_source_ip,
+                &["TunnelAddress", "HostAddress"],
+            ),
+            (
+                "bpfJITHardening",
+                &self.bpf_jit_hardening,
+                &["Auto", "Strict"],
+            ),
+            (
+                "bpfConntrackMode",
+                &self.bpf_conntrack_mode,
+                &["Auto", "Userspace", "BPFProgram"],
+            ),
+            (
+                "bpfConnectTimeLoadBalancing",
+                &self.bpf_connect_time_load_balancing,
+                &["TCP", "Enabled", "Disabled"],
+            ),
+            (
+                "bpfHostNetworkedNATWithoutCTLB",
+                &self.bpf_host_networked_nat_without_ctlb,
+                ENABLED_DISABLED,
+            ),
+            (
+                "istioAmbientMode",
+                &self.istio_ambient_mode,
+                ENABLED_DISABLED,
+            ),
+            (
+                "flowLogsPolicyEvaluationMode",
+                &self.flow_logs_policy_evaluation_mode,
+                &["None", "Continuous"],
+            ),
+            (
+                "bpfAttachType",
+                &self.bpf_attach_type,
+                &["TC", "TCX", "Netkit"],
+            ),
+            (
+                "flowLogsLocalReporter",
+                &self.flow_logs_local_reporter,
+                &["Disabled", "Enabled"],
+            ),
+            (
+                "awsSrcDstCheck",
+                &self.aws_src_dst_check,
+                &["DoNothing", "Enable", "Disable"],
+            ),
             ("floatingIPs", &self.floating_ips, ENABLED_DISABLED),
-            ("localSubnetL2Reachability", &self.local_subnet_l2_reachability, &["Disabled", "PodsAndLoadBalancers"]),
-            ("windowsManageFirewallRules", &self.windows_manage_firewall_rules, ENABLED_DISABLED),
+            (
+                "localSubnetL2Reachability",
+                &self.local_subnet_l2_reachability,
+                &["Disabled", "PodsAndLoadBalancers"],
+            ),
+            (
+                "windowsManageFirewallRules",
+                &self.windows_manage_firewall_rules,
+                ENABLED_DISABLED,
+            ),
         ];
         for &(field, value, allowed) in pointers {
             checks::one_of(errs, field, value.as_deref(), allowed);
@@ -121,11 +282,27 @@ impl FelixConfigurationSpec {
         // Plain `string` fields ("" means unset), exact spelling.
         let plain: &Table<'_> = &[
             ("ipForwarding", &self.ip_forwarding, ENABLED_DISABLED),
-            ("bpfConntrackLogLevel", &self.bpf_conntrack_log_level, &["Off", "Debug"]),
-            ("bpfRedirectToPeer", &self.bpf_redirect_to_peer, ENABLED_DISABLED),
+            (
+                "bpfConntrackLogLevel",
+                &self.bpf_conntrack_log_level,
+                &["Off", "Debug"],
+            ),
+            (
+                "bpfRedirectToPeer",
+                &self.bpf_redirect_to_peer,
+                ENABLED_DISABLED,
+            ),
             ("bpfProfiling", &self.bpf_profiling, ENABLED_DISABLED),
-            ("serviceLoopPrevention", &self.service_loop_prevention, &["Drop", "Reject", "Disabled"]),
-            ("workloadSourceSpoofing", &self.workload_source_spoofing, &["Disabled", "Any"]),
+            (
+                "serviceLoopPrevention",
+                &self.service_loop_prevention,
+                &["Drop", "Reject", "Disabled"],
+            ),
+            (
+                "workloadSourceSpoofing",
+                &self.workload_source_spoofing,
+                &["Disabled", "Any"],
+            ),
         ];
         for &(field, value, allowed) in plain {
             checks::one_of(errs, field, go_str(value), allowed);
@@ -133,22 +310,74 @@ impl FelixConfigurationSpec {
 
         // Plain `string` fields with case-insensitive CRD patterns `^(?i)(A|B)?$`.
         let insensitive: &Table<'_> = &[
-            ("chainInsertMode", &self.chain_insert_mode, &["Insert", "Append"]),
-            ("defaultEndpointToHostAction", &self.default_endpoint_to_host_action, &["Drop", "Accept", "Return"]),
-            ("iptablesFilterAllowAction", &self.iptables_filter_allow_action, &["Accept", "Return"]),
-            ("iptablesMangleAllowAction", &self.iptables_mangle_allow_action, &["Accept", "Return"]),
-            ("iptablesFilterDenyAction", &self.iptables_filter_deny_action, &["Drop", "Reject"]),
+            (
+                "chainInsertMode",
+                &self.chain_insert_mode,
+                &["Insert", "Append"],
+            ),
+            (
+                "defaultEndpointToHostAction",
+                &self.default_endpoint_to_host_action,
+                &["Drop", "Accept", "Return"],
+            ),
+            (
+                "iptablesFilterAllowAction",
+                &self.iptables_filter_allow_action,
+                &["Accept", "Return"],
+            ),
+            (
+                "iptablesMangleAllowAction",
+                &self.iptables_mangle_allow_action,
+                &["Accept", "Return"],
+            ),
+            (
+                "iptablesFilterDenyAction",
+                &self.iptables_filter_deny_action,
+                &["Drop", "Reject"],
+            ),
             ("logSeverityFile", &self.log_severity_file, LOG_LEVELS),
             ("logSeverityScreen", &self.log_severity_screen, LOG_LEVELS),
             ("logSeveritySys", &self.log_severity_sys, LOG_LEVELS),
-            ("nftablesFilterAllowAction", &self.nftables_filter_allow_action, &["Accept", "Return"]),
-            ("nftablesMangleAllowAction", &self.nftables_mangle_allow_action, &["Accept", "Return"]),
-            ("nftablesFilterDenyAction", &self.nftables_filter_deny_action, &["Drop", "Reject"]),
-            ("bpfLogLevel", &self.bpf_log_level, &["Off", "Info", "Debug"]),
-            ("bpfExternalServiceMode", &self.bpf_external_service_mode, &["Tunnel", "DSR"]),
-            ("bpfMapSizeConntrackScaling", &self.bpf_map_size_conntrack_scaling, &["Disabled", "DoubleIfFull"]),
-            ("bpfEnforceRPF", &self.bpf_enforce_rpf, &["Disabled", "Strict", "Loose"]),
-            ("routeSource", &self.route_source, &["WorkloadIPs", "CalicoIPAM"]),
+            (
+                "nftablesFilterAllowAction",
+                &self.nftables_filter_allow_action,
+                &["Accept", "Return"],
+            ),
+            (
+                "nftablesMangleAllowAction",
+                &self.nftables_mangle_allow_action,
+                &["Accept", "Return"],
+            ),
+            (
+                "nftablesFilterDenyAction",
+                &self.nftables_filter_deny_action,
+                &["Drop", "Reject"],
+            ),
+            (
+                "bpfLogLevel",
+                &self.bpf_log_level,
+                &["Off", "Info", "Debug"],
+            ),
+            (
+                "bpfExternalServiceMode",
+                &self.bpf_external_service_mode,
+                &["Tunnel", "DSR"],
+            ),
+            (
+                "bpfMapSizeConntrackScaling",
+                &self.bpf_map_size_conntrack_scaling,
+                &["Disabled", "DoubleIfFull"],
+            ),
+            (
+                "bpfEnforceRPF",
+                &self.bpf_enforce_rpf,
+                &["Disabled", "Strict", "Loose"],
+            ),
+            (
+                "routeSource",
+                &self.route_source,
+                &["WorkloadIPs", "CalicoIPAM"],
+            ),
         ];
         for &(field, value, allowed) in insensitive {
             checks::one_of_ci(errs, field, go_str(value), allowed);
@@ -159,25 +388,90 @@ impl FelixConfigurationSpec {
         const U32_MAX: i64 = 0xffff_ffff;
         const ROUTE_PRIORITY_MAX: i64 = 2_147_483_646;
         for (field, value, min, max) in [
-            ("logActionRateLimitBurst", self.log_action_rate_limit_burst, 0, 9999),
+            (
+                "logActionRateLimitBurst",
+                self.log_action_rate_limit_burst,
+                0,
+                9999,
+            ),
             ("iptablesMarkMask", self.iptables_mark_mask, 0, U32_MAX),
             ("nftablesMarkMask", self.nftables_mark_mask, 0, U32_MAX),
             ("debugPort", self.debug_port, 0, 65535),
-            ("bpfExtToServiceConnmark", self.bpf_ext_to_service_connmark, 0, U32_MAX),
-            ("bpfKubeProxyHealthzPort", self.bpf_kube_proxy_healthz_port, 0, 65535),
-            ("bpfMapSizeConntrackCleanupQueue", self.bpf_map_size_conntrack_cleanup_queue, 1, i64::MAX),
-            ("ipv4NormalRoutePriority", self.ipv4_normal_route_priority, 1, ROUTE_PRIORITY_MAX),
-            ("ipv4ElevatedRoutePriority", self.ipv4_elevated_route_priority, 1, ROUTE_PRIORITY_MAX),
-            ("ipv6NormalRoutePriority", self.ipv6_normal_route_priority, 1, ROUTE_PRIORITY_MAX),
-            ("ipv6ElevatedRoutePriority", self.ipv6_elevated_route_priority, 1, ROUTE_PRIORITY_MAX),
-            ("wireguardListeningPort", self.wireguard_listening_port, 1, 65535),
-            ("wireguardListeningPortV6", self.wireguard_listening_port_v6, 1, 65535),
-            ("wireguardRoutingRulePriority", self.wireguard_routing_rule_priority, 1, 32765),
+            (
+                "bpfExtToServiceConnmark",
+                self.bpf_ext_to_service_connmark,
+                0,
+                U32_MAX,
+            ),
+            (
+                "bpfKubeProxyHealthzPort",
+                self.bpf_kube_proxy_healthz_port,
+                0,
+                65535,
+            ),
+            (
+                "bpfMapSizeConntrackCleanupQueue",
+                self.bpf_map_size_conntrack_cleanup_queue,
+                1,
+                i64::MAX,
+            ),
+            (
+                "ipv4NormalRoutePriority",
+                self.ipv4_normal_route_priority,
+                1,
+                ROUTE_PRIORITY_MAX,
+            ),
+            (
+                "ipv4ElevatedRoutePriority",
+                self.ipv4_elevated_route_priority,
+                1,
+                ROUTE_PRIORITY_MAX,
+            ),
+            (
+                "ipv6NormalRoutePriority",
+                self.ipv6_normal_route_priority,
+                1,
+                ROUTE_PRIORITY_MAX,
+            ),
+            (
+                "ipv6ElevatedRoutePriority",
+                self.ipv6_elevated_route_priority,
+                1,
+                ROUTE_PRIORITY_MAX,
+            ),
+            (
+                "wireguardListeningPort",
+                self.wireguard_listening_port,
+                1,
+                65535,
+            ),
+            (
+                "wireguardListeningPortV6",
+                self.wireguard_listening_port_v6,
+                1,
+                65535,
+            ),
+            (
+                "wireguardRoutingRulePriority",
+                self.wireguard_routing_rule_priority,
+                1,
+                32765,
+            ),
             ("goGCThreshold", self.go_gc_threshold, -1, i64::MAX),
             ("goMemoryLimitMB", self.go_memory_limit_mb, -1, i64::MAX),
             ("goMaxProcs", self.go_max_procs, -1, i64::MAX),
-            ("bpfMaglevMaxEndpointsPerService", self.bpf_maglev_max_endpoints_per_service, 1, 3000),
-            ("bpfMaglevMaxServices", self.bpf_maglev_max_services, 1, 3000),
+            (
+                "bpfMaglevMaxEndpointsPerService",
+                self.bpf_maglev_max_endpoints_per_service,
+                1,
+                3000,
+            ),
+            (
+                "bpfMaglevMaxServices",
+                self.bpf_maglev_max_services,
+                1,
+                3000,
+            ),
         ] {
             checks::int_range(errs, field, value, min, max);
         }
@@ -212,16 +506,26 @@ impl FelixConfigurationSpec {
 
         if let Some(region) = go_str(&self.openstack_region) {
             if region.len() > OPENSTACK_REGION_MAX {
-                errs.add("openstackRegion", region, format!("is too long (at most {OPENSTACK_REGION_MAX} characters)"));
+                errs.add(
+                    "openstackRegion",
+                    region,
+                    format!("is too long (at most {OPENSTACK_REGION_MAX} characters)"),
+                );
             } else if !validate::is_dns1123_label(region) {
                 errs.add("openstackRegion", region, "must be a valid DNS label");
             }
         }
 
         if let Some(p) = go_str(&self.log_prefix)
-            && !p.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '%' | ':' | ' ' | '/' | '_' | '-'))
+            && !p.chars().all(|c| {
+                c.is_ascii_alphanumeric() || matches!(c, '%' | ':' | ' ' | '/' | '_' | '-')
+            })
         {
-            errs.add("logPrefix", p, "may contain only letters, digits and the characters % : / _ - and space");
+            errs.add(
+                "logPrefix",
+                p,
+                "may contain only letters, digits and the characters % : / _ - and space",
+            );
         }
         if let Some(r) = self.log_action_rate_limit.as_deref()
             && !is_rate_limit(r)
@@ -235,7 +539,10 @@ impl FelixConfigurationSpec {
 
         for (field, value) in [
             ("logDebugFilenameRegex", &self.log_debug_filename_regex),
-            ("nftablesFlowTableDataIfacePattern", &self.nftables_flow_table_data_iface_pattern),
+            (
+                "nftablesFlowTableDataIfacePattern",
+                &self.nftables_flow_table_data_iface_pattern,
+            ),
             ("bpfDataIfacePattern", &self.bpf_data_iface_pattern),
             ("bpfL3IfacePattern", &self.bpf_l3_iface_pattern),
             ("bpfDisableGROForIfaces", &self.bpf_disable_gro_for_ifaces),
@@ -255,12 +562,19 @@ impl FelixConfigurationSpec {
         }
         for (field, value) in [
             ("wireguardInterfaceName", &self.wireguard_interface_name),
-            ("wireguardInterfaceNameV6", &self.wireguard_interface_name_v6),
+            (
+                "wireguardInterfaceNameV6",
+                &self.wireguard_interface_name_v6,
+            ),
         ] {
             if let Some(name) = go_str(value)
                 && !checks::is_interface(name)
             {
-                errs.add(field, name, "must be 1-15 letters, digits or the characters _ . -");
+                errs.add(
+                    field,
+                    name,
+                    "must be 1-15 letters, digits or the characters _ . -",
+                );
             }
         }
         if let Some(host) = go_str(&self.prometheus_metrics_host)
@@ -277,22 +591,51 @@ impl FelixConfigurationSpec {
     fn check_addresses(&self, errs: &mut Errors) {
         for (field, value, v6) in [
             ("natOutgoingAddress", &self.nat_outgoing_address, false),
-            ("deviceRouteSourceAddress", &self.device_route_source_address, false),
-            ("deviceRouteSourceAddressIPv6", &self.device_route_source_address_ipv6, true),
+            (
+                "deviceRouteSourceAddress",
+                &self.device_route_source_address,
+                false,
+            ),
+            (
+                "deviceRouteSourceAddressIPv6",
+                &self.device_route_source_address_ipv6,
+                true,
+            ),
         ] {
             let value = go_str(value);
             checks::max_len(errs, field, value, 45);
             checks::ip_of_family(errs, field, value, v6);
         }
-        checks::cidr_list(errs, "externalNodesList", self.external_nodes_list.as_deref(), true);
-        checks::cidr_list(errs, "bpfDSROptoutCIDRs", self.bpf_dsr_optout_cidrs.as_deref(), false);
-        checks::cidr_list(errs, "bpfExcludeCIDRsFromNAT", self.bpf_exclude_cidrs_from_nat.as_deref(), false);
+        checks::cidr_list(
+            errs,
+            "externalNodesList",
+            self.external_nodes_list.as_deref(),
+            true,
+        );
+        checks::cidr_list(
+            errs,
+            "bpfDSROptoutCIDRs",
+            self.bpf_dsr_optout_cidrs.as_deref(),
+            false,
+        );
+        checks::cidr_list(
+            errs,
+            "bpfExcludeCIDRsFromNAT",
+            self.bpf_exclude_cidrs_from_nat.as_deref(),
+            false,
+        );
     }
 
     fn check_ports(&self, errs: &mut Errors) {
         for (field, list) in [
-            ("failsafeInboundHostPorts", &self.failsafe_inbound_host_ports),
-            ("failsafeOutboundHostPorts", &self.failsafe_outbound_host_ports),
+            (
+                "failsafeInboundHostPorts",
+                &self.failsafe_inbound_host_ports,
+            ),
+            (
+                "failsafeOutboundHostPorts",
+                &self.failsafe_outbound_host_ports,
+            ),
         ] {
             errs.at(field, |errs| {
                 for (i, p) in list.iter().flatten().enumerate() {
@@ -303,13 +646,21 @@ impl FelixConfigurationSpec {
 
         if let Some(ranges) = &self.kube_node_port_ranges {
             if ranges.len() > 7 {
-                errs.add("kubeNodePortRanges", ranges.len(), "node port ranges list is too long (max 7)");
+                errs.add(
+                    "kubeNodePortRanges",
+                    ranges.len(),
+                    "node port ranges list is too long (max 7)",
+                );
             }
             errs.at("kubeNodePortRanges", |errs| {
                 for (i, p) in ranges.iter().enumerate() {
                     errs.idx(i, |errs| {
                         if p.is_named() {
-                            errs.add("", p.to_string(), "node port ranges should not contain named ports");
+                            errs.add(
+                                "",
+                                p.to_string(),
+                                "node port ranges should not contain named ports",
+                            );
                         } else {
                             check_port(p, "", errs);
                         }
@@ -327,7 +678,10 @@ impl FelixConfigurationSpec {
 
     fn check_route_tables(&self, errs: &mut Errors) {
         if self.route_table_range.is_some() && self.route_table_ranges.is_some() {
-            errs.missing("routeTableRange", "routeTableRange and routeTableRanges cannot both be set");
+            errs.missing(
+                "routeTableRange",
+                "routeTableRange and routeTableRanges cannot both be set",
+            );
         }
         if let Some(r) = self.route_table_range
             && !(r.min >= 1 && r.max >= r.min && r.max <= 250)
@@ -352,12 +706,18 @@ impl FelixConfigurationSpec {
                         errs.add("", &shown, "min value cannot be greater than max value");
                     }
                     if r.max > ROUTE_TABLE_MAX_INDEX {
-                        errs.add("max", r.max, format!("max index too high (at most {ROUTE_TABLE_MAX_INDEX})"));
+                        errs.add(
+                            "max",
+                            r.max,
+                            format!("max index too high (at most {ROUTE_TABLE_MAX_INDEX})"),
+                        );
                     }
                 });
             }
         });
-        let total = ranges.iter().fold(0i64, |acc, r| acc.saturating_add(r.len()));
+        let total = ranges
+            .iter()
+            .fold(0i64, |acc, r| acc.saturating_add(r.len()));
         if total > ROUTE_TABLE_MAX_TABLES {
             errs.add(
                 "routeTableRanges",
@@ -374,7 +734,11 @@ impl FelixConfigurationSpec {
                     if let Some(v) = value
                         && !checks::is_bpf_conntrack_timeout(v)
                     {
-                        errs.add(field, v, "must be a duration such as 30s, 1h or 500ms, or Auto");
+                        errs.add(
+                            field,
+                            v,
+                            "must be a duration such as 30s, 1h or 500ms, or Auto",
+                        );
                     }
                 }
             });
@@ -415,9 +779,15 @@ impl FelixConfigurationSpec {
 /// an empty protocol and any capitalisation are accepted; `net` must be a CIDR or IP.
 fn check_proto_port(p: &ProtoPort, errs: &mut Errors) {
     if let Some(proto) = go_str(&p.protocol)
-        && !["TCP", "UDP", "SCTP"].iter().any(|a| a.eq_ignore_ascii_case(proto))
+        && !["TCP", "UDP", "SCTP"]
+            .iter()
+            .any(|a| a.eq_ignore_ascii_case(proto))
     {
-        errs.add("protocol", proto, "protocol must be 'TCP' or 'UDP' or 'SCTP'");
+        errs.add(
+            "protocol",
+            proto,
+            "protocol must be 'TCP' or 'UDP' or 'SCTP'",
+        );
     }
     if let Some(net) = go_str(&p.net)
         && validate::parse_cidr(net).is_none()
@@ -432,7 +802,11 @@ fn check_port(p: &Port, field: &str, errs: &mut Errors) {
         if min > max {
             errs.add(field, p.to_string(), "port range invalid");
         } else if min < 1 {
-            errs.add(field, p.to_string(), "port range invalid, port number must be between 1 and 65535");
+            errs.add(
+                field,
+                p.to_string(),
+                "port range invalid, port number must be between 1 and 65535",
+            );
         }
     }
 }

@@ -1,5 +1,5 @@
 //! `KubeControllersConfiguration`: settings of calico-kube-controllers. Calico accepts only
-//! one such resource, named `default`.
+//! one such resource, named `default` (checked with the other singletons in `resource.rs`).
 
 use std::collections::BTreeMap;
 
@@ -11,9 +11,6 @@ use crate::kind::Kind;
 use crate::meta::ObjectMeta;
 use crate::resource::CalicoSpec;
 use crate::validate;
-
-/// The only name Calico accepts for a KubeControllersConfiguration.
-pub const KUBE_CONTROLLERS_CONFIGURATION_NAME: &str = "default";
 
 /// Kubernetes' limit on the total size of annotation keys and values.
 const ANNOTATIONS_MAX_BYTES: usize = 256 * 1024;
@@ -58,7 +55,12 @@ pub struct ControllersConfig {
     pub service_account: Option<ServiceAccountControllerConfig>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<NamespaceControllerConfig>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Calico's docs spell this `loadbalancer`; Go's decoder matches keys case-insensitively.
+    #[serde(
+        default,
+        alias = "loadbalancer",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub load_balancer: Option<LoadBalancerControllerConfig>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub migration: Option<MigrationControllerConfig>,
@@ -104,7 +106,11 @@ pub struct HostEndpointTemplate {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub generate_name: Option<String>,
     /// Only node addresses within these CIDRs become expected IPs.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "interfaceCIDRs")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "interfaceCIDRs"
+    )]
     pub interface_cidrs: Option<Vec<String>>,
     /// Regular expression over node interface names: one host endpoint per match.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -177,7 +183,8 @@ impl CalicoSpec for KubeControllersConfigurationSpec {
             lb.assign_ips.get_or_insert_with(|| "AllServices".into());
         }
         if let Some(m) = &mut c.migration {
-            m.policy_name_migrator.get_or_insert_with(|| "Enabled".into());
+            m.policy_name_migrator
+                .get_or_insert_with(|| "Enabled".into());
         }
     }
 
@@ -186,29 +193,41 @@ impl CalicoSpec for KubeControllersConfigurationSpec {
             errs,
             "logSeverityScreen",
             go_str(&self.log_severity_screen),
-            &["None", "Debug", "Info", "Warning", "Error", "Fatal", "Panic"],
+            &[
+                "None", "Debug", "Info", "Warning", "Error", "Fatal", "Panic",
+            ],
         );
-        checks::one_of(errs, "healthChecks", go_str(&self.health_checks), ENABLED_DISABLED);
-        checks::duration(errs, "etcdV3CompactionPeriod", self.etcd_v3_compaction_period.as_deref(), D::Any);
-        checks::int_range(errs, "prometheusMetricsPort", self.prometheus_metrics_port, 0, 65535);
-        checks::int_range(errs, "debugProfilePort", self.debug_profile_port.map(i64::from), 0, 65535);
+        checks::one_of(
+            errs,
+            "healthChecks",
+            go_str(&self.health_checks),
+            ENABLED_DISABLED,
+        );
+        checks::duration(
+            errs,
+            "etcdV3CompactionPeriod",
+            self.etcd_v3_compaction_period.as_deref(),
+            D::Any,
+        );
+        checks::int_range(
+            errs,
+            "prometheusMetricsPort",
+            self.prometheus_metrics_port,
+            0,
+            65535,
+        );
+        checks::int_range(
+            errs,
+            "debugProfilePort",
+            self.debug_profile_port.map(i64::from),
+            0,
+            65535,
+        );
         errs.at("controllers", |errs| self.controllers.validate(errs));
     }
 }
 
 impl KubeControllersConfigurationSpec {
-    /// Calico refuses any name but `default`. `errs` must be positioned at the document root
-    /// (the error is reported on `metadata.name`).
-    pub fn validate_name(meta: &ObjectMeta, errs: &mut Errors) {
-        if meta.name != KUBE_CONTROLLERS_CONFIGURATION_NAME {
-            errs.add(
-                "metadata.name",
-                &meta.name,
-                "Cannot create a Kube Controllers Configuration resource with a name other than \"default\"",
-            );
-        }
-    }
-
     fn normalize(&mut self) {
         drop_empty(&mut self.log_severity_screen);
         drop_empty(&mut self.health_checks);
@@ -240,8 +259,14 @@ impl KubeControllersConfigurationSpec {
                 }
             }
         }
-        for r in
-            [&mut c.policy, &mut c.workload_endpoint, &mut c.service_account, &mut c.namespace].into_iter().flatten()
+        for r in [
+            &mut c.policy,
+            &mut c.workload_endpoint,
+            &mut c.service_account,
+            &mut c.namespace,
+        ]
+        .into_iter()
+        .flatten()
         {
             canonicalize_duration(&mut r.reconciler_period);
         }
@@ -267,18 +292,33 @@ impl ControllersConfig {
         ] {
             if let Some(r) = r {
                 errs.at(field, |errs| {
-                    checks::duration(errs, "reconcilerPeriod", r.reconciler_period.as_deref(), D::Any);
+                    checks::duration(
+                        errs,
+                        "reconcilerPeriod",
+                        r.reconciler_period.as_deref(),
+                        D::Any,
+                    );
                 });
             }
         }
         if let Some(lb) = &self.load_balancer {
             errs.at("loadBalancer", |errs| {
-                checks::one_of(errs, "assignIPs", go_str(&lb.assign_ips), &["AllServices", "RequestedServicesOnly"]);
+                checks::one_of(
+                    errs,
+                    "assignIPs",
+                    go_str(&lb.assign_ips),
+                    &["AllServices", "RequestedServicesOnly"],
+                );
             });
         }
         if let Some(m) = &self.migration {
             errs.at("migration", |errs| {
-                checks::one_of(errs, "policyNameMigrator", go_str(&m.policy_name_migrator), ENABLED_DISABLED);
+                checks::one_of(
+                    errs,
+                    "policyNameMigrator",
+                    go_str(&m.policy_name_migrator),
+                    ENABLED_DISABLED,
+                );
             });
         }
     }
@@ -286,14 +326,34 @@ impl ControllersConfig {
 
 impl NodeControllerConfig {
     fn validate(&self, errs: &mut Errors) {
-        checks::duration(errs, "reconcilerPeriod", self.reconciler_period.as_deref(), D::Any);
-        checks::duration(errs, "leakGracePeriod", self.leak_grace_period.as_deref(), D::Any);
-        checks::one_of(errs, "syncLabels", go_str(&self.sync_labels), ENABLED_DISABLED);
+        checks::duration(
+            errs,
+            "reconcilerPeriod",
+            self.reconciler_period.as_deref(),
+            D::Any,
+        );
+        checks::duration(
+            errs,
+            "leakGracePeriod",
+            self.leak_grace_period.as_deref(),
+            D::Any,
+        );
+        checks::one_of(
+            errs,
+            "syncLabels",
+            go_str(&self.sync_labels),
+            ENABLED_DISABLED,
+        );
         let Some(hep) = &self.host_endpoint else {
             return;
         };
         errs.at("hostEndpoint", |errs| {
-            checks::one_of(errs, "autoCreate", go_str(&hep.auto_create), ENABLED_DISABLED);
+            checks::one_of(
+                errs,
+                "autoCreate",
+                go_str(&hep.auto_create),
+                ENABLED_DISABLED,
+            );
             checks::one_of(
                 errs,
                 "createDefaultHostEndpoint",
@@ -325,14 +385,28 @@ impl HostEndpointTemplate {
         match go_str(&self.generate_name) {
             None => errs.missing("generateName", "Template name must be specified"),
             Some(name) if name.len() > 253 => {
-                errs.add("generateName", name, "Template name must be shorter than 253 characters");
+                errs.add(
+                    "generateName",
+                    name,
+                    "Template name must be shorter than 253 characters",
+                );
             }
             Some(name) => validate::dns1123_subdomain(errs, "generateName", name),
         }
-        if self.interface_cidrs.as_ref().is_none_or(Vec::is_empty) && go_str(&self.interface_pattern).is_none() {
-            errs.missing("interfaceCIDRs", "InterfaceCIDRs or InterfacePattern must be specified");
+        if self.interface_cidrs.as_ref().is_none_or(Vec::is_empty)
+            && go_str(&self.interface_pattern).is_none()
+        {
+            errs.missing(
+                "interfaceCIDRs",
+                "InterfaceCIDRs or InterfacePattern must be specified",
+            );
         }
-        checks::cidr_list(errs, "interfaceCIDRs", self.interface_cidrs.as_deref(), false);
+        checks::cidr_list(
+            errs,
+            "interfaceCIDRs",
+            self.interface_cidrs.as_deref(),
+            false,
+        );
         checks::regexp(errs, "interfacePattern", go_str(&self.interface_pattern));
         if let Some(labels) = &self.labels {
             errs.at("labels", |errs| {
@@ -353,7 +427,10 @@ impl HostEndpointTemplate {
                 errs.add(
                     "annotations",
                     size,
-                    format!("total size of annotations is too large by {} bytes", size - ANNOTATIONS_MAX_BYTES),
+                    format!(
+                        "total size of annotations is too large by {} bytes",
+                        size - ANNOTATIONS_MAX_BYTES
+                    ),
                 );
             }
         }

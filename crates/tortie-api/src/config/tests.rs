@@ -216,7 +216,10 @@ fn kcc(v: Value) -> KubeControllersConfigurationSpec {
 }
 
 fn assert_error_at(errs: &[FieldError], path: &str, input: &Value) {
-    assert!(errs.iter().any(|e| e.path == path), "expected an error on {path} for {input}, got {errs:#?}");
+    assert!(
+        errs.iter().any(|e| e.path == path),
+        "expected an error on {path} for {input}, got {errs:#?}"
+    );
 }
 
 const FULL_FELIX: &str = r#"{
@@ -308,7 +311,10 @@ fn felix_full_sample_is_accepted_and_round_trips() {
     assert_eq!(spec.vxlan_vni, Some(4096));
     assert_eq!(spec.bpf_enabled, Some(true));
     assert_eq!(spec.istio_dscp_mark, Some(Dscp::Value(23)));
-    assert_eq!(spec.failsafe_inbound_host_ports.as_ref().map(Vec::len), Some(3));
+    assert_eq!(
+        spec.failsafe_inbound_host_ports.as_ref().map(Vec::len),
+        Some(3)
+    );
     assert_eq!(spec.failsafe_outbound_host_ports, Some(vec![]));
     assert_eq!(validate_as(&spec, "default"), vec![]);
 
@@ -335,7 +341,9 @@ fn felix_knows_every_calico_field() {
     }
     // And nothing else: a fully populated spec serialises exactly these names.
     let spec: FelixConfigurationSpec = serde_json::from_str(FULL_FELIX).expect("decodes");
-    let Value::Object(map) = serde_json::to_value(spec).expect("encodes") else { panic!() };
+    let Value::Object(map) = serde_json::to_value(spec).expect("encodes") else {
+        panic!()
+    };
     assert!(map.keys().all(|k| FELIX_FIELDS.contains(&k.as_str())));
 }
 
@@ -349,7 +357,8 @@ fn felix_unknown_fields_are_rejected() {
         json!({"bpfConntrackTimeouts": {"tcpFoo": "1s"}}),
         json!({"healthTimeoutOverrides": [{"name": "x", "timeout": "1s", "extra": 1}]}),
     ] {
-        let err = serde_json::from_value::<FelixConfigurationSpec>(v.clone()).expect_err("must fail");
+        let err =
+            serde_json::from_value::<FelixConfigurationSpec>(v.clone()).expect_err("must fail");
         assert!(err.to_string().contains("unknown field"), "{v}: {err}");
     }
 }
@@ -368,7 +377,10 @@ fn felix_wrong_shapes_are_rejected_when_decoding() {
         json!({"istioDSCPMark": 256}),
         json!({"debugProfilePort": 1}),
     ] {
-        assert!(serde_json::from_value::<FelixConfigurationSpec>(v.clone()).is_err(), "{v} should not decode");
+        assert!(
+            serde_json::from_value::<FelixConfigurationSpec>(v.clone()).is_err(),
+            "{v} should not decode"
+        );
     }
 }
 
@@ -376,77 +388,215 @@ fn felix_wrong_shapes_are_rejected_when_decoding() {
 fn felix_invalid_values_name_the_field() {
     let cases = [
         (json!({"iptablesBackend": "nft"}), "spec.iptablesBackend"),
-        (json!({"logSeverityScreen": "Verbose"}), "spec.logSeverityScreen"),
+        (
+            json!({"logSeverityScreen": "Verbose"}),
+            "spec.logSeverityScreen",
+        ),
         (json!({"logSeveritySys": "None"}), "spec.logSeveritySys"),
-        (json!({"chainInsertMode": "Prepend"}), "spec.chainInsertMode"),
-        (json!({"defaultEndpointToHostAction": "Reject"}), "spec.defaultEndpointToHostAction"),
-        (json!({"iptablesFilterDenyAction": "Accept"}), "spec.iptablesFilterDenyAction"),
+        (
+            json!({"chainInsertMode": "Prepend"}),
+            "spec.chainInsertMode",
+        ),
+        (
+            json!({"defaultEndpointToHostAction": "Reject"}),
+            "spec.defaultEndpointToHostAction",
+        ),
+        (
+            json!({"iptablesFilterDenyAction": "Accept"}),
+            "spec.iptablesFilterDenyAction",
+        ),
         (json!({"nftablesMode": "auto"}), "spec.nftablesMode"),
-        (json!({"bpfExternalServiceMode": "Direct"}), "spec.bpfExternalServiceMode"),
+        (
+            json!({"bpfExternalServiceMode": "Direct"}),
+            "spec.bpfExternalServiceMode",
+        ),
         (json!({"bpfLogLevel": "Trace"}), "spec.bpfLogLevel"),
-        (json!({"serviceLoopPrevention": "drop"}), "spec.serviceLoopPrevention"),
+        (
+            json!({"serviceLoopPrevention": "drop"}),
+            "spec.serviceLoopPrevention",
+        ),
         (json!({"awsSrcDstCheck": ""}), "spec.awsSrcDstCheck"),
-        (json!({"routeRefreshInterval": "1.5s"}), "spec.routeRefreshInterval"),
-        (json!({"routeRefreshInterval": "90"}), "spec.routeRefreshInterval"),
+        (
+            json!({"routeRefreshInterval": "1.5s"}),
+            "spec.routeRefreshInterval",
+        ),
+        (
+            json!({"routeRefreshInterval": "90"}),
+            "spec.routeRefreshInterval",
+        ),
         (json!({"reportingTTL": "-1s"}), "spec.reportingTTL"),
-        (json!({"iptablesLockProbeInterval": "100us"}), "spec.iptablesLockProbeInterval"),
-        (json!({"liveMigrationRouteConvergenceTime": "500us"}), "spec.liveMigrationRouteConvergenceTime"),
-        (json!({"natOutgoingAddress": "fd00::1"}), "spec.natOutgoingAddress"),
-        (json!({"natOutgoingAddress": "not-an-ip"}), "spec.natOutgoingAddress"),
-        (json!({"deviceRouteSourceAddressIPv6": "10.0.0.1"}), "spec.deviceRouteSourceAddressIPv6"),
-        (json!({"wireguardListeningPort": 0}), "spec.wireguardListeningPort"),
-        (json!({"wireguardRoutingRulePriority": 32766}), "spec.wireguardRoutingRulePriority"),
+        (
+            json!({"iptablesLockProbeInterval": "100us"}),
+            "spec.iptablesLockProbeInterval",
+        ),
+        (
+            json!({"liveMigrationRouteConvergenceTime": "500us"}),
+            "spec.liveMigrationRouteConvergenceTime",
+        ),
+        (
+            json!({"natOutgoingAddress": "fd00::1"}),
+            "spec.natOutgoingAddress",
+        ),
+        (
+            json!({"natOutgoingAddress": "not-an-ip"}),
+            "spec.natOutgoingAddress",
+        ),
+        (
+            json!({"deviceRouteSourceAddressIPv6": "10.0.0.1"}),
+            "spec.deviceRouteSourceAddressIPv6",
+        ),
+        (
+            json!({"wireguardListeningPort": 0}),
+            "spec.wireguardListeningPort",
+        ),
+        (
+            json!({"wireguardRoutingRulePriority": 32766}),
+            "spec.wireguardRoutingRulePriority",
+        ),
         (json!({"debugPort": 70000}), "spec.debugPort"),
-        (json!({"iptablesMarkMask": 4_294_967_296_i64}), "spec.iptablesMarkMask"),
+        (
+            json!({"iptablesMarkMask": 4_294_967_296_i64}),
+            "spec.iptablesMarkMask",
+        ),
         (json!({"goGCThreshold": -2}), "spec.goGCThreshold"),
-        (json!({"bpfMaglevMaxServices": 3001}), "spec.bpfMaglevMaxServices"),
-        (json!({"bpfMapSizeConntrackCleanupQueue": 0}), "spec.bpfMapSizeConntrackCleanupQueue"),
-        (json!({"ipv4NormalRoutePriority": 0}), "spec.ipv4NormalRoutePriority"),
-        (json!({"routeTableRange": {"min": 0, "max": 10}}), "spec.routeTableRange"),
-        (json!({"routeTableRange": {"min": 1, "max": 251}}), "spec.routeTableRange"),
-        (json!({"routeTableRanges": [{"min": 10, "max": 5}]}), "spec.routeTableRanges[0]"),
-        (json!({"routeTableRanges": [{"min": 0, "max": 5}]}), "spec.routeTableRanges[0].min"),
-        (json!({"routeTableRanges": [{"min": 1, "max": 4_294_967_296_i64}]}), "spec.routeTableRanges[0].max"),
-        (json!({"routeTableRanges": [{"min": 1, "max": 70000}]}), "spec.routeTableRanges"),
+        (
+            json!({"bpfMaglevMaxServices": 3001}),
+            "spec.bpfMaglevMaxServices",
+        ),
+        (
+            json!({"bpfMapSizeConntrackCleanupQueue": 0}),
+            "spec.bpfMapSizeConntrackCleanupQueue",
+        ),
+        (
+            json!({"ipv4NormalRoutePriority": 0}),
+            "spec.ipv4NormalRoutePriority",
+        ),
+        (
+            json!({"routeTableRange": {"min": 0, "max": 10}}),
+            "spec.routeTableRange",
+        ),
+        (
+            json!({"routeTableRange": {"min": 1, "max": 251}}),
+            "spec.routeTableRange",
+        ),
+        (
+            json!({"routeTableRanges": [{"min": 10, "max": 5}]}),
+            "spec.routeTableRanges[0]",
+        ),
+        (
+            json!({"routeTableRanges": [{"min": 0, "max": 5}]}),
+            "spec.routeTableRanges[0].min",
+        ),
+        (
+            json!({"routeTableRanges": [{"min": 1, "max": 4_294_967_296_i64}]}),
+            "spec.routeTableRanges[0].max",
+        ),
+        (
+            json!({"routeTableRanges": [{"min": 1, "max": 70000}]}),
+            "spec.routeTableRanges",
+        ),
         (
             json!({"routeTableRange": {"min": 1, "max": 250}, "routeTableRanges": [{"min": 1, "max": 250}]}),
             "spec.routeTableRange",
         ),
-        (json!({"kubeNodePortRanges": ["http"]}), "spec.kubeNodePortRanges[0]"),
-        (json!({"kubeNodePortRanges": [0]}), "spec.kubeNodePortRanges[0]"),
-        (json!({"kubeNodePortRanges": [1, 2, 3, 4, 5, 6, 7, 8]}), "spec.kubeNodePortRanges"),
+        (
+            json!({"kubeNodePortRanges": ["http"]}),
+            "spec.kubeNodePortRanges[0]",
+        ),
+        (
+            json!({"kubeNodePortRanges": [0]}),
+            "spec.kubeNodePortRanges[0]",
+        ),
+        (
+            json!({"kubeNodePortRanges": [1, 2, 3, 4, 5, 6, 7, 8]}),
+            "spec.kubeNodePortRanges",
+        ),
         (json!({"natPortRange": 0}), "spec.natPortRange"),
         (json!({"bpfPSNATPorts": "0:100"}), "spec.bpfPSNATPorts"),
         (
             json!({"failsafeInboundHostPorts": [{"protocol": "ICMP", "port": 1}]}),
             "spec.failsafeInboundHostPorts[0].protocol",
         ),
-        (json!({"failsafeOutboundHostPorts": [{"port": 53, "net": "nope"}]}), "spec.failsafeOutboundHostPorts[0].net"),
-        (json!({"externalNodesList": ["fd00::/64"]}), "spec.externalNodesList[0]"),
-        (json!({"bpfDSROptoutCIDRs": ["10.0.0.0/33"]}), "spec.bpfDSROptoutCIDRs[0]"),
-        (json!({"bpfExcludeCIDRsFromNAT": ["x"]}), "spec.bpfExcludeCIDRsFromNAT[0]"),
-        (json!({"openstackRegion": "Region_1"}), "spec.openstackRegion"),
-        (json!({"openstackRegion": "a".repeat(47)}), "spec.openstackRegion"),
+        (
+            json!({"failsafeOutboundHostPorts": [{"port": 53, "net": "nope"}]}),
+            "spec.failsafeOutboundHostPorts[0].net",
+        ),
+        (
+            json!({"externalNodesList": ["fd00::/64"]}),
+            "spec.externalNodesList[0]",
+        ),
+        (
+            json!({"bpfDSROptoutCIDRs": ["10.0.0.0/33"]}),
+            "spec.bpfDSROptoutCIDRs[0]",
+        ),
+        (
+            json!({"bpfExcludeCIDRsFromNAT": ["x"]}),
+            "spec.bpfExcludeCIDRsFromNAT[0]",
+        ),
+        (
+            json!({"openstackRegion": "Region_1"}),
+            "spec.openstackRegion",
+        ),
+        (
+            json!({"openstackRegion": "a".repeat(47)}),
+            "spec.openstackRegion",
+        ),
         (json!({"featureGates": "a=b=c"}), "spec.featureGates"),
         (json!({"featureGates": "a=b,,c=d"}), "spec.featureGates"),
-        (json!({"featureDetectOverride": "SNATFullyRandom=yes"}), "spec.featureDetectOverride"),
-        (json!({"featureDetectOverride": "bad-key=true"}), "spec.featureDetectOverride"),
+        (
+            json!({"featureDetectOverride": "SNATFullyRandom=yes"}),
+            "spec.featureDetectOverride",
+        ),
+        (
+            json!({"featureDetectOverride": "bad-key=true"}),
+            "spec.featureDetectOverride",
+        ),
         (json!({"mtuIfacePattern": "(eth"}), "spec.mtuIfacePattern"),
-        (json!({"bpfDataIfacePattern": "eth**"}), "spec.bpfDataIfacePattern"),
-        (json!({"logDebugFilenameRegex": "[z-a]"}), "spec.logDebugFilenameRegex"),
+        (
+            json!({"bpfDataIfacePattern": "eth**"}),
+            "spec.bpfDataIfacePattern",
+        ),
+        (
+            json!({"logDebugFilenameRegex": "[z-a]"}),
+            "spec.logDebugFilenameRegex",
+        ),
         (json!({"logPrefix": "bad;prefix"}), "spec.logPrefix"),
-        (json!({"logActionRateLimit": "0/second"}), "spec.logActionRateLimit"),
-        (json!({"logActionRateLimit": "10/week"}), "spec.logActionRateLimit"),
-        (json!({"logActionRateLimitBurst": 10000}), "spec.logActionRateLimitBurst"),
+        (
+            json!({"logActionRateLimit": "0/second"}),
+            "spec.logActionRateLimit",
+        ),
+        (
+            json!({"logActionRateLimit": "10/week"}),
+            "spec.logActionRateLimit",
+        ),
+        (
+            json!({"logActionRateLimitBurst": 10000}),
+            "spec.logActionRateLimitBurst",
+        ),
         (
             json!({"iptablesNATOutgoingInterfaceFilter": "this-is-way-too-long"}),
             "spec.iptablesNATOutgoingInterfaceFilter",
         ),
-        (json!({"wireguardInterfaceName": "wg/0"}), "spec.wireguardInterfaceName"),
-        (json!({"prometheusMetricsHost": "bad host"}), "spec.prometheusMetricsHost"),
-        (json!({"bpfLogFilters": {"bad iface": "x"}}), "spec.bpfLogFilters.bad iface"),
-        (json!({"bpfForceTrackPacketsFromIfaces": ["ok", "docker*"]}), "spec.bpfForceTrackPacketsFromIfaces[1]"),
-        (json!({"bpfConntrackTimeouts": {"tcpEstablished": "forever"}}), "spec.bpfConntrackTimeouts.tcpEstablished"),
+        (
+            json!({"wireguardInterfaceName": "wg/0"}),
+            "spec.wireguardInterfaceName",
+        ),
+        (
+            json!({"prometheusMetricsHost": "bad host"}),
+            "spec.prometheusMetricsHost",
+        ),
+        (
+            json!({"bpfLogFilters": {"bad iface": "x"}}),
+            "spec.bpfLogFilters.bad iface",
+        ),
+        (
+            json!({"bpfForceTrackPacketsFromIfaces": ["ok", "docker*"]}),
+            "spec.bpfForceTrackPacketsFromIfaces[1]",
+        ),
+        (
+            json!({"bpfConntrackTimeouts": {"tcpEstablished": "forever"}}),
+            "spec.bpfConntrackTimeouts.tcpEstablished",
+        ),
         (
             json!({"healthTimeoutOverrides": [{"name": "bad/name", "timeout": "1s"}]}),
             "spec.healthTimeoutOverrides[0].name",
@@ -456,7 +606,10 @@ fn felix_invalid_values_name_the_field() {
             "spec.healthTimeoutOverrides[0].timeout",
         ),
         (json!({"nodeSelector": "all()"}), "spec.nodeSelector"),
-        (json!({"nodeSelector": "x".repeat(1025)}), "spec.nodeSelector"),
+        (
+            json!({"nodeSelector": "x".repeat(1025)}),
+            "spec.nodeSelector",
+        ),
     ];
     for (input, path) in cases {
         let errs = validate_as(&felix(input.clone()), "default");
@@ -470,7 +623,11 @@ fn felix_errors_carry_the_value() {
     assert_eq!(errs.len(), 1);
     assert_eq!(errs[0].path, "spec.iptablesBackend");
     assert_eq!(errs[0].value, "\"nft\"");
-    assert!(errs[0].reason.contains("Legacy, NFT, Auto"), "{}", errs[0].reason);
+    assert!(
+        errs[0].reason.contains("Legacy, NFT, Auto"),
+        "{}",
+        errs[0].reason
+    );
 }
 
 #[test]
@@ -493,8 +650,14 @@ fn felix_edge_values_are_accepted() {
     ] {
         let errs = validate_as(&felix(input.clone()), "node.worker-1");
         if input.get("nodeSelector").is_some() {
-            assert!(errs.iter().any(|e| e.path == "spec.nodeSelector"), "{input}");
-            assert!(validate_as(&felix(input.clone()), "rack-a").is_empty(), "{input}");
+            assert!(
+                errs.iter().any(|e| e.path == "spec.nodeSelector"),
+                "{input}"
+            );
+            assert!(
+                validate_as(&felix(input.clone()), "rack-a").is_empty(),
+                "{input}"
+            );
         } else {
             assert_eq!(errs, vec![], "{input}");
         }
@@ -519,13 +682,24 @@ fn felix_defaults_mirror_calico() {
     assert_eq!(validate_as(&spec, "default"), vec![]);
 
     // The deprecated boolean overrides both CTLB settings.
-    let mut spec = felix(json!({"bpfConnectTimeLoadBalancingEnabled": false, "bpfConnectTimeLoadBalancing": "TCP"}));
+    let mut spec = felix(
+        json!({"bpfConnectTimeLoadBalancingEnabled": false, "bpfConnectTimeLoadBalancing": "TCP"}),
+    );
     spec.apply_defaults(&mut ObjectMeta::named("default", None));
-    assert_eq!(spec.bpf_connect_time_load_balancing.as_deref(), Some("Disabled"));
-    assert_eq!(spec.bpf_host_networked_nat_without_ctlb.as_deref(), Some("Disabled"));
+    assert_eq!(
+        spec.bpf_connect_time_load_balancing.as_deref(),
+        Some("Disabled")
+    );
+    assert_eq!(
+        spec.bpf_host_networked_nat_without_ctlb.as_deref(),
+        Some("Disabled")
+    );
     let mut spec = felix(json!({"bpfConnectTimeLoadBalancingEnabled": true}));
     spec.apply_defaults(&mut ObjectMeta::named("default", None));
-    assert_eq!(spec.bpf_connect_time_load_balancing.as_deref(), Some("Enabled"));
+    assert_eq!(
+        spec.bpf_connect_time_load_balancing.as_deref(),
+        Some("Enabled")
+    );
 }
 
 #[test]
@@ -547,13 +721,28 @@ fn felix_defaults_render_like_go() {
     assert_eq!(spec.xdp_refresh_interval.as_deref(), Some("1h0m0s"));
     assert_eq!(spec.reporting_interval.as_deref(), Some("0s"));
     assert_eq!(spec.ipsets_refresh_interval.as_deref(), Some("1.5s"));
-    assert_eq!(spec.health_timeout_overrides.as_ref().map(|h| h[0].timeout.as_str()), Some("2m0s"));
+    assert_eq!(
+        spec.health_timeout_overrides
+            .as_ref()
+            .map(|h| h[0].timeout.as_str()),
+        Some("2m0s")
+    );
     assert_eq!(spec.chain_insert_mode, None);
-    assert_eq!(spec.failsafe_inbound_host_ports, Some(vec![ProtoPort { protocol: None, port: 22, net: None }]));
+    assert_eq!(
+        spec.failsafe_inbound_host_ports,
+        Some(vec![ProtoPort {
+            protocol: None,
+            port: 22,
+            net: None
+        }])
+    );
     assert_eq!(spec.bpf_log_level.as_deref(), Some("Debug"));
     // Calico stores 1500ms as "1.5s", which its CRD pattern then rejects.
     let errs = validate_as(&spec, "default");
-    assert_eq!(errs.iter().map(|e| e.path.as_str()).collect::<Vec<_>>(), ["spec.ipsetsRefreshInterval"]);
+    assert_eq!(
+        errs.iter().map(|e| e.path.as_str()).collect::<Vec<_>>(),
+        ["spec.ipsetsRefreshInterval"]
+    );
     // Empty override lists are dropped (a plain Go slice with omitempty)...
     let mut spec = felix(json!({"healthTimeoutOverrides": [], "failsafeOutboundHostPorts": []}));
     spec.apply_defaults(&mut ObjectMeta::named("default", None));
@@ -580,7 +769,19 @@ fn go_durations_parse_and_render_like_go() {
     ] {
         assert_eq!(parse_go_duration(input), Ok(ns), "{input}");
     }
-    for bad in ["", "5", "s", ".s", "1.5", "1d", "1 s", "--1s", "9223372036854775808ns", "2562048h", "1s2"] {
+    for bad in [
+        "",
+        "5",
+        "s",
+        ".s",
+        "1.5",
+        "1d",
+        "1 s",
+        "--1s",
+        "9223372036854775808ns",
+        "2562048h",
+        "1s2",
+    ] {
         assert!(parse_go_duration(bad).is_err(), "{bad:?} should not parse");
     }
     for (ns, text) in [
@@ -648,7 +849,9 @@ fn regexp_syntax_follows_re2() {
 
 #[test]
 fn bpf_conntrack_timeout_pattern() {
-    for ok in ["Auto", "10s", "1h", "1.5s", "500ms", "100us", "1m30s", ".5s", "s"] {
+    for ok in [
+        "Auto", "10s", "1h", "1.5s", "500ms", "100us", "1m30s", ".5s", "s",
+    ] {
         assert!(is_bpf_conntrack_timeout(ok), "{ok}");
     }
     for bad in ["", "auto", "10", "1d", "1.5", "-1s", "1 s", "1ns"] {
@@ -697,7 +900,10 @@ fn kcc_full_sample_is_accepted_and_round_trips() {
     assert_eq!(serde_json::to_value(&spec).expect("encodes"), original);
     let mut defaulted = spec.clone();
     defaulted.apply_defaults(&mut ObjectMeta::named("default", None));
-    assert_eq!(defaulted, spec, "a fully specified, canonical spec is unchanged by defaulting");
+    assert_eq!(
+        defaulted, spec,
+        "a fully specified, canonical spec is unchanged by defaulting"
+    );
 }
 
 #[test]
@@ -738,22 +944,39 @@ fn kcc_unknown_fields_are_rejected() {
         json!({"controllers": {"node": {"hostEndpoint": {"autoCreate": "Enabled", "template": []}}}}),
         json!({"controllers": {"policy": {"reconcilePeriod": "5m"}}}),
     ] {
-        let err = serde_json::from_value::<KubeControllersConfigurationSpec>(v.clone()).expect_err("must fail");
+        let err = serde_json::from_value::<KubeControllersConfigurationSpec>(v.clone())
+            .expect_err("must fail");
         assert!(err.to_string().contains("unknown field"), "{v}: {err}");
     }
 }
 
 #[test]
 fn kcc_invalid_values_name_the_field() {
-    let template = |t: Value| json!({"controllers": {"node": {"hostEndpoint": {"templates": [t]}}}});
+    let template =
+        |t: Value| json!({"controllers": {"node": {"hostEndpoint": {"templates": [t]}}}});
     let cases = [
-        (json!({"logSeverityScreen": "Trace"}), "spec.logSeverityScreen"),
+        (
+            json!({"logSeverityScreen": "Trace"}),
+            "spec.logSeverityScreen",
+        ),
         (json!({"healthChecks": "On"}), "spec.healthChecks"),
-        (json!({"prometheusMetricsPort": 70000}), "spec.prometheusMetricsPort"),
+        (
+            json!({"prometheusMetricsPort": 70000}),
+            "spec.prometheusMetricsPort",
+        ),
         (json!({"debugProfilePort": -1}), "spec.debugProfilePort"),
-        (json!({"etcdV3CompactionPeriod": "10"}), "spec.etcdV3CompactionPeriod"),
-        (json!({"controllers": {"node": {"syncLabels": "yes"}}}), "spec.controllers.node.syncLabels"),
-        (json!({"controllers": {"node": {"leakGracePeriod": "soon"}}}), "spec.controllers.node.leakGracePeriod"),
+        (
+            json!({"etcdV3CompactionPeriod": "10"}),
+            "spec.etcdV3CompactionPeriod",
+        ),
+        (
+            json!({"controllers": {"node": {"syncLabels": "yes"}}}),
+            "spec.controllers.node.syncLabels",
+        ),
+        (
+            json!({"controllers": {"node": {"leakGracePeriod": "soon"}}}),
+            "spec.controllers.node.leakGracePeriod",
+        ),
         (
             json!({"controllers": {"node": {"hostEndpoint": {"autoCreate": "enabled"}}}}),
             "spec.controllers.node.hostEndpoint.autoCreate",
@@ -762,12 +985,18 @@ fn kcc_invalid_values_name_the_field() {
             json!({"controllers": {"node": {"hostEndpoint": {"createDefaultHostEndpoint": "Yes"}}}}),
             "spec.controllers.node.hostEndpoint.createDefaultHostEndpoint",
         ),
-        (template(json!({"interfacePattern": "eth0"})), "spec.controllers.node.hostEndpoint.templates[0].generateName"),
+        (
+            template(json!({"interfacePattern": "eth0"})),
+            "spec.controllers.node.hostEndpoint.templates[0].generateName",
+        ),
         (
             template(json!({"generateName": "Bad_Name", "interfacePattern": "eth0"})),
             "spec.controllers.node.hostEndpoint.templates[0].generateName",
         ),
-        (template(json!({"generateName": "a"})), "spec.controllers.node.hostEndpoint.templates[0].interfaceCIDRs"),
+        (
+            template(json!({"generateName": "a"})),
+            "spec.controllers.node.hostEndpoint.templates[0].interfaceCIDRs",
+        ),
         (
             template(json!({"generateName": "a", "interfaceCIDRs": ["10.0.0.0/40"]})),
             "spec.controllers.node.hostEndpoint.templates[0].interfaceCIDRs[0]",
@@ -777,11 +1006,15 @@ fn kcc_invalid_values_name_the_field() {
             "spec.controllers.node.hostEndpoint.templates[0].interfacePattern",
         ),
         (
-            template(json!({"generateName": "a", "interfacePattern": "x", "labels": {"bad key": "v"}})),
+            template(
+                json!({"generateName": "a", "interfacePattern": "x", "labels": {"bad key": "v"}}),
+            ),
             "spec.controllers.node.hostEndpoint.templates[0].labels.bad key",
         ),
         (
-            template(json!({"generateName": "a", "interfacePattern": "x", "nodeSelector": "has(("})),
+            template(
+                json!({"generateName": "a", "interfacePattern": "x", "nodeSelector": "has(("}),
+            ),
             "spec.controllers.node.hostEndpoint.templates[0].nodeSelector",
         ),
         (
@@ -795,7 +1028,10 @@ fn kcc_invalid_values_name_the_field() {
             json!({"controllers": {"namespace": {"reconcilerPeriod": "1"}}}),
             "spec.controllers.namespace.reconcilerPeriod",
         ),
-        (json!({"controllers": {"loadBalancer": {"assignIPs": "Some"}}}), "spec.controllers.loadBalancer.assignIPs"),
+        (
+            json!({"controllers": {"loadBalancer": {"assignIPs": "Some"}}}),
+            "spec.controllers.loadBalancer.assignIPs",
+        ),
         (
             json!({"controllers": {"migration": {"policyNameMigrator": "on"}}}),
             "spec.controllers.migration.policyNameMigrator",
@@ -805,15 +1041,4 @@ fn kcc_invalid_values_name_the_field() {
         let errs = validate_as(&kcc(input.clone()), "default");
         assert_error_at(&errs, path, &input);
     }
-}
-
-#[test]
-fn kcc_name_must_be_default() {
-    let mut errs = Errors::new();
-    KubeControllersConfigurationSpec::validate_name(&ObjectMeta::named("default", None), &mut errs);
-    assert!(errs.is_empty());
-    KubeControllersConfigurationSpec::validate_name(&ObjectMeta::named("other", None), &mut errs);
-    let errs = errs.into_vec();
-    assert_eq!(errs.len(), 1);
-    assert_eq!(errs[0].path, "metadata.name");
 }

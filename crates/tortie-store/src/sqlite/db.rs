@@ -147,7 +147,8 @@ pub(super) fn open_connection(
             | OpenFlags::SQLITE_OPEN_NO_MUTEX
     };
     let conn = Connection::open_with_flags(path, flags).ctx("opening database file")?;
-    conn.busy_timeout(busy_timeout).ctx("setting busy timeout")?;
+    conn.busy_timeout(busy_timeout)
+        .ctx("setting busy timeout")?;
     if !read_only {
         // WAL lets readers in other processes proceed while one process writes; NORMAL
         // sync is durable across process crashes (an OS crash may lose the last commits).
@@ -273,7 +274,9 @@ pub(super) fn list(conn: &mut Connection, prefix: &str) -> Result<ListResult, Db
             })
         })
         .ctx("listing keys")?;
-    let items = rows.collect::<rusqlite::Result<Vec<_>>>().ctx("reading list rows")?;
+    let items = rows
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .ctx("reading list rows")?;
     Ok(ListResult { items, revision })
 }
 
@@ -452,7 +455,9 @@ pub(super) fn events_after(
             },
         )
         .ctx("scanning events")?;
-    let events = rows.collect::<rusqlite::Result<Vec<_>>>().ctx("reading events")?;
+    let events = rows
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .ctx("reading events")?;
     let scanned = match events.last() {
         Some(last) if events.len() == WATCH_BATCH => last.revision(),
         _ => current.max(after),

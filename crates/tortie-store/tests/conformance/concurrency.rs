@@ -47,7 +47,10 @@ async fn increment(store: &dyn Store, key: &str) -> u64 {
         let kv = store.get(key).await.unwrap().expect("counter exists");
         let n: u64 = std::str::from_utf8(&kv.value).unwrap().parse().unwrap();
         let next = (n + 1).to_string();
-        match store.update(key, next.as_bytes(), Some(kv.mod_revision)).await {
+        match store
+            .update(key, next.as_bytes(), Some(kv.mod_revision))
+            .await
+        {
             Ok(_) => return attempt as u64,
             Err(StoreError::Conflict { .. }) => {}
             Err(e) => panic!("increment of {key} failed: {e}"),
@@ -100,7 +103,11 @@ pub async fn concurrent_writers(fx: &Fixture) {
     eprintln!(
         "{}: {WORKERS} {} x {} increments in {elapsed:?}",
         s.describe(),
-        if fx.url.is_some() { "processes" } else { "tasks" },
+        if fx.url.is_some() {
+            "processes"
+        } else {
+            "tasks"
+        },
         total * COUNTERS as u64 / WORKERS as u64,
     );
 }
@@ -123,7 +130,12 @@ async fn run_processes(url: &str) {
     let mut children = Vec::new();
     for worker in 0..WORKERS {
         let child = tokio::process::Command::new(&exe)
-            .args(["--exact", "concurrent_writers_child", "--nocapture", "--test-threads=1"])
+            .args([
+                "--exact",
+                "concurrent_writers_child",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env(ENV_URL, url)
             .env(ENV_WORKER, worker.to_string())
             .stdout(std::process::Stdio::piped())
@@ -161,7 +173,10 @@ async fn check_watch(mut watch: tortie_store::WatchStream, start: Revision, end:
         let WatchEvent::Put { kv } = event else {
             panic!("unexpected event {event:?}");
         };
-        assert_eq!(kv.mod_revision, expected_rev, "watch skipped or repeated a revision");
+        assert_eq!(
+            kv.mod_revision, expected_rev,
+            "watch skipped or repeated a revision"
+        );
         let n: u64 = std::str::from_utf8(&kv.value).unwrap().parse().unwrap();
         let previous = values.insert(kv.key.clone(), n).unwrap_or(0);
         assert_eq!(n, previous + 1, "{} jumped from {previous} to {n}", kv.key);

@@ -27,7 +27,11 @@ pub async fn create_get_list_by_prefix(fx: &Fixture) {
     let keys: Vec<&str> = list.items.iter().map(|kv| kv.key.as_str()).collect();
     assert_eq!(keys, ["/a/a", "/a/b", "/a/c"]);
     assert_eq!(list.items[2].mod_revision, r_c);
-    assert!(list.revision >= last, "list revision {} < last write {last}", list.revision);
+    assert!(
+        list.revision >= last,
+        "list revision {} < last write {last}",
+        list.revision
+    );
 
     let all = s.list("").await.unwrap();
     let keys: Vec<&str> = all.items.iter().map(|kv| kv.key.as_str()).collect();
@@ -44,7 +48,11 @@ pub async fn create_existing_fails(fx: &Fixture) {
     }
     let kv = s.get("/k").await.unwrap().unwrap();
     assert_eq!((kv.value.as_slice(), kv.mod_revision), (&b"one"[..], rev));
-    assert_eq!(s.revision().await.unwrap(), rev, "a failed create must not bump the revision");
+    assert_eq!(
+        s.revision().await.unwrap(),
+        rev,
+        "a failed create must not bump the revision"
+    );
 }
 
 pub async fn update_cas_success_and_conflict(fx: &Fixture) {
@@ -90,7 +98,11 @@ pub async fn writes_to_missing_keys_fail(fx: &Fixture) {
         }
     }
     assert_eq!(s.get("/missing").await.unwrap(), None);
-    assert_eq!(s.revision().await.unwrap(), before, "failed writes must not bump the revision");
+    assert_eq!(
+        s.revision().await.unwrap(),
+        before,
+        "failed writes must not bump the revision"
+    );
 }
 
 pub async fn unconditional_upsert(fx: &Fixture) {
@@ -136,7 +148,10 @@ pub async fn revision_is_monotonic(fx: &Fixture) {
         let key = format!("/m/{}", i % 7);
         let rev = match i % 3 {
             0 => s.update(&key, b"x", None).await.unwrap(),
-            1 => s.update(&key, format!("{i}").as_bytes(), None).await.unwrap(),
+            1 => s
+                .update(&key, format!("{i}").as_bytes(), None)
+                .await
+                .unwrap(),
             _ => match s.delete(&key, None).await {
                 Ok(rev) => rev,
                 Err(StoreError::NotFound { .. }) => continue,

@@ -4,7 +4,10 @@
 //! [`conformance_suite!`], which generates one `#[tokio::test]` per case below. Cases assume
 //! nothing about absolute revision numbers, only about order and equality.
 
-#![allow(dead_code, reason = "each test binary uses a different subset of the helpers")]
+#![allow(
+    dead_code,
+    reason = "each test binary uses a different subset of the helpers"
+)]
 
 pub mod concurrency;
 pub mod flaky;
@@ -124,7 +127,12 @@ pub async fn write_n(store: &dyn Store, prefix: &str, n: usize) -> Vec<Revision>
     let mut revs = Vec::with_capacity(n);
     for i in 0..n {
         let key = format!("{prefix}{i:04}");
-        revs.push(store.update(&key, format!("v{i}").as_bytes(), None).await.unwrap());
+        revs.push(
+            store
+                .update(&key, format!("v{i}").as_bytes(), None)
+                .await
+                .unwrap(),
+        );
     }
     revs
 }

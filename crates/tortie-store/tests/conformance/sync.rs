@@ -35,7 +35,10 @@ async fn quiet(rx: &mut mpsc::Receiver<SyncUpdate>) {
 fn assert_set(update: &SyncUpdate, key: &str, value: &[u8], rev: Revision) {
     match update {
         SyncUpdate::Set(kv) => {
-            assert_eq!((kv.key.as_str(), kv.value.as_slice(), kv.mod_revision), (key, value, rev));
+            assert_eq!(
+                (kv.key.as_str(), kv.value.as_slice(), kv.mod_revision),
+                (key, value, rev)
+            );
         }
         other => panic!("expected Set({key}), got {other:?}"),
     }
@@ -104,13 +107,19 @@ pub async fn syncer_recovers_after_outage_and_compaction(fx: &Fixture) {
     s.compact(current - 1).await.unwrap();
     flaky.set_down(false);
 
-    assert_eq!(next(&mut rx).await, SyncUpdate::Status(SyncStatus::Reachable));
+    assert_eq!(
+        next(&mut rx).await,
+        SyncUpdate::Status(SyncStatus::Reachable)
+    );
     // Only the differences, in key order: nothing for /s/a.
     assert_set(&next(&mut rx).await, "/s/b", b"b3", rb3);
     match next(&mut rx).await {
         SyncUpdate::Deleted { key, revision } => {
             assert_eq!(key, "/s/c");
-            assert!(revision >= current, "re-list revision {revision} < {current}");
+            assert!(
+                revision >= current,
+                "re-list revision {revision} < {current}"
+            );
         }
         other => panic!("expected Deleted(/s/c), got {other:?}"),
     }

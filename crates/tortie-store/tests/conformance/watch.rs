@@ -32,7 +32,9 @@ pub async fn watch_delivers_every_write_in_order(fx: &Fixture) {
         let key = format!("/w/{}", i % 17);
         let value = i.to_be_bytes().to_vec();
         let write = if i % 5 == 4 {
-            s.delete(&key, None).await.map(|rev| Seen::Delete(key.clone(), rev))
+            s.delete(&key, None)
+                .await
+                .map(|rev| Seen::Delete(key.clone(), rev))
         } else {
             s.update(&key, &value, None)
                 .await
@@ -48,7 +50,11 @@ pub async fn watch_delivers_every_write_in_order(fx: &Fixture) {
     let mut last = start;
     while got.len() < expected.len() {
         let event = next_event(&mut rx).await;
-        assert!(event.revision() > last, "revision {} after {last}", event.revision());
+        assert!(
+            event.revision() > last,
+            "revision {} after {last}",
+            event.revision()
+        );
         last = event.revision();
         got.push(seen(event));
     }
@@ -122,7 +128,10 @@ pub async fn watch_from_compacted_revision_needs_resync(fx: &Fixture) {
         other => panic!("expected ResyncNeeded, got {other:?}"),
     }
     let end = tokio::time::timeout(super::EVENT_TIMEOUT, rx.recv()).await;
-    assert!(matches!(end, Ok(None)), "stream must end after ResyncNeeded: {end:?}");
+    assert!(
+        matches!(end, Ok(None)),
+        "stream must end after ResyncNeeded: {end:?}"
+    );
 
     // From the horizon itself: exactly the later events.
     let mut rx = s.watch("/c/", horizon).await.unwrap();
@@ -141,15 +150,24 @@ pub async fn compaction_edge_cases(fx: &Fixture) {
     let revs = write_n(s, "/e/", 5).await;
     let current = revs[4];
     match s.compact(current + 10).await {
-        Err(StoreError::FutureRevision { requested, current: c }) => {
+        Err(StoreError::FutureRevision {
+            requested,
+            current: c,
+        }) => {
             assert_eq!((requested, c), (current + 10, current));
         }
         other => panic!("compacting the future: {other:?}"),
     }
     s.compact(revs[2]).await.unwrap();
-    s.compact(revs[2]).await.expect("compacting again is a no-op");
-    s.compact(revs[1]).await.expect("compacting below the horizon is a no-op");
-    s.compact(current).await.expect("compacting at the current revision");
+    s.compact(revs[2])
+        .await
+        .expect("compacting again is a no-op");
+    s.compact(revs[1])
+        .await
+        .expect("compacting below the horizon is a no-op");
+    s.compact(current)
+        .await
+        .expect("compacting at the current revision");
     // Writes and watches from the current revision keep working.
     let mut rx = s.watch("/e/", current).await.unwrap();
     let next = s.update("/e/0000", b"again", None).await.unwrap();

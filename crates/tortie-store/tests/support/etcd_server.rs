@@ -4,7 +4,10 @@
 //! exists, so fsync is cheap). Startup waits at most `STARTUP_TIMEOUT` for the cluster to
 //! answer. Dropping the guard kills the process by its PID, reaps it, and removes the dir.
 
-#![allow(dead_code, reason = "shared by test binaries and the bench, each using a subset")]
+#![allow(
+    dead_code,
+    reason = "shared by test binaries and the bench, each using a subset"
+)]
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -43,6 +46,12 @@ pub fn required() -> bool {
 /// Starts etcd, or returns `None` (after saying why) when the binary is missing outside CI.
 /// Panics when it is missing in CI or fails to start.
 pub async fn start_or_skip(what: &str) -> Option<EtcdServer> {
+    start_or_skip_in(what, temp_base()).await
+}
+
+/// Like [`start_or_skip`] with the data dir under `base` (e.g. a disk-backed dir for
+/// benchmarks, where tmpfs would hide fsync cost).
+pub async fn start_or_skip_in(what: &str, base: &Path) -> Option<EtcdServer> {
     let Some(bin) = etcd_binary() else {
         let msg = format!(
             "{what}: etcd binary not found at {DEFAULT_ETCD_BIN} (install Debian's etcd-server \
@@ -54,7 +63,7 @@ pub async fn start_or_skip(what: &str) -> Option<EtcdServer> {
     };
     let mut last_error = String::new();
     for _ in 0..START_ATTEMPTS {
-        match EtcdServer::start(&bin).await {
+        match EtcdServer::start(&bin, base).await {
             Ok(server) => return Some(server),
             // Most likely a port picked by another test in the meantime: try new ports.
             Err(e) => last_error = e,
@@ -74,10 +83,10 @@ fn temp_base() -> &'static Path {
 }
 
 impl EtcdServer {
-    async fn start(bin: &Path) -> Result<Self, String> {
+    async fn start(bin: &Path, base: &Path) -> Result<Self, String> {
         let dir = tempfile::Builder::new()
             .prefix("tortie-etcd-")
-            .tempdir_in(temp_base())
+            .tempdir_in(base)
             .map_err(|e| format!("temp dir: {e}"))?;
         let (client, peer) = (free_port(), free_port());
         let client_url = format!("http://127.0.0.1:{client}");
