@@ -8,6 +8,7 @@ PACKAGES=(
   protobuf-compiler          # etcd-client's build needs protoc
   etcd-server etcd-client    # real etcd for the datastore conformance tests
   iproute2 nftables iptables # kernel networking (namespaced tests)
+  containernetworking-plugins # reference CNI plugins (host-local) for benchmark baselines
   sqlite3                    # inspecting the embedded store by hand
 )
 
