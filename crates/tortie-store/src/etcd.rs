@@ -75,20 +75,23 @@ impl EtcdStore {
         let options = ConnectOptions::new()
             .with_connect_timeout(timeout)
             .with_keep_alive(KEEP_ALIVE_INTERVAL, timeout);
-        let connecting = Client::connect(endpoints, Some(options));
-        let client = match tokio::time::timeout(timeout, connecting).await {
-            Ok(Ok(client)) => client,
-            Ok(Err(e)) => return Err(classify(&name, "connecting", e)),
-            Err(_) => return Err(timed_out(&name, "connecting", timeout)),
+        let attempt = async {
+            let client = Client::connect(endpoints, Some(options))
+                .await
+                .map_err(|e| classify(&name, "connecting", e))?;
+            let store = Self {
+                client,
+                name: name.clone(),
+                timeout,
+            };
+            // The client connects lazily: a first request proves the cluster is there.
+            store.revision().await?;
+            Ok(store)
         };
-        let store = Self {
-            client,
-            name,
-            timeout,
-        };
-        // The client connects lazily: a first request proves the cluster is there.
-        store.revision().await?;
-        Ok(store)
+        match tokio::time::timeout(timeout, attempt).await {
+            Ok(result) => result,
+            Err(_) => Err(timed_out(&name, "connecting", timeout)),
+        }
     }
 
     /// Runs one request with the store's timeout, mapping its error.

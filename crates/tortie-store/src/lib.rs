@@ -147,6 +147,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn revision(&self) -> Result<Revision, StoreError>;
 
     /// Discards history at and below `revision`; later watches from below it get
-    /// `ResyncNeeded`.
+    /// `ResyncNeeded`. Compacting at or below the current horizon is a no-op; a revision
+    /// above the current one is [`StoreError::FutureRevision`]. (etcd cannot discard the
+    /// current revision's own event, so there `compact(current)` keeps it.)
     async fn compact(&self, revision: Revision) -> Result<(), StoreError>;
 }
