@@ -147,7 +147,7 @@ fn etcd(c: &mut Criterion) {
     if etcd_server::etcd_binary().is_none() {
         eprintln!(
             "skipping etcd benchmarks: no etcd binary at {}",
-            etcd_server::DEFAULT_ETCD_BIN
+            etcd_server::etcd_path().display()
         );
         return;
     }

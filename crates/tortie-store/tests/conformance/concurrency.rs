@@ -151,7 +151,11 @@ async fn run_processes(url: &str) {
             .expect("child finished within 300 s")
             .expect("child output");
         let stdout = String::from_utf8_lossy(&out.stdout);
-        for line in stdout.lines().filter(|l| l.starts_with("worker ")) {
+        // libtest may print "test ... " on the same line before the child's own output.
+        for line in stdout
+            .lines()
+            .filter_map(|l| l.find("worker ").map(|i| &l[i..]))
+        {
             eprintln!("{line}");
         }
         assert!(

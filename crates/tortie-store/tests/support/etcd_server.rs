@@ -31,10 +31,15 @@ pub struct EtcdServer {
     pub endpoint: String,
 }
 
+/// Where the etcd binary should be.
+pub fn etcd_path() -> PathBuf {
+    std::env::var_os("TORTIE_ETCD_BIN")
+        .map_or_else(|| PathBuf::from(DEFAULT_ETCD_BIN), PathBuf::from)
+}
+
 /// The etcd binary to use, if present.
 pub fn etcd_binary() -> Option<PathBuf> {
-    let path = std::env::var_os("TORTIE_ETCD_BIN")
-        .map_or_else(|| PathBuf::from(DEFAULT_ETCD_BIN), PathBuf::from);
+    let path = etcd_path();
     path.is_file().then_some(path)
 }
 
@@ -54,8 +59,9 @@ pub async fn start_or_skip(what: &str) -> Option<EtcdServer> {
 pub async fn start_or_skip_in(what: &str, base: &Path) -> Option<EtcdServer> {
     let Some(bin) = etcd_binary() else {
         let msg = format!(
-            "{what}: etcd binary not found at {DEFAULT_ETCD_BIN} (install Debian's etcd-server \
-             or set TORTIE_ETCD_BIN)"
+            "{what}: etcd binary not found at {} (install Debian's etcd-server or set \
+             TORTIE_ETCD_BIN)",
+            etcd_path().display()
         );
         assert!(!required(), "{msg}; CI=true requires etcd tests to run");
         eprintln!("skipping {msg}");
