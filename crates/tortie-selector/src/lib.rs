@@ -28,7 +28,7 @@ mod selector;
 
 pub use ast::Expr;
 pub use error::{ParseError, ParseErrorKind};
-pub use labels::{Labels, Overlay};
+pub use labels::{LabelSet, Labels, Overlay};
 pub use lexer::{MAX_LABEL_LEN, is_valid_label};
 pub use parser::{MAX_NESTING_DEPTH, parse_expr};
 pub use selector::{Selector, make_unique_id};

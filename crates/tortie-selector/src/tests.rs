@@ -440,3 +440,28 @@ fn identity_is_the_canonical_string() {
     assert_eq!(Selector::default().canonical(), "all()");
     assert_eq!(a.unique_id().len(), 2 + 38);
 }
+
+#[test]
+fn label_set_lookup_and_iteration() {
+    use crate::LabelSet;
+    let map = labels(&[("b", "2"), ("a", "1"), ("ccc", ""), ("é", "ü")]);
+    let set = LabelSet::from(&map);
+    assert_eq!(set.len(), 4);
+    assert_eq!(
+        set.iter().collect::<Vec<_>>(),
+        vec![("a", "1"), ("b", "2"), ("ccc", ""), ("é", "ü")]
+    );
+    for (k, v) in &map {
+        assert_eq!(set.get(k), Some(v.as_str()));
+    }
+    for missing in ["", "0", "aa", "c", "d", "zz"] {
+        assert_eq!(set.get(missing), None);
+    }
+    assert_eq!(set.to_map(), map);
+    assert!(LabelSet::default().is_empty());
+    assert_eq!(LabelSet::default().get("a"), None);
+    assert_eq!(
+        format!("{set:?}"),
+        r#"{"a": "1", "b": "2", "ccc": "", "é": "ü"}"#
+    );
+}

@@ -17,6 +17,7 @@ enum Op {
     DeleteSelector(u8),
     UpdateLabels(u8, BTreeMap<String, String>),
     DeleteLabels(u8),
+    Rebalance,
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -26,6 +27,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0..6u8).prop_map(Op::DeleteSelector),
         5 => (0..10u8, common::small_labels()).prop_map(|(id, l)| Op::UpdateLabels(id, l)),
         1 => (0..10u8).prop_map(Op::DeleteLabels),
+        1 => Just(Op::Rebalance),
     ]
 }
 
@@ -77,11 +79,15 @@ fn apply(idx: &mut LabelIndex<u8, u8>, model: &mut Model, op: Op) -> Vec<MatchCh
             model.endpoints.remove(&id);
             idx.delete_labels(&id)
         }
+        Op::Rebalance => {
+            idx.rebalance();
+            Vec::new()
+        }
     }
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(500))]
+    #![proptest_config(ProptestConfig::with_cases(1000))]
 
     #[test]
     fn index_matches_brute_force(ops in proptest::collection::vec(op(), 1..60)) {

@@ -27,24 +27,34 @@
 //! Endpoints are indexed by label key and by (key, value). Selectors are
 //! filed in a bucket per anchor, and inside it by every key they read.
 //!
-//! * **Selector added/changed**: only endpoints satisfying the anchor are
-//!   evaluated (its (k, v) posting lists, or its key list); an
-//!   unrestricted selector scans all endpoints. `O(C·e + M·log n)` for `C`
-//!   candidates, evaluation cost `e`, `M` membership changes.
+//! * **Selector added/changed**: only the endpoints of its cheapest required
+//!   label are evaluated: the (k, v) posting lists of a value set, or the
+//!   distinct values of k filtered by the selector's top-level tests on k
+//!   (`k starts with "web-"`, `k != "x"`, ...), or every endpoint carrying
+//!   k. An unrestricted selector scans all endpoints. `O(C·e + M·log n)`
+//!   for `C` candidates, evaluation cost `e`, `M` membership changes (plus
+//!   one pass over k's distinct values for a filtered key).
 //! * **Endpoint added**: evaluated against the selectors of the buckets its
 //!   labels satisfy (two hash lookups per label: (k, any) and (k, v)) plus
 //!   the unrestricted ones. `O(L + (K + U)·e)` for `L` labels, `K` anchored
 //!   candidates and `U` unrestricted selectors.
 //! * **Endpoint labels changed**: with `Δ` the keys whose value changed
-//!   (added, removed or different), a selector can only *start* matching if
-//!   its anchor holds on the new labels and it reads a key in `Δ`, so the
-//!   candidates are, in each bucket the new labels satisfy, the selectors
-//!   filed under a key in `Δ`; a selector can only *stop* matching if it
-//!   matched before, so the endpoint's current matches are re-evaluated too.
-//!   Changing a label no selector reads costs `O(L·|Δ|)` hash lookups and no
-//!   evaluation at all; selectors anchored on other values are never looked
-//!   at.
+//!   (added, removed or different), a selector's result can only change if
+//!   it reads a key in `Δ`; it can only *start* matching if its anchor holds
+//!   on the new labels, and only *stop* if its anchor held on the old ones.
+//!   So the candidates are, in each bucket the new or the old labels
+//!   satisfy, the selectors filed under a key in `Δ`. Changing a label no
+//!   selector reads costs `O(L·|Δ|)` hash lookups and no evaluation at all;
+//!   selectors anchored on other values are never looked at.
 //! * **Deletions** walk the stored match set: `O(M·log n)`.
+//!
+//! Anchors are picked from the endpoint statistics of the moment; selectors
+//! added before their endpoints are anchored blind (ties prefer a value
+//! anchor with fewer values), so call [`LabelIndex::rebalance`] after a bulk
+//! load. A `starts with`/`ends with`/`contains` test only anchors on the
+//! presence of its key, so a selector with no better requirement is
+//! evaluated for every new endpoint carrying that key (a prefix index would
+//! be the next step if that shows up in practice).
 //!
 //! Memory is `O(Σ labels + Σ selector refs + Σ matches)`; each match is
 //! stored twice (per selector and per endpoint) so both query directions and
@@ -55,7 +65,7 @@ mod postings;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::Selector;
+use crate::{LabelSet, Labels, Selector};
 use plan::{Anchor, Plan};
 use postings::{EndpointPostings, SelectorTriggers};
 
@@ -79,7 +89,7 @@ struct SelectorEntry<E> {
 
 #[derive(Debug)]
 struct EndpointEntry<S> {
-    labels: BTreeMap<String, String>,
+    labels: LabelSet,
     matched_by: BTreeSet<S>,
 }
 
@@ -142,6 +152,31 @@ impl<S: Ord + Clone, E: Ord + Clone> LabelIndex<S, E> {
         changes
     }
 
+    /// Re-picks every selector's anchor from the current endpoint
+    /// statistics. Anchors are chosen when a selector is added; selectors
+    /// added before the endpoints (or before label distributions settled)
+    /// may sit in crowded buckets, which makes endpoint updates evaluate
+    /// them needlessly. Call this after a bulk load. Membership is
+    /// unchanged, so no changes are returned; cost `O(selectors)`.
+    pub fn rebalance(&mut self) {
+        let mut moves = Vec::new();
+        for (id, entry) in &self.selectors {
+            let plan = Plan::new(&entry.selector, |key, values| {
+                self.endpoint_count(key, values)
+            });
+            if plan.anchor != entry.plan.anchor {
+                moves.push((id.clone(), plan));
+            }
+        }
+        for (id, plan) in moves {
+            if let Some(entry) = self.selectors.get_mut(&id) {
+                self.triggers.deregister(&id, &entry.plan);
+                self.triggers.register(&id, &plan);
+                entry.plan = plan;
+            }
+        }
+    }
+
     /// Removes selector `id`; every endpoint it matched stops matching.
     pub fn delete_selector(&mut self, id: &S) -> Vec<MatchChange<S, E>> {
         let Some(entry) = self.remove_selector_entry(id) else {
@@ -170,6 +205,7 @@ impl<S: Ord + Clone, E: Ord + Clone> LabelIndex<S, E> {
         id: E,
         labels: BTreeMap<String, String>,
     ) -> Vec<MatchChange<S, E>> {
+        let labels = LabelSet::from(&labels);
         let mut candidates = Vec::new();
         if let Some(entry) = self.endpoints.get_mut(&id) {
             if entry.labels == labels {
@@ -185,9 +221,13 @@ impl<S: Ord + Clone, E: Ord + Clone> LabelIndex<S, E> {
                     self.postings.insert(&id, key, v);
                 }
             }
+            // A selector can only start matching if its anchor holds on the
+            // new labels, and only stop matching if it held on the old ones;
+            // either way it reads a changed key.
             let keys: Vec<&str> = changed.iter().map(|c| c.0).collect();
             self.triggers
                 .for_changed_keys(&entry.labels, &keys, &mut candidates);
+            self.triggers.for_changed_keys(&old, &keys, &mut candidates);
         } else {
             self.postings.insert_all(&id, &labels);
             self.triggers.for_new_endpoint(&labels, &mut candidates);
@@ -200,8 +240,6 @@ impl<S: Ord + Clone, E: Ord + Clone> LabelIndex<S, E> {
         let Some(entry) = self.endpoints.get(&id) else {
             return Vec::new();
         };
-        // Current matches are the candidates for stopping.
-        candidates.extend(&entry.matched_by);
         candidates.sort_unstable();
         candidates.dedup();
         let changes = evaluate_candidates(&self.selectors, &id, entry, candidates);
@@ -267,7 +305,7 @@ impl<S: Ord + Clone, E: Ord + Clone> LabelIndex<S, E> {
     }
 
     /// The labels stored for endpoint `id`.
-    pub fn labels(&self, id: &E) -> Option<&BTreeMap<String, String>> {
+    pub fn labels(&self, id: &E) -> Option<&LabelSet> {
         self.endpoints.get(id).map(|e| &e.labels)
     }
 
@@ -327,35 +365,74 @@ impl<S: Ord + Clone, E: Ord + Clone> LabelIndex<S, E> {
         }
     }
 
-    /// Endpoints matching `selector`, evaluating only those that satisfy its
-    /// anchor (the least populated required label when it was planned).
+    /// Endpoints matching `selector`: an unrestricted selector is checked
+    /// against every endpoint, any other only against the endpoints of its
+    /// cheapest requirement.
     fn scan_candidates(&self, selector: &Selector, plan: &Plan) -> BTreeSet<E> {
-        let lists: Vec<&BTreeSet<E>> = match &plan.anchor {
-            Anchor::Never => return BTreeSet::new(),
-            Anchor::Unrestricted => {
-                return self
-                    .endpoints
-                    .iter()
-                    .filter(|(_, e)| selector.evaluate(&e.labels))
-                    .map(|(id, _)| id.clone())
-                    .collect();
-            }
-            Anchor::Key(key) => self.postings.with_key(key).into_iter().collect(),
-            Anchor::Values(key, values) => values
+        match plan.anchor {
+            Anchor::Never => BTreeSet::new(),
+            Anchor::Unrestricted => self
+                .endpoints
                 .iter()
-                .filter_map(|v| self.postings.with_value(key, v))
+                .filter(|(_, e)| selector.evaluate(&e.labels))
+                .map(|(id, _)| id.clone())
                 .collect(),
-        };
-        lists
-            .into_iter()
-            .flatten()
-            .filter(|ep| {
-                self.endpoints
-                    .get(*ep)
-                    .is_some_and(|e| selector.evaluate(&e.labels))
-            })
-            .cloned()
-            .collect()
+            Anchor::Key(_) | Anchor::Values(..) => self
+                .narrowest_lists(plan)
+                .into_iter()
+                .flatten()
+                .filter(|ep| {
+                    self.endpoints
+                        .get(*ep)
+                        .is_some_and(|e| selector.evaluate(&e.labels))
+                })
+                .cloned()
+                .collect(),
+        }
+    }
+
+    /// The posting lists of the requirement that leaves the fewest
+    /// endpoints to evaluate (their union holds every possible match).
+    fn narrowest_lists(&self, plan: &Plan) -> Vec<&BTreeSet<E>> {
+        let mut best: Option<(usize, Vec<&BTreeSet<E>>)> = None;
+        for req in &plan.required {
+            let key = req.key.as_str();
+            let lists: Vec<&BTreeSet<E>> = match &req.values {
+                Some(values) => values
+                    .iter()
+                    .filter_map(|v| self.postings.with_value(key, v))
+                    .collect(),
+                None if req.value_tests.is_empty() => {
+                    self.postings.with_key(key).into_iter().collect()
+                }
+                None => self
+                    .postings
+                    .values_of(key)
+                    .filter(|(value, _)| {
+                        let one = OneLabel { key, value };
+                        req.value_tests.iter().all(|t| t.evaluate(&one))
+                    })
+                    .map(|(_, eps)| eps)
+                    .collect(),
+            };
+            let cost = lists.iter().map(|s| s.len()).sum::<usize>();
+            if best.as_ref().is_none_or(|(c, _)| cost < *c) {
+                best = Some((cost, lists));
+            }
+        }
+        best.map(|(_, lists)| lists).unwrap_or_default()
+    }
+}
+
+/// A single label, for testing one candidate value against leaf tests.
+struct OneLabel<'a> {
+    key: &'a str,
+    value: &'a str,
+}
+
+impl Labels for OneLabel<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        (key == self.key).then_some(self.value)
     }
 }
 
@@ -384,24 +461,46 @@ fn evaluate_candidates<S: Ord + Clone, E: Ord + Clone>(
     changes
 }
 
-/// Keys whose value differs between `old` and `new`, with both values.
+/// Keys whose value differs between `old` and `new`, with both values
+/// (a merge of the two key-sorted sequences).
 fn changed_labels<'a>(
-    old: &'a BTreeMap<String, String>,
-    new: &'a BTreeMap<String, String>,
+    old: &'a LabelSet,
+    new: &'a LabelSet,
 ) -> Vec<(&'a str, Option<&'a str>, Option<&'a str>)> {
     let mut out = Vec::new();
-    for (k, v) in old {
-        let nv = new.get(k).map(String::as_str);
-        if nv != Some(v.as_str()) {
-            out.push((k.as_str(), Some(v.as_str()), nv));
-        }
+    let (mut a, mut b) = (old.iter().peekable(), new.iter().peekable());
+    loop {
+        let change = match (a.peek().copied(), b.peek().copied()) {
+            (None, None) => return out,
+            (Some((k, v)), None) => {
+                a.next();
+                (k, Some(v), None)
+            }
+            (None, Some((k, v))) => {
+                b.next();
+                (k, None, Some(v))
+            }
+            (Some((ka, va)), Some((kb, vb))) => match ka.cmp(kb) {
+                std::cmp::Ordering::Less => {
+                    a.next();
+                    (ka, Some(va), None)
+                }
+                std::cmp::Ordering::Greater => {
+                    b.next();
+                    (kb, None, Some(vb))
+                }
+                std::cmp::Ordering::Equal => {
+                    a.next();
+                    b.next();
+                    if va == vb {
+                        continue;
+                    }
+                    (ka, Some(va), Some(vb))
+                }
+            },
+        };
+        out.push(change);
     }
-    for (k, v) in new {
-        if !old.contains_key(k) {
-            out.push((k.as_str(), None, Some(v.as_str())));
-        }
-    }
-    out
 }
 
 /// Changes turning membership `old` into `new` for selector `id`, sorted by

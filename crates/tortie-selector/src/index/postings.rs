@@ -12,9 +12,10 @@
 //! Invariant: no empty set is ever left in a map, so map sizes reflect live
 //! data and memory is released when labels go away.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 
 use super::plan::{Anchor, Plan};
+use crate::LabelSet;
 
 /// Applies `f` to `map[key]` if present; `f` returns true when the entry
 /// became empty, and the entry is then dropped.
@@ -24,6 +25,17 @@ fn remove_from<K>(map: &mut HashMap<String, K>, key: &str, f: impl FnOnce(&mut K
     {
         map.remove(key);
     }
+}
+
+/// `map[key]`, inserted empty first if missing (allocating the key only
+/// then).
+fn get_or_default<'m, K: Default>(map: &'m mut HashMap<String, K>, key: &str) -> &'m mut K {
+    if !map.contains_key(key) {
+        map.insert(key.to_owned(), K::default());
+    }
+    // Two lookups instead of `entry`, which would allocate the key on every
+    // call; the entry exists at this point.
+    map.get_mut(key).expect("entry inserted above")
 }
 
 /// Endpoints by label key and by (key, value).
@@ -55,13 +67,9 @@ impl<E: Ord + Clone> EndpointPostings<E> {
     }
 
     pub(super) fn insert(&mut self, ep: &E, key: &str, value: &str) {
-        let postings = self.by_key.entry(key.to_owned()).or_default();
+        let postings = get_or_default(&mut self.by_key, key);
         postings.with_key.insert(ep.clone());
-        postings
-            .by_value
-            .entry(value.to_owned())
-            .or_default()
-            .insert(ep.clone());
+        get_or_default(&mut postings.by_value, value).insert(ep.clone());
     }
 
     pub(super) fn remove(&mut self, ep: &E, key: &str, value: &str) {
@@ -75,14 +83,14 @@ impl<E: Ord + Clone> EndpointPostings<E> {
         });
     }
 
-    pub(super) fn insert_all(&mut self, ep: &E, labels: &BTreeMap<String, String>) {
-        for (k, v) in labels {
+    pub(super) fn insert_all(&mut self, ep: &E, labels: &LabelSet) {
+        for (k, v) in labels.iter() {
             self.insert(ep, k, v);
         }
     }
 
-    pub(super) fn remove_all(&mut self, ep: &E, labels: &BTreeMap<String, String>) {
-        for (k, v) in labels {
+    pub(super) fn remove_all(&mut self, ep: &E, labels: &LabelSet) {
+        for (k, v) in labels.iter() {
             self.remove(ep, k, v);
         }
     }
@@ -90,6 +98,14 @@ impl<E: Ord + Clone> EndpointPostings<E> {
     /// Endpoints carrying `key` (any value).
     pub(super) fn with_key(&self, key: &str) -> Option<&BTreeSet<E>> {
         self.by_key.get(key).map(|p| &p.with_key)
+    }
+
+    /// The distinct values of `key` with the endpoints carrying each.
+    pub(super) fn values_of(&self, key: &str) -> impl Iterator<Item = (&str, &BTreeSet<E>)> {
+        self.by_key
+            .get(key)
+            .into_iter()
+            .flat_map(|p| p.by_value.iter().map(|(v, eps)| (v.as_str(), eps)))
     }
 
     /// Endpoints carrying `key == value`.
@@ -208,7 +224,7 @@ impl<S: Ord + Clone> SelectorTriggers<S> {
     /// The buckets whose anchor an endpoint with `labels` satisfies.
     fn buckets<'a, 'l>(
         &'a self,
-        labels: &'l BTreeMap<String, String>,
+        labels: &'l LabelSet,
     ) -> impl Iterator<Item = &'a Bucket<S>> + use<'a, 'l, S> {
         let keyed = labels.iter().flat_map(move |(k, v)| {
             let any = self.by_key.get(k);
@@ -220,23 +236,18 @@ impl<S: Ord + Clone> SelectorTriggers<S> {
 
     /// Pushes every selector that could match a new endpoint with `labels`
     /// (a superset; duplicates possible).
-    pub(super) fn for_new_endpoint<'a>(
-        &'a self,
-        labels: &BTreeMap<String, String>,
-        out: &mut Vec<&'a S>,
-    ) {
+    pub(super) fn for_new_endpoint<'a>(&'a self, labels: &LabelSet, out: &mut Vec<&'a S>) {
         for bucket in self.buckets(labels) {
             out.extend(&bucket.all);
         }
     }
 
-    /// Pushes every selector that could *start* matching an endpoint whose
-    /// labels became `labels` through a change to the `changed` keys: its
-    /// anchor holds on `labels` and it reads a changed key. (Selectors that
-    /// may *stop* matching are the endpoint's current matches.)
+    /// Pushes the selectors whose anchor holds on `labels` and that read one
+    /// of the `changed` keys. Called with an endpoint's new labels (selectors
+    /// that may start matching) and its old ones (that may stop).
     pub(super) fn for_changed_keys<'a>(
         &'a self,
-        labels: &BTreeMap<String, String>,
+        labels: &LabelSet,
         changed: &[&str],
         out: &mut Vec<&'a S>,
     ) {

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use super::plan::{Anchor, Plan};
 use super::{LabelIndex, MatchChange};
-use crate::Selector;
+use crate::{Labels, Selector};
 
 fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
     pairs
@@ -187,11 +187,59 @@ fn in_set_and_has_narrowing() {
         idx.selector(&3).map(Selector::canonical),
         Some(r#"special contains "5""#)
     );
-    assert_eq!(
-        idx.labels(&50)
-            .and_then(|l| l.get("special"))
-            .map(String::as_str),
-        Some("50")
-    );
+    assert_eq!(idx.labels(&50).and_then(|l| l.get("special")), Some("50"));
     assert_eq!((idx.num_selectors(), idx.num_endpoints()), (3, 100));
+}
+
+#[test]
+fn rebalance_moves_selectors_to_rarer_anchors() {
+    let mut idx: LabelIndex<u32, u32> = LabelIndex::new();
+    // Added blind: ties go to the narrower value set, so `tier` wins.
+    idx.update_selector(1, sel("app in {'a', 'b'} && tier == 'db'"));
+    let anchor = |idx: &LabelIndex<u32, u32>| idx.selectors.get(&1).map(|e| e.plan.anchor.clone());
+    assert_eq!(
+        anchor(&idx),
+        Some(Anchor::Values("tier".into(), ["db".to_owned()].into()))
+    );
+    for i in 0..20 {
+        let app = if i == 0 { "a" } else { "z" };
+        idx.update_labels(i, labels(&[("app", app), ("tier", "db")]));
+    }
+    idx.rebalance();
+    assert_eq!(
+        anchor(&idx),
+        Some(Anchor::Values(
+            "app".into(),
+            ["a".to_owned(), "b".to_owned()].into()
+        ))
+    );
+    assert_eq!(idx.matches(&1).copied().collect::<Vec<_>>(), vec![0]);
+    assert_eq!(
+        idx.update_labels(5, labels(&[("app", "b"), ("tier", "db")]))
+            .len(),
+        1
+    );
+}
+
+#[test]
+fn value_tests_narrow_the_scan() {
+    let mut idx: LabelIndex<u32, u32> = LabelIndex::new();
+    for i in 0..50u32 {
+        idx.update_labels(i, labels(&[("app", &format!("web-{i}")), ("x", "1")]));
+    }
+    let plan = Plan::new(
+        &sel("app starts with 'web-1' && app != 'web-10' && has(x)"),
+        |_, _| 0,
+    );
+    let lists = idx.narrowest_lists(&plan);
+    // web-1, web-11..web-19 (web-10 excluded by the != test).
+    assert_eq!(lists.iter().map(|s| s.len()).sum::<usize>(), 10);
+    assert_eq!(
+        idx.update_selector(
+            9,
+            sel("app starts with 'web-1' && app != 'web-10' && has(x)")
+        )
+        .len(),
+        10
+    );
 }
