@@ -282,7 +282,7 @@ pub fn decode_object(
         .to_string();
     let invalid = |errors| DecodeError::Invalid {
         origin: origin.clone(),
-        kind: kind.to_string(),
+        kind,
         name: name.clone(),
         errors,
     };

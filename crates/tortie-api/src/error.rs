@@ -152,7 +152,7 @@ pub enum DecodeError {
     #[error("{origin}: {kind} {name:?}: {}", render_fields(.errors))]
     Invalid {
         origin: Origin,
-        kind: String,
+        kind: crate::kind::Kind,
         name: String,
         errors: Vec<FieldError>,
     },

@@ -147,13 +147,7 @@ pub fn validate_rules(errs: &mut Errors, field: &str, rules: &[Rule], dir: Direc
     });
 }
 
-fn validate_icmp(
-    errs: &mut Errors,
-    field: &str,
-    icmp: &IcmpFields,
-    proto: Option<&Protocol>,
-    ipv: Option<i64>,
-) {
+fn validate_icmp(errs: &mut Errors, field: &str, icmp: &IcmpFields, proto: Option<&Protocol>) {
     let proto_num = proto.and_then(Protocol::number);
     if !matches!(proto_num, Some(1 | 58)) {
         errs.add(
@@ -161,9 +155,6 @@ fn validate_icmp(
             format!("{icmp:?}"),
             "ICMP matches require protocol ICMP or ICMPv6",
         );
-    }
-    match (proto_num, ipv) {
-        _ => {}
     }
     errs.at(field, |errs| {
         if let Some(t) = icmp.type_
@@ -208,10 +199,10 @@ fn validate_rule(errs: &mut Errors, r: &Rule, dir: Direction) {
         }
     }
     if let Some(icmp) = &r.icmp {
-        validate_icmp(errs, "icmp", icmp, r.protocol.as_ref(), r.ip_version);
+        validate_icmp(errs, "icmp", icmp, r.protocol.as_ref());
     }
     if let Some(icmp) = &r.not_icmp {
-        validate_icmp(errs, "notICMP", icmp, r.protocol.as_ref(), r.ip_version);
+        validate_icmp(errs, "notICMP", icmp, r.protocol.as_ref());
     }
     let mut family = r.ip_version;
     errs.at("source", |errs| {

@@ -250,6 +250,26 @@ pub fn parse_duration_secs(s: &str) -> Option<f64> {
     Some(total)
 }
 
+/// Label keys Calico sets itself; users may not set them on network sets.
+pub const RESERVED_LABELS: [&str; 3] = [
+    "projectcalico.org/namespace",
+    "projectcalico.org/orchestrator",
+    "projectcalico.org/serviceaccount",
+];
+
+/// Rejects reserved label keys in `labels` (reported at `metadata.labels`).
+pub fn no_reserved_labels(errs: &mut Errors, labels: &std::collections::BTreeMap<String, String>) {
+    for k in labels.keys() {
+        if RESERVED_LABELS.contains(&k.as_str()) {
+            errs.add_abs(
+                "metadata.labels",
+                k,
+                "this label is reserved for Calico's own use",
+            );
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -282,25 +302,5 @@ mod tests {
         label_key(&mut e, "bad key");
         label_key(&mut e, "Bad_/x");
         assert_eq!(e.into_vec().len(), 2);
-    }
-}
-
-/// Label keys Calico sets itself; users may not set them on network sets.
-pub const RESERVED_LABELS: [&str; 3] = [
-    "projectcalico.org/namespace",
-    "projectcalico.org/orchestrator",
-    "projectcalico.org/serviceaccount",
-];
-
-/// Rejects reserved label keys in `labels` (reported at `metadata.labels`).
-pub fn no_reserved_labels(errs: &mut Errors, labels: &std::collections::BTreeMap<String, String>) {
-    for k in labels.keys() {
-        if RESERVED_LABELS.contains(&k.as_str()) {
-            errs.add_abs(
-                "metadata.labels",
-                k,
-                "this label is reserved for Calico's own use",
-            );
-        }
     }
 }

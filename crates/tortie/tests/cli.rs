@@ -2,10 +2,6 @@
 //! and a real etcd started by the test.
 
 #[path = "../../tortie-store/tests/support/etcd_server.rs"]
-#[expect(
-    dead_code,
-    reason = "shared support module; not every helper is used here"
-)]
 mod etcd_server;
 
 use std::io::Write;
