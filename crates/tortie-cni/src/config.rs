@@ -25,7 +25,9 @@ fn bool_or_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Er
         Some(B::Str(s)) => match s.to_ascii_lowercase().as_str() {
             "true" => Ok(Some(true)),
             "false" => Ok(Some(false)),
-            _ => Err(serde::de::Error::custom(format!("expected \"true\" or \"false\", got {s:?}"))),
+            _ => Err(serde::de::Error::custom(format!(
+                "expected \"true\" or \"false\", got {s:?}"
+            ))),
         },
     }
 }
@@ -111,19 +113,28 @@ impl NetConf {
     /// Parses stdin; errors are CNI decode errors naming the problem.
     pub fn parse(bytes: &[u8]) -> Result<Self, CniError> {
         serde_json::from_slice(bytes).map_err(|e| {
-            CniError::new(code::DECODE, "cannot decode the network configuration").with_details(e.to_string())
+            CniError::new(code::DECODE, "cannot decode the network configuration")
+                .with_details(e.to_string())
         })
     }
 
     /// Whether to assign IPv4 (Calico default: yes) and IPv6 (default: no).
     pub fn families(&self) -> (bool, bool) {
-        (self.ipam.assign_ipv4.unwrap_or(true), self.ipam.assign_ipv6.unwrap_or(false))
+        (
+            self.ipam.assign_ipv4.unwrap_or(true),
+            self.ipam.assign_ipv6.unwrap_or(false),
+        )
     }
 
     /// Specific IPs asked for through the `ips` capability, `args.cni.ips`, or `IP=` in CNI_ARGS.
     pub fn requested_ips(&self, cni_args: &BTreeMap<String, String>) -> Vec<String> {
         let mut out = self.runtime_config.ips.clone();
-        if let Some(ips) = self.args.as_ref().and_then(|a| a.pointer("/cni/ips")).and_then(Value::as_array) {
+        if let Some(ips) = self
+            .args
+            .as_ref()
+            .and_then(|a| a.pointer("/cni/ips"))
+            .and_then(Value::as_array)
+        {
             out.extend(ips.iter().filter_map(Value::as_str).map(str::to_string));
         }
         if let Some(ip) = cni_args.get("IP") {
@@ -143,11 +154,19 @@ impl NetConf {
                 let eps = self.etcd_endpoints.as_deref().unwrap_or("");
                 let hosts: Vec<&str> = eps
                     .split(',')
-                    .map(|e| e.trim().trim_start_matches("http://").trim_start_matches("https://").trim_end_matches('/'))
+                    .map(|e| {
+                        e.trim()
+                            .trim_start_matches("http://")
+                            .trim_start_matches("https://")
+                            .trim_end_matches('/')
+                    })
                     .filter(|e| !e.is_empty())
                     .collect();
                 if hosts.is_empty() {
-                    return Err(CniError::new(code::INVALID_CONFIG, "datastore_type etcdv3 needs etcd_endpoints"));
+                    return Err(CniError::new(
+                        code::INVALID_CONFIG,
+                        "datastore_type etcdv3 needs etcd_endpoints",
+                    ));
                 }
                 Ok(format!("etcd://{}", hosts.join(",")))
             }
@@ -155,10 +174,12 @@ impl NetConf {
                 code::INVALID_CONFIG,
                 "datastore_type \"kubernetes\" is not supported yet; use etcdv3 or tortie's \"datastore\" key",
             )),
-            Some(other) if !other.is_empty() => {
-                Err(CniError::new(code::INVALID_CONFIG, format!("unknown datastore_type {other:?}")))
-            }
-            _ => Ok(env("TORTIE_DATASTORE").unwrap_or_else(|| "file:/var/lib/tortie/store.db".to_string())),
+            Some(other) if !other.is_empty() => Err(CniError::new(
+                code::INVALID_CONFIG,
+                format!("unknown datastore_type {other:?}"),
+            )),
+            _ => Ok(env("TORTIE_DATASTORE")
+                .unwrap_or_else(|| "file:/var/lib/tortie/store.db".to_string())),
         }
     }
 
@@ -167,21 +188,30 @@ impl NetConf {
         if let Some(n) = self.nodename.as_ref().filter(|n| !n.is_empty()) {
             return Ok(n.clone());
         }
-        let file = self.nodename_file.as_deref().unwrap_or(DEFAULT_NODENAME_FILE);
+        let file = self
+            .nodename_file
+            .as_deref()
+            .unwrap_or(DEFAULT_NODENAME_FILE);
         if let Ok(s) = std::fs::read_to_string(file)
             && !s.trim().is_empty()
         {
             return Ok(s.trim().to_string());
         }
         if self.nodename_file.is_some() && !self.nodename_file_optional {
-            return Err(CniError::new(code::TRY_AGAIN_LATER, format!("nodename file {file} does not exist yet")));
+            return Err(CniError::new(
+                code::TRY_AGAIN_LATER,
+                format!("nodename file {file} does not exist yet"),
+            ));
         }
         if let Some(n) = env("TORTIE_NODENAME").filter(|n| !n.is_empty()) {
             return Ok(n);
         }
         std::fs::read_to_string("/proc/sys/kernel/hostname")
             .map(|s| s.trim().to_lowercase())
-            .map_err(|e| CniError::new(code::IO, "cannot determine the node name").with_details(e.to_string()))
+            .map_err(|e| {
+                CniError::new(code::IO, "cannot determine the node name")
+                    .with_details(e.to_string())
+            })
     }
 }
 
@@ -199,7 +229,10 @@ mod tests {
         let c = NetConf::parse(CALICO.as_bytes()).unwrap();
         assert_eq!(c.families(), (true, true));
         assert_eq!(c.ipam.ipv4_pools, ["pool-a"]);
-        assert_eq!(c.datastore_url(|_| None).unwrap(), "etcd://127.0.0.1:2379,10.0.0.2:2379");
+        assert_eq!(
+            c.datastore_url(|_| None).unwrap(),
+            "etcd://127.0.0.1:2379,10.0.0.2:2379"
+        );
         assert_eq!(c.node_name(|_| None).unwrap(), "node-1");
         assert!(c.other.contains_key("policy"));
     }
@@ -208,7 +241,10 @@ mod tests {
     fn requested_ips_from_all_sources() {
         let c = NetConf::parse(br#"{"cniVersion":"1.0.0","name":"n","runtimeConfig":{"ips":["10.0.0.5/24"]},"args":{"cni":{"ips":["10.0.0.6"]}}}"#).unwrap();
         let args = [("IP".to_string(), "10.0.0.7".to_string())].into();
-        assert_eq!(c.requested_ips(&args), ["10.0.0.5/24", "10.0.0.6", "10.0.0.7"]);
+        assert_eq!(
+            c.requested_ips(&args),
+            ["10.0.0.5/24", "10.0.0.6", "10.0.0.7"]
+        );
     }
 
     #[test]
@@ -217,6 +253,9 @@ mod tests {
         assert_eq!(e.code, code::DECODE);
         assert!(e.details.contains("maybe"), "{e:?}");
         let c = NetConf::parse(br#"{"datastore_type":"etcdv3"}"#).unwrap();
-        assert_eq!(c.datastore_url(|_| None).unwrap_err().code, code::INVALID_CONFIG);
+        assert_eq!(
+            c.datastore_url(|_| None).unwrap_err().code,
+            code::INVALID_CONFIG
+        );
     }
 }

@@ -26,7 +26,10 @@ impl CniEnv {
         let need = |k: &str| -> Result<String, CniError> {
             match get(k) {
                 Some(v) if !v.is_empty() => Ok(v),
-                _ => Err(CniError::new(code::INVALID_ENV, format!("{k} is required for this command"))),
+                _ => Err(CniError::new(
+                    code::INVALID_ENV,
+                    format!("{k} is required for this command"),
+                )),
             }
         };
         let container_id = match command {
@@ -52,11 +55,17 @@ impl CniEnv {
     }
 
     pub fn pod_namespace(&self) -> Option<&str> {
-        self.args.get("K8S_POD_NAMESPACE").map(String::as_str).filter(|s| !s.is_empty())
+        self.args
+            .get("K8S_POD_NAMESPACE")
+            .map(String::as_str)
+            .filter(|s| !s.is_empty())
     }
 
     pub fn pod_name(&self) -> Option<&str> {
-        self.args.get("K8S_POD_NAME").map(String::as_str).filter(|s| !s.is_empty())
+        self.args
+            .get("K8S_POD_NAME")
+            .map(String::as_str)
+            .filter(|s| !s.is_empty())
     }
 }
 
@@ -65,7 +74,10 @@ pub fn parse_args(s: &str) -> Result<BTreeMap<String, String>, CniError> {
     let mut out = BTreeMap::new();
     for part in s.split(';').filter(|p| !p.is_empty()) {
         let Some((k, v)) = part.split_once('=') else {
-            return Err(CniError::new(code::INVALID_ENV, format!("CNI_ARGS entry {part:?} is not KEY=VALUE")));
+            return Err(CniError::new(
+                code::INVALID_ENV,
+                format!("CNI_ARGS entry {part:?} is not KEY=VALUE"),
+            ));
         };
         out.insert(k.to_string(), v.to_string());
     }
@@ -83,7 +95,10 @@ mod tests {
             ("CNI_CONTAINERID", "abc"),
             ("CNI_NETNS", "/var/run/netns/x"),
             ("CNI_IFNAME", "eth0"),
-            ("CNI_ARGS", "IgnoreUnknown=1;K8S_POD_NAMESPACE=ns;K8S_POD_NAME=web"),
+            (
+                "CNI_ARGS",
+                "IgnoreUnknown=1;K8S_POD_NAMESPACE=ns;K8S_POD_NAME=web",
+            ),
         ]
         .into();
         let env = CniEnv::from_lookup(|k| vars.get(k).map(|v| v.to_string())).unwrap();
@@ -94,7 +109,8 @@ mod tests {
 
     #[test]
     fn missing_container_id_is_invalid_env() {
-        let e = CniEnv::from_lookup(|k| (k == "CNI_COMMAND").then(|| "DEL".to_string())).unwrap_err();
+        let e =
+            CniEnv::from_lookup(|k| (k == "CNI_COMMAND").then(|| "DEL".to_string())).unwrap_err();
         assert_eq!(e.code, code::INVALID_ENV);
         assert!(e.msg.contains("CNI_CONTAINERID"));
     }

@@ -70,24 +70,35 @@ pub async fn run(inv: &Invocation, store: Arc<dyn Store>) -> Result<Option<Value
     match inv.env.command {
         Command::Add => add(inv, &ipam, store.as_ref()).await.map(Some),
         Command::Del => {
-            ipam.release_by_handle(&inv.handle()).await.map_err(ipam_error)?;
+            ipam.release_by_handle(&inv.handle())
+                .await
+                .map_err(ipam_error)?;
             Ok(None)
         }
         Command::Check => check(inv, &ipam).await.map(|()| None),
         Command::Gc => gc(inv, &ipam).await.map(|()| None),
         Command::Status => status(store.as_ref()).await.map(|()| None),
-        Command::Version => Ok(Some(serde_json::to_value(crate::spec::VersionInfo::current()).unwrap_or_default())),
+        Command::Version => Ok(Some(
+            serde_json::to_value(crate::spec::VersionInfo::current()).unwrap_or_default(),
+        )),
     }
 }
 
 fn to_value(r: CniResult) -> Result<Value, CniError> {
-    serde_json::to_value(r).map_err(|e| CniError::new(code::INTERNAL, "cannot encode the result").with_details(e.to_string()))
+    serde_json::to_value(r).map_err(|e| {
+        CniError::new(code::INTERNAL, "cannot encode the result").with_details(e.to_string())
+    })
 }
 
 fn result_of(inv: &Invocation, nets: &[IpNet]) -> Result<Value, CniError> {
     let ips = nets
         .iter()
-        .map(|n| IpConfig { version: None, address: *n, gateway: None, interface: None })
+        .map(|n| IpConfig {
+            version: None,
+            address: *n,
+            gateway: None,
+            interface: None,
+        })
         .collect();
     let r = CniResult {
         cni_version: inv.conf.cni_version.clone(),
@@ -106,7 +117,9 @@ async fn add(inv: &Invocation, ipam: &Ipam, store: &dyn Store) -> Result<Value, 
         let mut nets = Vec::new();
         for ip in existing {
             if let Some(info) = ipam.ip_info(ip).await.map_err(ipam_error)? {
-                nets.push(IpNet::new(ip, info.block.prefix_len()).unwrap_or_else(|_| IpNet::from(ip)));
+                nets.push(
+                    IpNet::new(ip, info.block.prefix_len()).unwrap_or_else(|_| IpNet::from(ip)),
+                );
             }
         }
         return result_of(inv, &nets);
@@ -141,7 +154,12 @@ fn attributes(inv: &Invocation) -> BTreeMap<String, String> {
 fn parse_requested(s: &str) -> Result<IpAddr, CniError> {
     s.parse::<IpAddr>()
         .or_else(|_| s.parse::<IpNet>().map(|n| n.addr()))
-        .map_err(|_| CniError::new(code::INVALID_CONFIG, format!("requested IP {s:?} is not an IP address")))
+        .map_err(|_| {
+            CniError::new(
+                code::INVALID_CONFIG,
+                format!("requested IP {s:?} is not an IP address"),
+            )
+        })
 }
 
 async fn allocate(
@@ -167,7 +185,9 @@ async fn allocate(
         return Ok(out);
     }
     let (v4, v6) = inv.conf.families();
-    let pick = |hint: &Option<Vec<String>>, conf: &Vec<String>| hint.clone().unwrap_or_else(|| conf.clone());
+    let pick = |hint: &Option<Vec<String>>, conf: &Vec<String>| {
+        hint.clone().unwrap_or_else(|| conf.clone())
+    };
     let req = AutoAssignRequest {
         num_v4: usize::from(v4),
         num_v6: usize::from(v6),
@@ -182,7 +202,10 @@ async fn allocate(
     };
     let res = ipam.auto_assign(&req).await.map_err(ipam_error)?;
     if (v4 && res.ipv4.is_empty()) || (v6 && res.ipv6.is_empty()) {
-        return Err(CniError::new(code::EXHAUSTED, "IPAM returned fewer addresses than requested"));
+        return Err(CniError::new(
+            code::EXHAUSTED,
+            "IPAM returned fewer addresses than requested",
+        ));
     }
     Ok(res.ipv4.into_iter().chain(res.ipv6).collect())
 }
@@ -196,13 +219,22 @@ struct PodHints {
 }
 
 fn annotation_list(v: &Value, key: &str) -> Result<Option<Vec<String>>, CniError> {
-    let Some(s) = v.pointer("/metadata/annotations").and_then(|a| a.get(key)).and_then(Value::as_str) else {
+    let Some(s) = v
+        .pointer("/metadata/annotations")
+        .and_then(|a| a.get(key))
+        .and_then(Value::as_str)
+    else {
         return Ok(None);
     };
-    serde_json::from_str::<Vec<String>>(s).map(Some).map_err(|e| {
-        CniError::new(code::INVALID_CONFIG, format!("annotation {key} = {s:?} is not a JSON list of strings"))
+    serde_json::from_str::<Vec<String>>(s)
+        .map(Some)
+        .map_err(|e| {
+            CniError::new(
+                code::INVALID_CONFIG,
+                format!("annotation {key} = {s:?} is not a JSON list of strings"),
+            )
             .with_details(e.to_string())
-    })
+        })
 }
 
 impl PodHints {
@@ -240,9 +272,17 @@ impl PodHints {
 }
 
 async fn check(inv: &Invocation, ipam: &Ipam) -> Result<(), CniError> {
-    let have: BTreeSet<IpAddr> = ipam.ips_by_handle(&inv.handle()).await.map_err(ipam_error)?.into_iter().collect();
+    let have: BTreeSet<IpAddr> = ipam
+        .ips_by_handle(&inv.handle())
+        .await
+        .map_err(ipam_error)?
+        .into_iter()
+        .collect();
     if have.is_empty() {
-        return Err(CniError::new(code::UNKNOWN_CONTAINER, format!("no addresses are allocated to {}", inv.handle())));
+        return Err(CniError::new(
+            code::UNKNOWN_CONTAINER,
+            format!("no addresses are allocated to {}", inv.handle()),
+        ));
     }
     if let Some(prev) = &inv.conf.prev_result {
         let want: Vec<IpNet> = prev
@@ -257,7 +297,10 @@ async fn check(inv: &Invocation, ipam: &Ipam) -> Result<(), CniError> {
             if !have.contains(&n.addr()) {
                 return Err(CniError::new(
                     code::INTERNAL,
-                    format!("prevResult address {n} is not allocated to {}", inv.handle()),
+                    format!(
+                        "prevResult address {n} is not allocated to {}",
+                        inv.handle()
+                    ),
                 ));
             }
         }
@@ -284,14 +327,20 @@ async fn gc(inv: &Invocation, ipam: &Ipam) -> Result<(), CniError> {
 
 async fn status(store: &dyn Store) -> Result<(), CniError> {
     store.revision().await.map_err(|e| {
-        CniError::new(code::NOT_AVAILABLE, "the IPAM datastore is not reachable").with_details(e.to_string())
+        CniError::new(code::NOT_AVAILABLE, "the IPAM datastore is not reachable")
+            .with_details(e.to_string())
     })?;
     let pools = store
         .list(&tortie_api::Kind::IPPool.key_prefix())
         .await
-        .map_err(|e| CniError::new(code::NOT_AVAILABLE, "cannot list IP pools").with_details(e.to_string()))?;
+        .map_err(|e| {
+            CniError::new(code::NOT_AVAILABLE, "cannot list IP pools").with_details(e.to_string())
+        })?;
     if pools.items.is_empty() {
-        return Err(CniError::new(code::NOT_AVAILABLE, "no IP pools are configured"));
+        return Err(CniError::new(
+            code::NOT_AVAILABLE,
+            "no IP pools are configured",
+        ));
     }
     Ok(())
 }

@@ -133,7 +133,14 @@ impl CniResult {
     pub fn for_version(mut self, v: &str) -> Self {
         let legacy = v.starts_with("0.3");
         for ip in &mut self.ips {
-            ip.version = legacy.then(|| if ip.address.addr().is_ipv4() { "4" } else { "6" }.to_string());
+            ip.version = legacy.then(|| {
+                if ip.address.addr().is_ipv4() {
+                    "4"
+                } else {
+                    "6"
+                }
+                .to_string()
+            });
         }
         self.cni_version = v.to_string();
         self
@@ -167,7 +174,10 @@ pub fn check_version(v: &str) -> Result<(), CniError> {
             code::INCOMPATIBLE_VERSION,
             format!("incompatible CNI version {v:?}"),
         )
-        .with_details(format!("supported versions: {}", SUPPORTED_VERSIONS.join(", "))))
+        .with_details(format!(
+            "supported versions: {}",
+            SUPPORTED_VERSIONS.join(", ")
+        )))
     }
 }
 
@@ -194,7 +204,10 @@ impl std::str::FromStr for Command {
             "GC" => Command::Gc,
             "STATUS" => Command::Status,
             other => {
-                return Err(CniError::new(code::INVALID_ENV, format!("unknown CNI_COMMAND {other:?}")));
+                return Err(CniError::new(
+                    code::INVALID_ENV,
+                    format!("unknown CNI_COMMAND {other:?}"),
+                ));
             }
         })
     }

@@ -2,6 +2,7 @@
 //!
 //! Exit codes: 0 success, 1 failure, 2 usage error (clap's default for bad arguments).
 
+mod ipam_cmd;
 mod manifest;
 mod resources;
 mod selector_cmd;
@@ -47,6 +48,8 @@ enum Command {
     Label(resources::LabelArgs),
     /// Validate manifests without applying them.
     Validate(resources::ValidateArgs),
+    /// IP address management: show usage, check and repair, release addresses.
+    Ipam(ipam_cmd::IpamArgs),
     /// Work with Calico selector expressions.
     Selector(SelectorArgs),
     /// Print the client version.
@@ -104,6 +107,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Get(a) => resources::get(ds, a).await,
         Command::Label(a) => resources::label(ds, a).await,
         Command::Validate(a) => resources::validate(a),
+        Command::Ipam(a) => ipam_cmd::run(ds, a).await,
         Command::Selector(SelectorArgs {
             command: SelectorCommand::Check(a),
         }) => selector_cmd::check(a),

@@ -17,7 +17,9 @@ fn main() -> ExitCode {
     let result = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| CniError::new(code::INTERNAL, "cannot start the runtime").with_details(e.to_string()))
+        .map_err(|e| {
+            CniError::new(code::INTERNAL, "cannot start the runtime").with_details(e.to_string())
+        })
         .and_then(|rt| rt.block_on(invoke()));
     match result {
         Ok(Some(out)) => {
@@ -41,26 +43,37 @@ async fn invoke() -> Result<Option<serde_json::Value>, CniError> {
         .read_to_end(&mut stdin)
         .map_err(|e| CniError::new(code::IO, "cannot read stdin").with_details(e.to_string()))?;
     if env.command == Command::Version {
-        return Ok(Some(serde_json::to_value(VersionInfo::current()).unwrap_or_default()));
+        return Ok(Some(
+            serde_json::to_value(VersionInfo::current()).unwrap_or_default(),
+        ));
     }
     let conf = NetConf::parse(&stdin)?;
     check_version(&conf.cni_version).map_err(|e| e.version(&conf.cni_version))?;
     let version = conf.cni_version.clone();
     let node = conf.node_name(getenv).map_err(|e| e.version(&version))?;
-    let url = conf.datastore_url(getenv).map_err(|e| e.version(&version))?;
+    let url = conf
+        .datastore_url(getenv)
+        .map_err(|e| e.version(&version))?;
     let url = tortie_store::DatastoreUrl::parse(&url)
         .map_err(|e| CniError::new(code::INVALID_CONFIG, e.to_string()).version(&version))?;
     let store = match tokio::time::timeout(DATASTORE_TIMEOUT, tortie_store::connect(&url)).await {
         Ok(Ok(s)) => s,
-        Ok(Err(e)) => return Err(CniError::new(code::TRY_AGAIN_LATER, e.to_string()).version(&version)),
+        Ok(Err(e)) => {
+            return Err(CniError::new(code::TRY_AGAIN_LATER, e.to_string()).version(&version));
+        }
         Err(_) => {
-            return Err(CniError::new(code::TRY_AGAIN_LATER, format!("datastore {url} did not answer in time"))
-                .version(&version));
+            return Err(CniError::new(
+                code::TRY_AGAIN_LATER,
+                format!("datastore {url} did not answer in time"),
+            )
+            .version(&version));
         }
     };
     let inv = Invocation { env, conf, node };
     match tokio::time::timeout(DATASTORE_TIMEOUT * 3, run(&inv, store)).await {
         Ok(r) => r.map_err(|e| e.version(&version)),
-        Err(_) => Err(CniError::new(code::TRY_AGAIN_LATER, "the IPAM operation timed out").version(&version)),
+        Err(_) => Err(
+            CniError::new(code::TRY_AGAIN_LATER, "the IPAM operation timed out").version(&version),
+        ),
     }
 }
