@@ -311,6 +311,30 @@ impl Store for EtcdStore {
         })
     }
 
+    async fn list_keys(&self, prefix: &str) -> Result<crate::KeyList, StoreError> {
+        let mut kv = self.client.kv_client();
+        let options = GetOptions::new().with_prefix().with_keys_only();
+        let response = self
+            .call("list keys", kv.get(prefix, Some(options)))
+            .await?;
+        let keys = response
+            .kvs()
+            .iter()
+            .map(|k| {
+                Ok((
+                    k.key_str()
+                        .map_err(|e| StoreError::Backend(e.to_string()))?
+                        .to_owned(),
+                    k.mod_revision(),
+                ))
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        Ok(crate::KeyList {
+            keys,
+            revision: header_revision(response.header()),
+        })
+    }
+
     async fn create(&self, key: &str, value: &[u8]) -> Result<Revision, StoreError> {
         let compares = vec![Compare::create_revision(key, CompareOp::Equal, 0)];
         let op = TxnOp::put(key, value, None);

@@ -53,6 +53,13 @@ pub struct ListResult {
     pub revision: Revision,
 }
 
+/// Keys (with their mod revisions) under a prefix, sorted, and the revision they were read at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyList {
+    pub keys: Vec<(String, Revision)>,
+    pub revision: Revision,
+}
+
 /// A change seen by a watch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WatchEvent {
@@ -122,6 +129,19 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// Lists every key starting with `prefix`, sorted by key.
     async fn list(&self, prefix: &str) -> Result<ListResult, StoreError>;
+
+    /// Lists the keys under `prefix` without their values (cheaper where the backend allows).
+    async fn list_keys(&self, prefix: &str) -> Result<KeyList, StoreError> {
+        let l = self.list(prefix).await?;
+        Ok(KeyList {
+            keys: l
+                .items
+                .into_iter()
+                .map(|kv| (kv.key, kv.mod_revision))
+                .collect(),
+            revision: l.revision,
+        })
+    }
 
     /// Creates `key`; fails with `AlreadyExists` if present. Returns the new revision.
     async fn create(&self, key: &str, value: &[u8]) -> Result<Revision, StoreError>;

@@ -256,6 +256,20 @@ impl Store for MemoryStore {
         })
     }
 
+    async fn list_keys(&self, prefix: &str) -> Result<crate::KeyList, StoreError> {
+        let state = self.lock();
+        let keys = state
+            .kvs
+            .range(prefix.to_owned()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(k, kv)| (k.clone(), kv.mod_revision))
+            .collect();
+        Ok(crate::KeyList {
+            keys,
+            revision: state.revision,
+        })
+    }
+
     async fn create(&self, key: &str, value: &[u8]) -> Result<Revision, StoreError> {
         let state = self.lock();
         if state.kvs.contains_key(key) {

@@ -26,6 +26,16 @@ pub async fn create_get_list_by_prefix(fx: &Fixture) {
     let list = s.list("/a/").await.unwrap();
     let keys: Vec<&str> = list.items.iter().map(|kv| kv.key.as_str()).collect();
     assert_eq!(keys, ["/a/a", "/a/b", "/a/c"]);
+    let only_keys = s.list_keys("/a/").await.unwrap();
+    assert_eq!(
+        only_keys.keys,
+        [
+            ("/a/a".to_string(), r_a),
+            ("/a/b".to_string(), r_b),
+            ("/a/c".to_string(), r_c)
+        ]
+    );
+    assert!(only_keys.revision >= last);
     assert_eq!(list.items[2].mod_revision, r_c);
     assert!(
         list.revision >= last,
