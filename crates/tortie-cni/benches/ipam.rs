@@ -36,11 +36,18 @@ struct Stats {
 fn stats(mut samples: Vec<Duration>, total: Duration) -> Stats {
     samples.sort();
     let at = |q: f64| samples[((samples.len() as f64 - 1.0) * q).round() as usize];
-    Stats { n: samples.len(), per_sec: samples.len() as f64 / total.as_secs_f64(), p50: at(0.5), p99: at(0.99) }
+    Stats {
+        n: samples.len(),
+        per_sec: samples.len() as f64 / total.as_secs_f64(),
+        p50: at(0.5),
+        p99: at(0.99),
+    }
 }
 
 fn row(name: &str, s: &Stats, baseline: Option<&Stats>) {
-    let ratio = baseline.map(|b| format!("{:.2}x", s.per_sec / b.per_sec)).unwrap_or_default();
+    let ratio = baseline
+        .map(|b| format!("{:.2}x", s.per_sec / b.per_sec))
+        .unwrap_or_default();
     println!(
         "| {name} | {} | {:.0} | {:.3} | {:.3} | {ratio} |",
         s.n,
@@ -74,7 +81,9 @@ async fn library(store: Arc<dyn Store>, n: usize, tag: &str) -> Stats {
         let t = Instant::now();
         // maxBlocksPerHost (20 × /26) caps one node at 1280 addresses: spread over nodes.
         let node = format!("node-{}", i / 1000);
-        ipam.auto_assign(&request(format!("{tag}.{i}"), &node)).await.expect("allocate");
+        ipam.auto_assign(&request(format!("{tag}.{i}"), &node))
+            .await
+            .expect("allocate");
         samples.push(t.elapsed());
     }
     stats(samples, start.elapsed())
@@ -98,12 +107,21 @@ fn binary_adds(conf: &serde_json::Value, n: usize, bin: Option<&str>) -> Stats {
                     .spawn()
                     .expect("spawn");
                 use std::io::Write;
-                child.stdin.take().expect("stdin").write_all(conf.to_string().as_bytes()).expect("stdin");
+                child
+                    .stdin
+                    .take()
+                    .expect("stdin")
+                    .write_all(conf.to_string().as_bytes())
+                    .expect("stdin");
                 child.wait_with_output().expect("wait")
             }
         };
         samples.push(t.elapsed());
-        assert!(out.status.success(), "ADD failed: {}", String::from_utf8_lossy(&out.stdout));
+        assert!(
+            out.status.success(),
+            "ADD failed: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
     }
     stats(samples, start.elapsed())
 }
@@ -118,7 +136,9 @@ async fn flat_in_blocks(blocks: usize) -> Stats {
     apply(store.as_ref(), &pool_yaml("bench", "10.128.0.0/14", 26)).await;
     let ipam = Ipam::new(store);
     for b in 0..blocks {
-        ipam.auto_assign(&request(format!("fill.{b}"), &format!("filler-{b}"))).await.expect("fill");
+        ipam.auto_assign(&request(format!("fill.{b}"), &format!("filler-{b}")))
+            .await
+            .expect("fill");
     }
     let mut samples = Vec::new();
     let start = Instant::now();
@@ -126,7 +146,9 @@ async fn flat_in_blocks(blocks: usize) -> Stats {
         // 60 per node: each node fills its first block, then claims a second one.
         let node = format!("probe-{}", i / 60);
         let t = Instant::now();
-        ipam.auto_assign(&request(format!("probe.{i}"), &node)).await.expect("allocate");
+        ipam.auto_assign(&request(format!("probe.{i}"), &node))
+            .await
+            .expect("allocate");
         samples.push(t.elapsed());
     }
     stats(samples, start.elapsed())
@@ -134,7 +156,11 @@ async fn flat_in_blocks(blocks: usize) -> Stats {
 
 fn ensure_release_binary() {
     // The support module points at the binary cargo built for this bench profile.
-    assert!(Path::new(support::IPAM_BIN).exists(), "{} missing", support::IPAM_BIN);
+    assert!(
+        Path::new(support::IPAM_BIN).exists(),
+        "{} missing",
+        support::IPAM_BIN
+    );
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -147,7 +173,12 @@ async fn main() {
     println!("| what | n | allocs/s | p50 ms | p99 ms | vs host-local |");
     println!("| --- | --- | --- | --- | --- | --- |");
 
-    let mem = library(Arc::new(tortie_store::memory::MemoryStore::new()), 20_000, "mem").await;
+    let mem = library(
+        Arc::new(tortie_store::memory::MemoryStore::new()),
+        20_000,
+        "mem",
+    )
+    .await;
     row("library, in-memory store", &mem, None);
     let dir = tempfile::tempdir().expect("tempdir");
     let (sq, sq_url) = sqlite_store(dir.path()).await;
@@ -157,7 +188,10 @@ async fn main() {
     let etcd = etcd_server::start_or_skip("bench ipam").await;
     let lib_etcd = match &etcd {
         Some(e) => {
-            let s = tortie_store::connect(&tortie_store::DatastoreUrl::parse(&e.url()).expect("url")).await.expect("etcd");
+            let s =
+                tortie_store::connect(&tortie_store::DatastoreUrl::parse(&e.url()).expect("url"))
+                    .await
+                    .expect("etcd");
             Some(library(s, 1_000, "lib").await)
         }
         None => None,
@@ -169,13 +203,21 @@ async fn main() {
     let hl_dir = tempfile::tempdir().expect("tempdir");
     let hl_conf = json!({"cniVersion": "1.0.0", "name": "bench", "type": "ptp",
         "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.132.0.0/16"}]], "dataDir": hl_dir.path()}});
-    let host_local = Path::new(HOST_LOCAL).exists().then(|| binary_adds(&hl_conf, 300, Some(HOST_LOCAL)));
+    let host_local = Path::new(HOST_LOCAL)
+        .exists()
+        .then(|| binary_adds(&hl_conf, 300, Some(HOST_LOCAL)));
     match &host_local {
         Some(h) => row("host-local binary (file store)", h, None),
-        None => println!("| host-local binary | skipped: {HOST_LOCAL} missing (apt-get install containernetworking-plugins) | | | | |"),
+        None => println!(
+            "| host-local binary | skipped: {HOST_LOCAL} missing (apt-get install containernetworking-plugins) | | | | |"
+        ),
     }
     let bin_sq = binary_adds(&netconf(&sq_url, "node-2", json!({})), 300, None);
-    row("tortie-ipam binary, embedded SQLite", &bin_sq, host_local.as_ref());
+    row(
+        "tortie-ipam binary, embedded SQLite",
+        &bin_sq,
+        host_local.as_ref(),
+    );
     if let Some(e) = &etcd {
         let bin_etcd = binary_adds(&netconf(&e.url(), "node-2", json!({})), 300, None);
         row("tortie-ipam binary, etcd", &bin_etcd, host_local.as_ref());

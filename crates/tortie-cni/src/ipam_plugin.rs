@@ -111,6 +111,19 @@ fn result_of(inv: &Invocation, nets: &[IpNet]) -> Result<Value, CniError> {
 }
 
 async fn add(inv: &Invocation, ipam: &Ipam, store: &dyn Store) -> Result<Value, CniError> {
+    let nets = assign(inv, ipam, store).await?;
+    result_of(inv, &nets)
+}
+
+/// Allocates this attachment's addresses (handle `<network>.<containerID>`), honouring
+/// requested IPs and pool annotations. Idempotent: if the handle already holds addresses they
+/// are returned unchanged. On failure everything this call allocated is released. The
+/// networks carry the block's prefix length.
+pub async fn assign(
+    inv: &Invocation,
+    ipam: &Ipam,
+    store: &dyn Store,
+) -> Result<Vec<IpNet>, CniError> {
     let handle = inv.handle();
     let existing = ipam.ips_by_handle(&handle).await.map_err(ipam_error)?;
     if !existing.is_empty() {
@@ -122,19 +135,16 @@ async fn add(inv: &Invocation, ipam: &Ipam, store: &dyn Store) -> Result<Value, 
                 );
             }
         }
-        return result_of(inv, &nets);
+        return Ok(nets);
     }
     let hints = PodHints::load(inv, store).await?;
     let attrs = attributes(inv);
     let outcome = allocate(inv, ipam, &hints, &attrs).await;
-    match outcome {
-        Ok(nets) => result_of(inv, &nets),
-        Err(e) => {
-            // Roll back anything this ADD allocated before failing.
-            let _ = ipam.release_by_handle(&handle).await;
-            Err(e)
-        }
+    if outcome.is_err() {
+        // Roll back anything this call allocated before failing.
+        let _ = ipam.release_by_handle(&handle).await;
     }
+    outcome
 }
 
 fn attributes(inv: &Invocation) -> BTreeMap<String, String> {
@@ -308,7 +318,8 @@ async fn check(inv: &Invocation, ipam: &Ipam) -> Result<(), CniError> {
     Ok(())
 }
 
-async fn gc(inv: &Invocation, ipam: &Ipam) -> Result<(), CniError> {
+/// GC: releases every handle of this network not in `cni.dev/valid-attachments`.
+pub async fn gc(inv: &Invocation, ipam: &Ipam) -> Result<(), CniError> {
     let valid: BTreeSet<String> = inv
         .conf
         .valid_attachments
@@ -325,7 +336,8 @@ async fn gc(inv: &Invocation, ipam: &Ipam) -> Result<(), CniError> {
     Ok(())
 }
 
-async fn status(store: &dyn Store) -> Result<(), CniError> {
+/// STATUS: the datastore answers and at least one IP pool exists.
+pub async fn status(store: &dyn Store) -> Result<(), CniError> {
     store.revision().await.map_err(|e| {
         CniError::new(code::NOT_AVAILABLE, "the IPAM datastore is not reachable")
             .with_details(e.to_string())

@@ -150,7 +150,7 @@ async fn crash_and_recover(store: Arc<dyn Store>, url: String) {
         }
         std::thread::sleep(Duration::from_millis(rng.next() % 40));
         for mut c in children {
-            if rng.next() % 2 == 0 && c.try_wait().ok().flatten().is_none() {
+            if rng.next().is_multiple_of(2) && c.try_wait().ok().flatten().is_none() {
                 c.kill().ok(); // SIGKILL, by PID
                 killed += 1;
             }

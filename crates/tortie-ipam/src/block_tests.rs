@@ -1,3 +1,5 @@
+//! Unit tests of the pure block operations.
+
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 

@@ -163,23 +163,19 @@ impl fmt::Display for Problem {
             BlockOutsidePools { cidr, in_use } => {
                 write!(f, "block {cidr} ({in_use} in use) is outside every pool")
             }
-            DuplicateAllocation { ip, blocks } => {
-                write!(
-                    f,
-                    "address {ip} is allocated in several blocks: {}",
-                    join(blocks)
-                )
-            }
+            DuplicateAllocation { ip, blocks } => write!(
+                f,
+                "address {ip} is allocated in several blocks: {}",
+                join(blocks)
+            ),
             AllocationWithoutHandle { ip, block } => {
                 write!(f, "address {ip} in block {block} has no handle")
             }
-            MissingHandle { handle, ips, .. } => {
-                write!(
-                    f,
-                    "handle {handle} holds {} but has no handle record",
-                    join(ips)
-                )
-            }
+            MissingHandle { handle, ips, .. } => write!(
+                f,
+                "handle {handle} holds {} but has no handle record",
+                join(ips)
+            ),
             HandleMismatch {
                 handle,
                 recorded,
@@ -196,53 +192,17 @@ impl fmt::Display for Problem {
                 recorded,
                 actual,
                 ..
-            } => {
-                write!(
-                    f,
-                    "handle {handle} records {recorded:?} but blocks hold {actual:?}"
-                )
-            }
-            AffinityWithoutBlock {
-                node, cidr, state, ..
-            } => {
-                write!(
-                    f,
-                    "{state} affinity of node {node} to block {cidr}, which does not exist"
-                )
-            }
-            AffinityNotConfirmed {
-                node, cidr, state, ..
-            } => {
-                write!(
-                    f,
-                    "affinity of node {node} to block {cidr} is stuck in state {state}"
-                )
-            }
-            AffinityMismatch {
-                node,
-                cidr,
-                block_affinity,
-                ..
             } => write!(
                 f,
-                "node {node} has an affinity to block {cidr}, whose affinity is {}",
-                block_affinity.as_deref().unwrap_or("empty")
+                "handle {handle} records {recorded:?} but blocks hold {actual:?}"
             ),
-            BlockWithoutAffinity { cidr, node, .. } => {
-                write!(
-                    f,
-                    "block {cidr} is affine to node {node}, which has no affinity record for it"
-                )
-            }
             InUseWithoutAllocation {
                 ip,
                 workload_endpoint,
-            } => {
-                write!(
-                    f,
-                    "address {ip} is used by {workload_endpoint} but not allocated"
-                )
-            }
+            } => write!(
+                f,
+                "address {ip} is used by {workload_endpoint} but not allocated"
+            ),
             LeakCandidate {
                 ip,
                 handle,
@@ -253,6 +213,42 @@ impl fmt::Display for Problem {
                 f,
                 "address {ip} (handle {handle}) belongs to pod {namespace}/{pod}, which no longer exists"
             ),
+            _ => self.fmt_affinity(f),
+        }
+    }
+}
+
+impl Problem {
+    fn fmt_affinity(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use Problem::*;
+        match self {
+            AffinityWithoutBlock {
+                node, cidr, state, ..
+            } => write!(
+                f,
+                "{state} affinity of node {node} to block {cidr}, which does not exist"
+            ),
+            AffinityNotConfirmed {
+                node, cidr, state, ..
+            } => write!(
+                f,
+                "affinity of node {node} to block {cidr} is stuck in state {state}"
+            ),
+            AffinityMismatch {
+                node,
+                cidr,
+                block_affinity,
+                ..
+            } => write!(
+                f,
+                "node {node} has an affinity to block {cidr}, whose affinity is {}",
+                block_affinity.as_deref().unwrap_or("empty")
+            ),
+            BlockWithoutAffinity { cidr, node, .. } => write!(
+                f,
+                "block {cidr} is affine to node {node}, which has no affinity record for it"
+            ),
+            _ => Ok(()),
         }
     }
 }
@@ -374,15 +370,100 @@ fn check_blocks<'s>(
     valid
 }
 
+/// Per-handle tallies of what the blocks hold.
+#[derive(Default)]
+struct Tally {
+    /// Address → the blocks allocating it.
+    owners: BTreeMap<IpAddr, Vec<IpNet>>,
+    /// Handle → block CIDR → count.
+    counts: BTreeMap<String, BTreeMap<String, u64>>,
+    /// Handle → addresses.
+    ips_of: BTreeMap<String, Vec<IpAddr>>,
+}
+
 /// Allocation, handle, WorkloadEndpoint and leak checks; returns the number of allocations.
 fn check_allocations(
     snap: &Snapshot,
     blocks: &BTreeMap<IpNet, &StoredBlock>,
     problems: &mut Vec<Problem>,
 ) -> usize {
-    let mut owners: BTreeMap<IpAddr, Vec<IpNet>> = BTreeMap::new();
-    let mut counts: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
-    let mut ips_of: BTreeMap<String, Vec<IpAddr>> = BTreeMap::new();
+    let mut t = Tally::default();
+    for (cidr, sb) in blocks {
+        for a in sb.block.allocated() {
+            t.owners.entry(a.ip).or_default().push(*cidr);
+            let Some(h) = &a.attr.handle_id else {
+                problems.push(Problem::AllocationWithoutHandle {
+                    ip: a.ip,
+                    block: *cidr,
+                });
+                continue;
+            };
+            *t.counts
+                .entry(h.clone())
+                .or_default()
+                .entry(cidr.to_string())
+                .or_insert(0) += 1;
+            t.ips_of.entry(h.clone()).or_default().push(a.ip);
+        }
+    }
+    for (ip, blocks) in &t.owners {
+        if blocks.len() > 1 {
+            problems.push(Problem::DuplicateAllocation {
+                ip: *ip,
+                blocks: blocks.clone(),
+            });
+        }
+    }
+    check_handles(snap, &t, problems);
+    for w in &snap.workload_endpoints {
+        for ip in &w.ips {
+            if !t.owners.contains_key(ip) {
+                problems.push(Problem::InUseWithoutAllocation {
+                    ip: *ip,
+                    workload_endpoint: w.key.clone(),
+                });
+            }
+        }
+    }
+    problems.extend(leak_candidates(snap, blocks));
+    t.owners.values().map(Vec::len).sum()
+}
+
+/// Handle records against the tallies.
+fn check_handles(snap: &Snapshot, t: &Tally, problems: &mut Vec<Problem>) {
+    let stored: BTreeSet<&str> = snap
+        .handles
+        .iter()
+        .map(|h| h.handle.handle_id.as_str())
+        .collect();
+    for sh in &snap.handles {
+        let actual = t
+            .counts
+            .get(&sh.handle.handle_id)
+            .cloned()
+            .unwrap_or_default();
+        if actual != sh.handle.block {
+            problems.push(Problem::HandleMismatch {
+                handle: sh.handle.handle_id.clone(),
+                revision: sh.revision,
+                recorded: sh.handle.block.clone(),
+                actual,
+            });
+        }
+    }
+    for (h, c) in &t.counts {
+        if !stored.contains(h.as_str()) {
+            problems.push(Problem::MissingHandle {
+                handle: h.clone(),
+                ips: t.ips_of.get(h).cloned().unwrap_or_default(),
+                counts: c.clone(),
+            });
+        }
+    }
+}
+
+/// Pod allocations whose Pod and WorkloadEndpoint are both gone.
+fn leak_candidates(snap: &Snapshot, blocks: &BTreeMap<IpNet, &StoredBlock>) -> Vec<Problem> {
     let wep_pods: BTreeSet<(&str, &str)> = snap
         .workload_endpoints
         .iter()
@@ -391,21 +472,8 @@ fn check_allocations(
     let mut leaks = Vec::new();
     for (cidr, sb) in blocks {
         for a in sb.block.allocated() {
-            owners.entry(a.ip).or_default().push(*cidr);
-            let Some(h) = &a.attr.handle_id else {
-                problems.push(Problem::AllocationWithoutHandle {
-                    ip: a.ip,
-                    block: *cidr,
-                });
-                continue;
-            };
-            *counts
-                .entry(h.clone())
-                .or_default()
-                .entry(cidr.to_string())
-                .or_insert(0) += 1;
-            ips_of.entry(h.clone()).or_default().push(a.ip);
-            let (Some(ns), Some(pod)) = (
+            let (Some(h), Some(ns), Some(pod)) = (
+                &a.attr.handle_id,
                 a.attr.secondary.get(ATTR_NAMESPACE),
                 a.attr.secondary.get(ATTR_POD),
             ) else {
@@ -424,55 +492,7 @@ fn check_allocations(
             }
         }
     }
-    let total = owners.values().map(Vec::len).sum();
-    for (ip, blocks) in &owners {
-        if blocks.len() > 1 {
-            problems.push(Problem::DuplicateAllocation {
-                ip: *ip,
-                blocks: blocks.clone(),
-            });
-        }
-    }
-    let stored: BTreeSet<&str> = snap
-        .handles
-        .iter()
-        .map(|h| h.handle.handle_id.as_str())
-        .collect();
-    for sh in &snap.handles {
-        let actual = counts
-            .get(&sh.handle.handle_id)
-            .cloned()
-            .unwrap_or_default();
-        if actual != sh.handle.block {
-            problems.push(Problem::HandleMismatch {
-                handle: sh.handle.handle_id.clone(),
-                revision: sh.revision,
-                recorded: sh.handle.block.clone(),
-                actual,
-            });
-        }
-    }
-    for (h, c) in &counts {
-        if !stored.contains(h.as_str()) {
-            problems.push(Problem::MissingHandle {
-                handle: h.clone(),
-                ips: ips_of.get(h).cloned().unwrap_or_default(),
-                counts: c.clone(),
-            });
-        }
-    }
-    for w in &snap.workload_endpoints {
-        for ip in &w.ips {
-            if !owners.contains_key(ip) {
-                problems.push(Problem::InUseWithoutAllocation {
-                    ip: *ip,
-                    workload_endpoint: w.key.clone(),
-                });
-            }
-        }
-    }
-    problems.extend(leaks);
-    total
+    leaks
 }
 
 /// Affinity ↔ block agreement.

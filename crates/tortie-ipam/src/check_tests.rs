@@ -1,3 +1,5 @@
+//! Unit tests of the consistency analysis.
+
 use std::collections::BTreeMap;
 
 use tortie_api::ipam::IPPoolSpec;

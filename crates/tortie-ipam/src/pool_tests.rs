@@ -1,3 +1,5 @@
+//! Unit tests of pool selection, reservations and the candidate walk.
+
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::*;

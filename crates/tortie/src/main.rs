@@ -48,6 +48,8 @@ enum Command {
     Label(resources::LabelArgs),
     /// Validate manifests without applying them.
     Validate(resources::ValidateArgs),
+    /// Run the node agent: register the node, program routes, keep endpoints in sync.
+    Agent(tortie_agent::AgentArgs),
     /// IP address management: show usage, check and repair, release addresses.
     Ipam(ipam_cmd::IpamArgs),
     /// Work with Calico selector expressions.
@@ -68,12 +70,24 @@ enum SelectorCommand {
     Check(selector_cmd::CheckArgs),
 }
 
+/// Logs to stderr; `RUST_LOG` (e.g. `info`, `tortie_agent=debug`) sets the level.
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    // The agent runs long and does blocking work (netlink, SQLite): give it worker threads.
+    let mut builder = match cli.command {
+        Command::Agent(_) => tokio::runtime::Builder::new_multi_thread(),
+        _ => tokio::runtime::Builder::new_current_thread(),
+    };
+    let rt = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -108,6 +122,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Label(a) => resources::label(ds, a).await,
         Command::Validate(a) => resources::validate(a),
         Command::Ipam(a) => ipam_cmd::run(ds, a).await,
+        Command::Agent(a) => {
+            init_tracing();
+            tortie_agent::run(a.into_config(ds)?).await?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Selector(SelectorArgs {
             command: SelectorCommand::Check(a),
         }) => selector_cmd::check(a),

@@ -33,28 +33,64 @@ pub(crate) enum Claim {
 impl Ipam {
     /// Claims block `cidr` for `host` with the two-phase protocol.
     pub(crate) async fn claim_block(&self, host: &str, cidr: IpNet) -> Result<Claim, IpamError> {
-        let Some(aff_rev) = self.pend_affinity(host, cidr).await? else {
-            return Ok(Claim::Ours);
-        };
-        let now = format_time_seconds(self.clock.now());
-        let block = AllocationBlock::new(cidr, Some(host_affinity(host)), Some(now));
-        match self.create_json(&keys::block_key(&cidr), &block).await? {
-            Ok(_) => {}
-            Err(StoreError::AlreadyExists { .. }) => {
-                let existing = self.get_block(&cidr).await?;
-                let ours = existing
-                    .as_ref()
-                    .is_some_and(|b| b.value.host_affinity() == Some(host));
-                if !ours {
+        for _ in 0..MAX_RETRIES {
+            let Some(aff_rev) = self.pend_affinity(host, cidr).await? else {
+                return Ok(Claim::Ours);
+            };
+            match self.create_or_adopt_block(host, cidr).await? {
+                Some(true) => {}
+                Some(false) => {
                     self.drop_pending_affinity(host, &cidr, aff_rev).await?;
                     return Ok(Claim::Taken);
                 }
+                None => continue,
             }
+            self.confirm_affinity(host, &cidr, aff_rev).await?;
+            tracing::debug!(%host, %cidr, "claimed block");
+            return Ok(Claim::Ours);
+        }
+        Err(IpamError::TooManyRetries {
+            what: format!("claiming block {cidr} for {host}"),
+            attempts: MAX_RETRIES,
+        })
+    }
+
+    /// Phase 2: creates the block for `host`. `Some(true)` if it is ours (created now, or
+    /// existing with our affinity), `Some(false)` if another owner has it, `None` if it
+    /// vanished while we looked (start the claim again).
+    ///
+    /// An existing block of ours is re-written (same content, new revision): that defeats a
+    /// release that saw it empty before we pended the affinity and is about to delete it at
+    /// the old revision.
+    async fn create_or_adopt_block(
+        &self,
+        host: &str,
+        cidr: IpNet,
+    ) -> Result<Option<bool>, IpamError> {
+        let now = format_time_seconds(self.clock.now());
+        let block = AllocationBlock::new(cidr, Some(host_affinity(host)), Some(now));
+        match self.create_json(&keys::block_key(&cidr), &block).await? {
+            Ok(_) => return Ok(Some(true)),
+            Err(StoreError::AlreadyExists { .. }) => {}
             Err(e) => return Err(e.into()),
         }
-        self.confirm_affinity(host, &cidr, aff_rev).await?;
-        tracing::debug!(%host, %cidr, "claimed block");
-        Ok(Claim::Ours)
+        let Some(existing) = self.get_block(&cidr).await? else {
+            return Ok(None);
+        };
+        if existing.value.host_affinity() != Some(host) {
+            return Ok(Some(false));
+        }
+        match self.put_block(&existing.value, existing.rev).await? {
+            Ok(_) => Ok(Some(true)),
+            // Written by someone else meanwhile, which also defeats a stale release: look
+            // again at who owns it.
+            Err(StoreError::Conflict { .. }) => Ok(self
+                .get_block(&cidr)
+                .await?
+                .map(|b| b.value.host_affinity() == Some(host))),
+            Err(StoreError::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Phase 1: puts `host`'s affinity for `cidr` in state pending and returns its revision;
@@ -233,3 +269,7 @@ impl Ipam {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "affinity_tests.rs"]
+mod tests;

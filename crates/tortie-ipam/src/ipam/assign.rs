@@ -25,7 +25,7 @@ use crate::block::OrdinalError;
 use crate::clock::{age, parse_time};
 use crate::config::IpamConfig;
 use crate::error::IpamError;
-use crate::family::IpFamily;
+use crate::family::{IpFamily, ip_to_u128};
 use crate::keys;
 use crate::model::AffinityState;
 use crate::pool::{CandidateWalk, Pool, Reservations, automatic_pools, explicit_pools};
@@ -190,16 +190,17 @@ impl Ipam {
         let mut need = want;
         let affinities = self.list_host_affinities(ctx.host, ctx.family).await?;
         let mut owned = affinities.len();
-        let mut mine: Vec<(usize, IpNet, AffinityState)> = affinities
+        // Confirmed affinities in the selected pools, by pool order then CIDR.
+        let mut mine: Vec<(usize, IpNet)> = affinities
             .iter()
             .filter(|(_, a)| a.value.state == AffinityState::Confirmed)
-            .filter_map(|(cidr, a)| {
+            .filter_map(|(cidr, _)| {
                 let idx = ctx.pools.iter().position(|p| p.has_block(cidr))?;
-                Some((idx, *cidr, a.value.state))
+                Some((idx, *cidr))
             })
             .collect();
         mine.sort();
-        for (_, cidr, _) in mine {
+        for (_, cidr) in mine {
             if need == 0 {
                 break;
             }
@@ -306,6 +307,7 @@ impl Ipam {
     /// empty for [`EMPTY_BLOCK_MIN_RECLAIM_AGE`].
     async fn claim_new_block(&self, ctx: &FamilyCtx<'_>) -> Result<Option<IpNet>, IpamError> {
         let blocks = self.list_blocks(ctx.family).await?;
+        let taken = Occupied::of(blocks.keys());
         for pool in &ctx.pools {
             let mut walk = CandidateWalk::new(pool, ctx.host);
             while let Some(cidr) = walk.next() {
@@ -313,7 +315,7 @@ impl Ipam {
                     walk.skip_past(r);
                     continue;
                 }
-                if blocks.contains_key(&cidr) {
+                if taken.overlaps(&cidr) {
                     continue;
                 }
                 if self.claim_block(ctx.host, cidr).await? == Claim::Ours {
@@ -441,6 +443,28 @@ impl Ipam {
             what: format!("assigning {}", req.ip),
             attempts: MAX_RETRIES,
         })
+    }
+}
+
+/// The address ranges of existing blocks, to skip candidates that collide with a block of
+/// another size (left over from a pool re-created with a different blockSize).
+struct Occupied(BTreeMap<u128, u128>);
+
+impl Occupied {
+    fn of<'a>(blocks: impl Iterator<Item = &'a IpNet>) -> Self {
+        Occupied(
+            blocks
+                .map(|b| (ip_to_u128(b.network()), ip_to_u128(b.broadcast())))
+                .collect(),
+        )
+    }
+
+    fn overlaps(&self, cidr: &IpNet) -> bool {
+        let (start, end) = (ip_to_u128(cidr.network()), ip_to_u128(cidr.broadcast()));
+        self.0
+            .range(..=end)
+            .next_back()
+            .is_some_and(|(_, last)| *last >= start)
     }
 }
 

@@ -1,0 +1,99 @@
+//! The health and metrics endpoint: `/liveness`, `/readiness`, `/metrics`.
+//!
+//! The main loop owns the state; it publishes snapshots through `watch` channels that the
+//! handlers only read:
+//! - `/liveness`: 200 while the main loop has ticked within [`LIVENESS_TIMEOUT`], else 503
+//!   (also 503 once the loop is gone);
+//! - `/readiness`: 200 `ready`, or 503 with the reason as plain text;
+//! - `/metrics`: Prometheus/OpenMetrics text.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::metrics::Metrics;
+
+/// How stale the main loop's heartbeat may get before `/liveness` fails.
+pub const LIVENESS_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What the handlers read.
+#[derive(Debug, Clone)]
+pub struct HealthView {
+    /// `Ok` or the not-ready reason.
+    pub readiness: watch::Receiver<Result<(), String>>,
+    /// The main loop's last tick.
+    pub heartbeat: watch::Receiver<Instant>,
+    pub metrics: Arc<Metrics>,
+}
+
+fn text(status: StatusCode, body: String) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        body,
+    )
+        .into_response()
+}
+
+async fn liveness(State(view): State<HealthView>) -> Response {
+    if view.heartbeat.has_changed().is_err() {
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "main loop stopped\n".into(),
+        );
+    }
+    let age = view.heartbeat.borrow().elapsed();
+    if age > LIVENESS_TIMEOUT {
+        let body = format!("main loop stalled for {}s\n", age.as_secs());
+        return text(StatusCode::SERVICE_UNAVAILABLE, body);
+    }
+    text(StatusCode::OK, "live\n".into())
+}
+
+async fn readiness(State(view): State<HealthView>) -> Response {
+    let status = view.readiness.borrow().clone();
+    match status {
+        Ok(()) => text(StatusCode::OK, "ready\n".into()),
+        Err(reason) => text(StatusCode::SERVICE_UNAVAILABLE, format!("{reason}\n")),
+    }
+}
+
+async fn metrics(State(view): State<HealthView>) -> Response {
+    (
+        StatusCode::OK,
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        view.metrics.encode(),
+    )
+        .into_response()
+}
+
+/// The router over `view`.
+pub fn router(view: HealthView) -> Router {
+    Router::new()
+        .route("/liveness", get(liveness))
+        .route("/readiness", get(readiness))
+        .route("/metrics", get(metrics))
+        .with_state(view)
+}
+
+/// Serves until `shutdown` completes.
+pub async fn serve(
+    listener: TcpListener,
+    view: HealthView,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(view))
+        .with_graceful_shutdown(shutdown)
+        .await
+}

@@ -1,0 +1,448 @@
+//! The agent's one long-lived task: it owns the model, the routes manager, the readiness
+//! state and the label-sync bookkeeping, and drives them from the syncer, timers and the
+//! label writer's results.
+//!
+//! Order of work: register the Node (retrying), start the syncer, then loop. Updates are
+//! absorbed in batches (no I/O), routes recomputed, and one apply is scheduled shortly after
+//! (coalescing bursts). Nothing touches the kernel before the first `InSync`. A failed apply
+//! is retried with backoff; every `resync_interval` the kernel is re-read and sysctls
+//! re-asserted. Shutdown leaves every route in place.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, watch};
+use tokio::time::{MissedTickBehavior, sleep_until};
+use tortie_store::{Revision, Store, SyncStatus, SyncUpdate, Syncer};
+
+use crate::calc;
+use crate::dataplane::{NodeDataplane, error_chain};
+use crate::label_writer::{self, WriteOutcome, WriteResult};
+use crate::labels::{LabelWrite, label_writes};
+use crate::metrics::{FamilyLabel, Metrics, OpLabel, ResultLabel};
+use crate::model::{Model, PodId};
+use crate::node::{NodeRegistration, register};
+use crate::readiness::{Readiness, ReadinessEvent};
+use crate::route_manager::{ApplyOutcome, RouteManager};
+
+/// The syncer's prefix: resources and IPAM.
+pub const SYNC_PREFIX: &str = "/calico/";
+/// Delay between the first update of a burst and the apply it triggers.
+pub const APPLY_COALESCE: Duration = Duration::from_millis(10);
+/// Most syncer updates absorbed before recomputing.
+pub const MAX_BATCH: usize = 1024;
+/// Period of the liveness heartbeat.
+pub const HEARTBEAT_PERIOD: Duration = Duration::from_secs(5);
+/// Retry backoff bounds (registration, failed applies, failed label writes).
+pub const MIN_BACKOFF: Duration = Duration::from_millis(500);
+pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// How long a registration attempt may take.
+pub const REGISTER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Inputs and outputs the loop is wired to.
+#[derive(Debug)]
+pub struct Wiring {
+    pub store: Arc<dyn Store>,
+    pub dataplane: Box<dyn NodeDataplane>,
+    pub registration: NodeRegistration,
+    pub resync_interval: Duration,
+    pub metrics: Arc<Metrics>,
+    pub readiness_tx: watch::Sender<Result<(), String>>,
+    pub heartbeat_tx: watch::Sender<Instant>,
+    pub shutdown: watch::Receiver<bool>,
+}
+
+/// Exponential backoff.
+#[derive(Debug)]
+struct Backoff {
+    next: Duration,
+}
+
+impl Backoff {
+    fn new() -> Self {
+        Self { next: MIN_BACKOFF }
+    }
+    fn next_delay(&mut self) -> Duration {
+        let d = self.next;
+        self.next = (self.next * 2).min(MAX_BACKOFF);
+        d
+    }
+    fn reset(&mut self) {
+        self.next = MIN_BACKOFF;
+    }
+}
+
+/// Aborts its task when dropped, so no task outlives the loop that spawned it.
+struct TaskGuard(tokio::task::JoinHandle<()>);
+
+impl Drop for TaskGuard {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The loop's state.
+struct MainLoop {
+    w: Wiring,
+    model: Model,
+    routes: RouteManager,
+    readiness: Readiness,
+    in_sync: bool,
+    apply_at: Option<tokio::time::Instant>,
+    apply_backoff: Backoff,
+    sysctls_due: bool,
+    /// WEP key → revision a label write is (or was) in flight for.
+    in_flight: BTreeMap<String, Revision>,
+    label_tx: mpsc::Sender<LabelWrite>,
+    label_retry: BTreeSet<PodId>,
+    label_retry_at: Option<tokio::time::Instant>,
+    unresolved: usize,
+    /// A re-registration in progress (the own Node record vanished).
+    reregister: Option<TaskGuard>,
+}
+
+/// Runs the loop until shutdown.
+pub async fn run(w: Wiring) -> anyhow::Result<()> {
+    let (label_tx, label_rx, label_task) = label_writer::spawn(w.store.clone());
+    let _label_task = TaskGuard(label_task);
+    let node = w.registration.name.clone();
+    let mut lp = MainLoop {
+        w,
+        model: Model::new(node),
+        routes: RouteManager::new(),
+        readiness: Readiness::new(),
+        in_sync: false,
+        apply_at: None,
+        apply_backoff: Backoff::new(),
+        sysctls_due: true,
+        in_flight: BTreeMap::new(),
+        label_tx,
+        label_retry: BTreeSet::new(),
+        label_retry_at: None,
+        unresolved: 0,
+        reregister: None,
+    };
+    lp.publish();
+    lp.run(label_rx).await
+}
+
+impl MainLoop {
+    async fn run(&mut self, mut label_rx: mpsc::Receiver<WriteResult>) -> anyhow::Result<()> {
+        if !self.register_until_done().await {
+            return Ok(());
+        }
+        let (_syncer, mut sync_rx) = Syncer::new(self.w.store.clone(), SYNC_PREFIX).start();
+        let period = self.w.resync_interval;
+        let mut resync = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        resync.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut heartbeat = tokio::time::interval(HEARTBEAT_PERIOD);
+        let mut shutdown = self.w.shutdown.clone();
+        loop {
+            let apply_at = self.apply_at;
+            let label_at = self.label_retry_at;
+            tokio::select! {
+                // Timers before the update stream, so a flood of updates cannot starve them.
+                biased;
+                _ = shutdown.changed() => break,
+                _ = heartbeat.tick() => {
+                    self.w.heartbeat_tx.send_replace(Instant::now());
+                }
+                () = sleep_until_opt(apply_at) => self.apply().await,
+                _ = resync.tick() => self.on_resync(),
+                () = sleep_until_opt(label_at) => self.retry_labels(),
+                Some(result) = label_rx.recv() => self.on_label_result(result),
+                update = sync_rx.recv() => match update {
+                    Some(u) => self.on_sync_batch(u, &mut sync_rx),
+                    None => anyhow::bail!("the datastore syncer stopped"),
+                },
+            }
+        }
+        tracing::info!("agent stopping; routes stay in place");
+        Ok(())
+    }
+
+    /// Registers the Node, retrying with backoff. `false` if shut down first.
+    async fn register_until_done(&mut self) -> bool {
+        let mut backoff = Backoff::new();
+        let mut shutdown = self.w.shutdown.clone();
+        loop {
+            let attempt = register(self.w.store.as_ref(), &self.w.registration);
+            let outcome = match tokio::time::timeout(REGISTER_TIMEOUT, attempt).await {
+                Ok(Ok(wrote)) => {
+                    tracing::info!(node = %self.w.registration.name, wrote, "node registered");
+                    self.event(ReadinessEvent::Registered);
+                    return true;
+                }
+                Ok(Err(e)) => error_chain(&e),
+                Err(_) => format!("no answer within {}s", REGISTER_TIMEOUT.as_secs()),
+            };
+            tracing::warn!(error = %outcome, "registering node failed; retrying");
+            self.event(ReadinessEvent::RegistrationFailed(outcome));
+            self.w.heartbeat_tx.send_replace(Instant::now());
+            tokio::select! {
+                _ = shutdown.changed() => return false,
+                () = tokio::time::sleep(backoff.next_delay()) => {}
+            }
+        }
+    }
+
+    fn event(&mut self, e: ReadinessEvent) {
+        self.readiness.on_event(e);
+        self.publish();
+    }
+
+    fn publish(&self) {
+        let status = self.readiness.status();
+        self.w.metrics.ready.set(i64::from(status.is_ok()));
+        self.w.readiness_tx.send_if_modified(|cur| {
+            let changed = *cur != status;
+            if changed {
+                *cur = status.clone();
+            }
+            changed
+        });
+    }
+
+    /// Absorbs `first` and whatever else is already queued, then recomputes once.
+    fn on_sync_batch(&mut self, first: SyncUpdate, rx: &mut mpsc::Receiver<SyncUpdate>) {
+        let mut routes_changed = false;
+        let mut pods = BTreeSet::new();
+        let mut reached_sync = false;
+        let mut next = Some(first);
+        let mut n = 0;
+        while let Some(u) = next {
+            n += 1;
+            match &u {
+                SyncUpdate::InSync => reached_sync = true,
+                SyncUpdate::Status(SyncStatus::Unreachable { reason }) => {
+                    self.event(ReadinessEvent::DatastoreUnreachable(reason.clone()));
+                }
+                SyncUpdate::Status(SyncStatus::Reachable) => {
+                    self.event(ReadinessEvent::DatastoreReachable);
+                }
+                SyncUpdate::Set(_) | SyncUpdate::Deleted { .. } => {
+                    self.w.metrics.datastore_updates.inc();
+                    let changed = self.model.apply(&u);
+                    routes_changed |= changed.routes;
+                    pods.extend(changed.pod);
+                    if changed.own_node && !self.model.own_node_present() && self.in_sync {
+                        tracing::warn!("own Node record was deleted; registering again");
+                        self.sysctls_due = true;
+                        self.in_sync_reregister();
+                    }
+                }
+            }
+            next = if n < MAX_BATCH {
+                rx.try_recv().ok()
+            } else {
+                None
+            };
+        }
+        if routes_changed || reached_sync {
+            self.recalc_routes();
+        }
+        if reached_sync {
+            self.on_in_sync();
+        } else if self.in_sync {
+            for pod in pods {
+                self.sync_labels(&pod);
+            }
+        }
+    }
+
+    /// Re-registration after the record vanished: retried on the next resync if it fails.
+    fn in_sync_reregister(&mut self) {
+        if self.reregister.as_ref().is_some_and(|t| !t.0.is_finished()) {
+            return;
+        }
+        let store = self.w.store.clone();
+        let reg = self.w.registration.clone();
+        let task = tokio::spawn(async move {
+            let attempt = register(store.as_ref(), &reg);
+            match tokio::time::timeout(REGISTER_TIMEOUT, attempt).await {
+                Ok(Ok(_)) => tracing::info!(node = %reg.name, "node registered again"),
+                Ok(Err(e)) => tracing::warn!(error = %error_chain(&e), "re-registering failed"),
+                Err(_) => tracing::warn!("re-registering timed out"),
+            }
+        });
+        self.reregister = Some(TaskGuard(task));
+    }
+
+    fn on_in_sync(&mut self) {
+        tracing::info!("datastore in sync; programming routes");
+        self.in_sync = true;
+        self.w.metrics.in_sync.set(1);
+        self.routes.on_in_sync();
+        self.event(ReadinessEvent::InSync);
+        self.schedule_apply(Duration::ZERO);
+        let pods: Vec<PodId> = self.model.pods().cloned().collect();
+        for pod in pods {
+            self.sync_labels(&pod);
+        }
+    }
+
+    fn recalc_routes(&mut self) {
+        let out = calc::desired_routes(self.model.routing(), self.model.node_name());
+        if out.unresolved.len() != self.unresolved {
+            for u in &out.unresolved {
+                tracing::debug!(dst = %u.dst, node = %u.node, "no next hop for route");
+            }
+            self.unresolved = out.unresolved.len();
+            self.w
+                .metrics
+                .routes_unresolved
+                .set(i64::try_from(self.unresolved).unwrap_or(i64::MAX));
+        }
+        self.routes.on_update(out.routes);
+        if self.routes.needs_apply() {
+            self.schedule_apply(APPLY_COALESCE);
+        }
+    }
+
+    fn schedule_apply(&mut self, delay: Duration) {
+        let at = tokio::time::Instant::now() + delay;
+        self.apply_at = Some(self.apply_at.map_or(at, |cur| cur.min(at)));
+    }
+
+    fn on_resync(&mut self) {
+        if !self.in_sync {
+            return;
+        }
+        self.routes.request_resync();
+        self.sysctls_due = true;
+        self.schedule_apply(Duration::ZERO);
+        if !self.model.own_node_present() {
+            self.in_sync_reregister();
+        }
+        let model = &self.model;
+        self.in_flight
+            .retain(|key, rev| model.wep_revision(key) == Some(*rev));
+        let pods: Vec<PodId> = self.model.pods().cloned().collect();
+        for pod in pods {
+            self.sync_labels(&pod);
+        }
+    }
+
+    async fn apply(&mut self) {
+        self.apply_at = None;
+        if !self.in_sync {
+            return;
+        }
+        if self.sysctls_due {
+            if let Err(e) = self.w.dataplane.assert_sysctls().await {
+                self.apply_failed(e.chain());
+                return;
+            }
+            self.sysctls_due = false;
+        }
+        if !self.routes.needs_apply() {
+            return;
+        }
+        let start = Instant::now();
+        let result = self.routes.apply(self.w.dataplane.as_mut()).await;
+        let elapsed = start.elapsed();
+        match result {
+            Ok(ApplyOutcome::NotInSync) => {}
+            Ok(ApplyOutcome::Applied(report)) => {
+                self.w.metrics.apply_duration.observe(elapsed.as_secs_f64());
+                self.count_ops(&report.done);
+                let v6 = i64::try_from(report.programmed_v6).unwrap_or(i64::MAX);
+                let all = i64::try_from(report.programmed).unwrap_or(i64::MAX);
+                let m = &self.w.metrics.routes_programmed;
+                m.get_or_create(&FamilyLabel { family: "ipv4" })
+                    .set(all - v6);
+                m.get_or_create(&FamilyLabel { family: "ipv6" }).set(v6);
+                if !report.done.is_empty() {
+                    tracing::info!(changes = report.done.len(), ?elapsed, "routes reconciled");
+                }
+                self.apply_backoff.reset();
+                self.event(ReadinessEvent::ApplySucceeded);
+            }
+            Err(e) => {
+                self.w.metrics.apply_duration.observe(elapsed.as_secs_f64());
+                self.count_ops(&e.report.done);
+                for f in &e.failures {
+                    tracing::warn!(error = %f.chain(), "route change failed");
+                }
+                self.apply_failed(e.to_string());
+            }
+        }
+    }
+
+    fn count_ops(&self, ops: &[crate::route::RouteOp]) {
+        for op in ops {
+            tracing::debug!(%op, "route change");
+            self.w
+                .metrics
+                .route_changes
+                .get_or_create(&OpLabel { op: op.kind() })
+                .inc();
+        }
+    }
+
+    fn apply_failed(&mut self, reason: String) {
+        self.w.metrics.apply_errors.inc();
+        let delay = self.apply_backoff.next_delay();
+        tracing::warn!(%reason, retry_in = ?delay, "route programming failed");
+        self.event(ReadinessEvent::ApplyFailed(reason));
+        self.schedule_apply(delay);
+    }
+
+    /// Sends the label writes `pod` needs, if the writer has room; else retries soon.
+    fn sync_labels(&mut self, pod: &PodId) {
+        for write in label_writes(&self.model, pod, &self.in_flight) {
+            let (key, rev) = (write.key.clone(), write.expected);
+            match self.label_tx.try_send(write) {
+                Ok(()) => {
+                    self.in_flight.insert(key, rev);
+                }
+                Err(_) => self.retry_labels_later(pod.clone()),
+            }
+        }
+    }
+
+    fn retry_labels_later(&mut self, pod: PodId) {
+        self.label_retry.insert(pod);
+        if self.label_retry_at.is_none() {
+            self.label_retry_at = Some(tokio::time::Instant::now() + MIN_BACKOFF);
+        }
+    }
+
+    fn retry_labels(&mut self) {
+        self.label_retry_at = None;
+        for pod in std::mem::take(&mut self.label_retry) {
+            self.sync_labels(&pod);
+        }
+    }
+
+    fn on_label_result(&mut self, r: WriteResult) {
+        self.w
+            .metrics
+            .label_updates
+            .get_or_create(&ResultLabel {
+                result: r.outcome.label(),
+            })
+            .inc();
+        match r.outcome {
+            // Keep the in-flight mark until the syncer brings the newer revision.
+            WriteOutcome::Ok => tracing::debug!(key = %r.key, "endpoint labels updated"),
+            WriteOutcome::Conflict => tracing::debug!(key = %r.key, "endpoint changed meanwhile"),
+            WriteOutcome::Failed(e) => {
+                tracing::warn!(key = %r.key, error = %e, "updating endpoint labels failed");
+                if self.in_flight.get(&r.key) == Some(&r.expected) {
+                    self.in_flight.remove(&r.key);
+                }
+                self.retry_labels_later(r.pod);
+            }
+        }
+    }
+}
+
+/// Sleeps until `at`, or forever when `None`.
+async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}

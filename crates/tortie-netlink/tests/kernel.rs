@@ -1,0 +1,205 @@
+//! Against the kernel, inside namespaces this test creates (root only; under `CI=true` a
+//! missing root is a failure, not a skip). Nothing is configured in the root namespace.
+
+use std::process::Command;
+
+use tortie_netlink::addr::{add_address, list_addresses};
+use tortie_netlink::link::{
+    LinkChange, VethPair, create_veth, delete_link, format_mac, link_by_name, list_links, set_link,
+};
+use tortie_netlink::route::{
+    Route, RouteFilter, RouteKind, add_route, delete_route, list_routes, replace_route,
+};
+use tortie_netlink::sysctl::{read_sysctl, write_sysctls};
+use tortie_netlink::{NetNs, WORKLOAD_ROUTE_PROTOCOL, netlink_handle_in};
+
+fn is_root() -> bool {
+    let root = std::fs::read_to_string("/proc/self/status")
+        .map(|s| {
+            s.lines()
+                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"))
+        })
+        .unwrap_or(false);
+    if !root {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI=true: this test needs root to create network namespaces"
+        );
+        eprintln!("skipping: creating network namespaces needs root");
+    }
+    root
+}
+
+/// Deletes the namespaces it created, by name, even on panic.
+struct Namespaces(Vec<String>);
+
+impl Namespaces {
+    fn add(&mut self, name: &str) -> NetNs {
+        let st = Command::new("ip")
+            .args(["netns", "add", name])
+            .status()
+            .expect("run ip");
+        assert!(st.success(), "ip netns add {name}");
+        self.0.push(name.to_string());
+        NetNs::named(name).expect("open netns")
+    }
+}
+
+impl Drop for Namespaces {
+    fn drop(&mut self) {
+        for n in &self.0 {
+            let _ = Command::new("ip").args(["netns", "del", n]).status();
+        }
+    }
+}
+
+#[tokio::test]
+async fn veth_addresses_routes_and_sysctls() {
+    if !is_root() {
+        return;
+    }
+    let pid = std::process::id();
+    let mut guard = Namespaces(Vec::new());
+    let host = guard.add(&format!("tn{pid}-host"));
+    let pod = guard.add(&format!("tn{pid}-pod"));
+    let hh = netlink_handle_in(&host).expect("host handle");
+    let ph = netlink_handle_in(&pod).expect("pod handle");
+
+    let pair = VethPair {
+        name: "calitest0".to_string(),
+        peer_name: "eth0".to_string(),
+        peer_netns: &pod,
+        mtu: Some(1440),
+        mac: Some([0xee; 6]),
+        peer_mac: None,
+    };
+    create_veth(&hh, &pair).await.expect("create veth");
+    let e = create_veth(&hh, &pair).await.expect_err("second create");
+    assert!(e.is_exists(), "{e:?}");
+
+    let h = link_by_name(&hh, "calitest0")
+        .await
+        .expect("get")
+        .expect("host end exists");
+    assert_eq!(
+        h.mac.map(|m| format_mac(&m)).as_deref(),
+        Some("ee:ee:ee:ee:ee:ee")
+    );
+    assert_eq!(h.mtu, 1440);
+    assert_eq!(h.kind.as_deref(), Some("veth"));
+    assert!(link_by_name(&hh, "eth0").await.expect("get").is_none());
+    let p = link_by_name(&ph, "eth0")
+        .await
+        .expect("get")
+        .expect("peer in the pod namespace");
+    assert_eq!(p.mtu, 1440);
+    assert!(
+        list_links(&ph)
+            .await
+            .expect("list")
+            .iter()
+            .any(|l| l.name == "lo")
+    );
+
+    set_link(
+        &hh,
+        h.index,
+        &LinkChange {
+            up: Some(true),
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("up");
+    set_link(
+        &ph,
+        p.index,
+        &LinkChange {
+            up: Some(true),
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("up");
+
+    let ip: ipnet::IpNet = "10.244.9.5/32".parse().expect("net");
+    add_address(&ph, p.index, ip, false).await.expect("addr");
+    add_address(&ph, p.index, ip, false)
+        .await
+        .expect("addr again is fine");
+    let v6: ipnet::IpNet = "fd00:10:244::5/128".parse().expect("net");
+    write_sysctls(
+        &pod,
+        &[("net/ipv6/conf/eth0/accept_dad".into(), "0".into())],
+    )
+    .expect("dad");
+    add_address(&ph, p.index, v6, true).await.expect("v6 addr");
+    let addrs = list_addresses(&ph, p.index).await.expect("list");
+    assert!(addrs.contains(&ip) && addrs.contains(&v6), "{addrs:?}");
+
+    let gw = Route::via_onlink(
+        "0.0.0.0/0".parse().expect("net"),
+        "169.254.1.1".parse().expect("ip"),
+        p.index,
+    );
+    add_route(&ph, &gw).await.expect("default route");
+    let host_route = Route::device(ip, h.index).with_protocol(WORKLOAD_ROUTE_PROTOCOL);
+    add_route(&hh, &host_route).await.expect("host route");
+    assert!(
+        add_route(&hh, &host_route)
+            .await
+            .expect_err("dup")
+            .is_exists()
+    );
+    replace_route(&hh, &host_route).await.expect("replace");
+    let bh = Route::blackhole("10.244.9.0/26".parse().expect("net")).with_protocol(81);
+    add_route(&hh, &bh).await.expect("blackhole");
+
+    let ours = list_routes(&hh, &RouteFilter::protocol(WORKLOAD_ROUTE_PROTOCOL))
+        .await
+        .expect("list");
+    assert_eq!(ours, vec![host_route.clone()]);
+    let all = list_routes(&hh, &RouteFilter::default())
+        .await
+        .expect("list");
+    assert!(
+        all.iter().any(|r| r.kind == RouteKind::Blackhole),
+        "{all:?}"
+    );
+    let pod_routes = list_routes(
+        &ph,
+        &RouteFilter {
+            ipv6: Some(false),
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("list");
+    assert!(pod_routes.contains(&gw), "{pod_routes:?}");
+
+    write_sysctls(
+        &host,
+        &[("net/ipv4/conf/calitest0/proxy_arp".into(), "1".into())],
+    )
+    .expect("sysctl");
+    assert_eq!(
+        read_sysctl(&host, "net/ipv4/conf/calitest0/proxy_arp").expect("read"),
+        "1"
+    );
+
+    assert!(delete_route(&hh, &bh).await.expect("del"));
+    assert!(!delete_route(&hh, &bh).await.expect("del again"));
+    assert!(delete_link(&hh, "calitest0").await.expect("del link"));
+    assert!(!delete_link(&hh, "calitest0").await.expect("del again"));
+    assert!(
+        link_by_name(&ph, "eth0").await.expect("get").is_none(),
+        "peer went too"
+    );
+    assert!(
+        list_routes(&hh, &RouteFilter::protocol(WORKLOAD_ROUTE_PROTOCOL))
+            .await
+            .expect("list")
+            .is_empty(),
+        "the device route went with the device"
+    );
+}
