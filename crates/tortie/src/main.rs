@@ -50,6 +50,8 @@ enum Command {
     Validate(resources::ValidateArgs),
     /// Run the node agent: register the node, program routes, keep endpoints in sync.
     Agent(tortie_agent::AgentArgs),
+    /// Virtual clusters on this machine: nodes, pods and hosts as network namespaces.
+    Lab(tortie_lab::LabArgs),
     /// IP address management: show usage, check and repair, release addresses.
     Ipam(ipam_cmd::IpamArgs),
     /// Work with Calico selector expressions.
@@ -84,7 +86,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // The agent runs long and does blocking work (netlink, SQLite): give it worker threads.
     let mut builder = match cli.command {
-        Command::Agent(_) => tokio::runtime::Builder::new_multi_thread(),
+        Command::Agent(_) | Command::Lab(_) => tokio::runtime::Builder::new_multi_thread(),
         _ => tokio::runtime::Builder::new_current_thread(),
     };
     let rt = match builder.enable_all().build() {
@@ -122,6 +124,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Label(a) => resources::label(ds, a).await,
         Command::Validate(a) => resources::validate(a),
         Command::Ipam(a) => ipam_cmd::run(ds, a).await,
+        Command::Lab(a) => tortie_lab::run(a, ds).await,
         Command::Agent(a) => {
             init_tracing();
             tortie_agent::run(a.into_config(ds)?).await?;
