@@ -200,17 +200,25 @@ impl Ipam {
             })
             .collect();
         mine.sort();
+        // Try the block that last had room first; the rest keep pool/CIDR order.
+        let hint = self.hint(ctx.host);
+        mine.sort_by_key(|(_, cidr)| Some(*cidr) != hint);
         for (_, cidr) in mine {
             if need == 0 {
                 break;
             }
-            need -= self.fill_affine(ctx, cidr, need, granted).await?;
+            let got = self.fill_affine(ctx, cidr, need, granted).await?;
+            if got > 0 {
+                self.set_hint(ctx.host, cidr);
+            }
+            need -= got;
         }
         while need > 0 && ctx.config.auto_allocate_blocks && owned < ctx.cap as usize {
             let Some(cidr) = self.claim_new_block(ctx).await? else {
                 break;
             };
             owned += 1;
+            self.set_hint(ctx.host, cidr);
             let got = self.allocate_in_block(ctx, cidr, need, Use::Affine, granted);
             need -= got.await?.unwrap_or(0);
         }
@@ -306,22 +314,31 @@ impl Ipam {
     /// candidate along each pool's walk; failing that, another host's block that has been
     /// empty for [`EMPTY_BLOCK_MIN_RECLAIM_AGE`].
     async fn claim_new_block(&self, ctx: &FamilyCtx<'_>) -> Result<Option<IpNet>, IpamError> {
+        // Fast path: the block keys alone tell which CIDRs are held, so finding a free one
+        // does not read (or decode) every block in the datastore.
+        let listed = self
+            .store
+            .list_keys(&keys::block_prefix(ctx.family))
+            .await?;
+        let held: Vec<IpNet> = listed
+            .keys
+            .iter()
+            .filter_map(|(k, _)| keys::parse_block_key(k))
+            .collect();
+        if let Some(cidr) = self
+            .claim_first_free(ctx, &Occupied::of(held.iter()))
+            .await?
+        {
+            return Ok(Some(cidr));
+        }
+        // Slow path (the pools are nearly full): read the blocks, so tombstoned blocks count
+        // as free and long-empty blocks of other hosts can be reclaimed.
         let blocks = self.list_blocks(ctx.family).await?;
-        let taken = Occupied::of(blocks.keys());
-        for pool in &ctx.pools {
-            let mut walk = CandidateWalk::new(pool, ctx.host);
-            while let Some(cidr) = walk.next() {
-                if let Some(r) = ctx.reservations.covering(&cidr) {
-                    walk.skip_past(r);
-                    continue;
-                }
-                if taken.overlaps(&cidr) {
-                    continue;
-                }
-                if self.claim_block(ctx.host, cidr).await? == Claim::Ours {
-                    return Ok(Some(cidr));
-                }
-            }
+        if let Some(cidr) = self
+            .claim_first_free(ctx, &Occupied::of(blocks.keys()))
+            .await?
+        {
+            return Ok(Some(cidr));
         }
         let now = self.clock.now();
         for pool in &ctx.pools {
@@ -342,6 +359,31 @@ impl Ipam {
                 {
                     tracing::info!(host = ctx.host, cidr = %b.value.cidr, "reclaimed empty block");
                     return Ok(Some(b.value.cidr));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Claims the first candidate along each pool's walk that overlaps no held block and is
+    /// not wholly reserved.
+    async fn claim_first_free(
+        &self,
+        ctx: &FamilyCtx<'_>,
+        taken: &Occupied,
+    ) -> Result<Option<IpNet>, IpamError> {
+        for pool in &ctx.pools {
+            let mut walk = CandidateWalk::new(pool, ctx.host);
+            while let Some(cidr) = walk.next() {
+                if let Some(r) = ctx.reservations.covering(&cidr) {
+                    walk.skip_past(r);
+                    continue;
+                }
+                if taken.overlaps(&cidr) {
+                    continue;
+                }
+                if self.claim_block(ctx.host, cidr).await? == Claim::Ours {
+                    return Ok(Some(cidr));
                 }
             }
         }

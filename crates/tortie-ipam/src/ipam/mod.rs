@@ -44,6 +44,10 @@ pub const MAX_RETRIES: usize = 100;
 pub struct Ipam {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
+    /// Per host: the affine block that last had room, tried first next time. Only a hint for
+    /// ordering (a long-lived caller such as the agent or a benchmark skips reading full
+    /// blocks); correctness never depends on it.
+    hints: Arc<std::sync::Mutex<std::collections::BTreeMap<String, ipnet::IpNet>>>,
 }
 
 impl Ipam {
@@ -52,12 +56,23 @@ impl Ipam {
         Self {
             store,
             clock: Arc::new(SystemClock),
+            hints: Arc::default(),
         }
     }
 
     /// Replaces the clock (grace periods, claim times).
     pub fn with_clock(self, clock: Arc<dyn Clock>) -> Self {
         Self { clock, ..self }
+    }
+
+    pub(crate) fn hint(&self, host: &str) -> Option<ipnet::IpNet> {
+        self.hints.lock().ok().and_then(|h| h.get(host).copied())
+    }
+
+    pub(crate) fn set_hint(&self, host: &str, block: ipnet::IpNet) {
+        if let Ok(mut h) = self.hints.lock() {
+            h.insert(host.to_string(), block);
+        }
     }
 
     /// The store this IPAM works on.
