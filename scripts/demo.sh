@@ -1,39 +1,52 @@
 #!/usr/bin/env bash
-# A single-node walk-through on the embedded datastore: apply Calico manifests unchanged,
-# read them back calicoctl-style, label, evaluate selectors, and watch bad input bounce off
-# without changing anything. Uses a private store under a temp dir; touches no network.
+# The demo: a 3-node virtual cluster on this machine (nodes and pods are network namespaces,
+# the datastore is the embedded SQLite file), pods on every node, the connectivity matrix and
+# the nodes' routes. It leaves the lab up so you can explore; it prints how to tear it down.
+# Needs root (network namespaces). Touches no address outside the namespaces it creates.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/install-deps.sh >/dev/null 2>&1 || scripts/install-deps.sh
-cargo build --quiet --bin tortie
-TORTIE="$PWD/target/debug/tortie"
-WORK="$(mktemp -d)"
-trap 'rm -rf "$WORK"' EXIT
-export TORTIE_DATASTORE="file:$WORK/store.db"
+cargo build --quiet --bins
+export PATH="$PWD/target/debug:$PATH"
+export TORTIE_LAB=demo
 
 step() { printf '\n\033[1m$ %s\033[0m\n' "$*"; }
-run() { step "tortie $*"; "$TORTIE" "$@"; }
-fails() { step "tortie $* (expected to fail)"; if "$TORTIE" "$@"; then echo "unexpected success" >&2; exit 1; else echo "(exit code $?)"; fi; }
+run() { step "tortie $*"; tortie "$@"; }
 
-echo "datastore: $TORTIE_DATASTORE"
+tortie lab down >/dev/null 2>&1 || true   # a previous demo, if any
+run lab up --nodes 3 --datastore embedded
+eval "$(tortie lab env)"
+
+# Calico manifests are accepted unchanged. (Policy is stored and validated; enforcement in
+# the dataplane is not built yet, so every pod can still reach every other.)
 run apply -f examples/demo/
 run get ippools -o wide
 run get tiers
-run get globalnetworkpolicies -o wide
-run get networkpolicy -A
-run get networkpolicy.networking.k8s.io -n shop -o yaml
-run label globalnetworkset threat-feed source=feed-a
-run get globalnetworksets -l 'source == "feed-a" && threat-feed in {"bad"}' -o wide
-run selector check 'app == "api" && !has(canary)' --labels app=api,tier=backend
-run selector check 'env not in {"prod"}' --labels '{"team":"web"}' -o json
-fails selector check 'app == "api" &&& tier'
-fails apply -f examples/invalid/bad-pool.yaml
-run get ippools
-step "stale write: replace with an old resourceVersion"
-"$TORTIE" get ippool default-ipv4-ippool -o yaml > "$WORK/pool.yaml"
-"$TORTIE" label ippool default-ipv4-ippool edited=yes
-fails replace -f "$WORK/pool.yaml"
-fails --datastore etcd://127.0.0.1:1 get ippools
-echo
-echo "demo complete"
+
+for spec in "shop/web-1 n1" "shop/web-2 n2" "shop/api-1 n3" "shop/api-2 n1"; do
+  set -- $spec
+  run lab pod add "$1" --node "$2" --labels "app=${1#shop/}" --serve 80/tcp,81/tcp,80/udp
+done
+run get workloadendpoints -A
+run lab matrix
+for n in n1 n2 n3; do
+  step "tortie lab exec $n -- ip route"
+  tortie lab exec "$n" -- ip route
+done
+run ipam show --show-blocks
+run selector check 'app == "web-1" && !has(canary)' --labels app=web-1
+
+cat <<MSG
+
+The lab "demo" is still up. Try:
+  export PATH="$PWD/target/debug:\$PATH" TORTIE_LAB=demo
+  eval "\$(tortie lab env)"                 # plain tortie commands now use the lab's datastore
+  tortie lab status
+  tortie lab probe shop/web-1 shop/api-1 --port 80 --protocol tcp
+  tortie lab exec shop/web-1 -- ip addr
+  tortie label pod shop/web-1 tier=frontend --overwrite
+  tortie get wep -A -o yaml
+Tear it down with:
+  tortie lab down
+MSG

@@ -8,4 +8,6 @@ scripts/install-deps.sh
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# Integration tests run the CLI, CNI and agent binaries: build them all first.
+cargo build --workspace --bins --locked
 cargo test --workspace --locked -- --test-threads=2

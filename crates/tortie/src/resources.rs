@@ -580,6 +580,14 @@ pub async fn label(ds: Option<&str>, args: LabelArgs) -> anyhow::Result<ExitCode
     let kind = resolve_kind(&args.kind)?;
     let changes = parse_label_changes(&args.labels)?;
     let store = open_store(ds).await?;
+    // `NS/NAME` names a namespaced resource directly (as `tortie lab` prints pods).
+    let mut args = args;
+    if kind.namespaced()
+        && let Some((ns, name)) = args.name.clone().split_once('/')
+    {
+        args.namespace = ns.to_string();
+        args.name = name.to_string();
+    }
     let ns = kind.namespaced().then_some(args.namespace.as_str());
     let key = kind.key(ns, &args.name);
     for _ in 0..MAX_ATTEMPTS {
