@@ -103,11 +103,8 @@ fn boxed(header: &[&str], rows: &[Vec<String>]) -> String {
 }
 
 fn pct(part: u128, total: u128) -> String {
-    if total == 0 {
-        format!("{part} (0%)")
-    } else {
-        format!("{part} ({}%)", part * 100 / total)
-    }
+    let percent = (part * 100).checked_div(total).unwrap_or(0);
+    format!("{part} ({percent}%)")
 }
 
 async fn show(ipam: &Ipam, a: ShowArgs) -> anyhow::Result<ExitCode> {
