@@ -429,3 +429,54 @@ fn unknown_kind_is_named() {
 fn env_path() -> &'static str {
     env!("CARGO_BIN_EXE_tortie")
 }
+
+#[tokio::test]
+async fn ipam_show_check_and_release() {
+    let env = Env::file();
+    env.ok(&["apply", "-f", &env.write("pools.yaml", POOLS)]);
+    let url = tortie_store::DatastoreUrl::parse(&env.datastore).expect("url");
+    let store = tortie_store::connect(&url).await.expect("open");
+    let ipam = tortie_ipam::Ipam::new(store);
+    let req = tortie_ipam::AutoAssignRequest {
+        num_v4: 3,
+        handle: "k8s-pod-network.c1".into(),
+        hostname: "node-1".into(),
+        ..Default::default()
+    };
+    let got = ipam.auto_assign(&req).await.expect("allocate");
+    let ip = got.ipv4[0].addr().to_string();
+    let env = std::sync::Arc::new(env);
+    let e = env.clone();
+    let ip2 = ip.clone();
+    tokio::task::spawn_blocking(move || {
+        let show = e.ok(&["ipam", "show", "--show-blocks"]);
+        assert!(
+            show.contains("GROUPING") && show.contains("IP Pool") && show.contains("Block"),
+            "{show}"
+        );
+        assert!(show.contains("3 (0%)"), "{show}");
+        let one = e.ok(&["ipam", "show", "--ip", &ip2]);
+        assert!(
+            one.contains("is in use") && one.contains("k8s-pod-network.c1"),
+            "{one}"
+        );
+        let cfg = e.ok(&["ipam", "show", "--show-configuration"]);
+        assert!(
+            cfg.contains("MaxBlocksPerHost") && cfg.contains("20"),
+            "{cfg}"
+        );
+        let check = e.ok(&["ipam", "check"]);
+        assert!(check.contains("found 0 problems"), "{check}");
+        // Releasing by address also updates the handle, so the records stay consistent.
+        let rel = e.ok(&["ipam", "release", "--ip", &ip2]);
+        assert!(rel.contains("Successfully released"), "{rel}");
+        assert!(
+            e.ok(&["ipam", "show", "--ip", &ip2])
+                .contains("is not assigned")
+        );
+    })
+    .await
+    .expect("cli");
+    let report = ipam.check().await.expect("check");
+    assert!(report.is_clean(), "{report}");
+}
