@@ -152,10 +152,10 @@ fn attributes(inv: &Invocation) -> BTreeMap<String, String> {
     a.insert("node".to_string(), inv.node.clone());
     a.insert("timestamp".to_string(), now_rfc3339());
     a.insert("containerID".to_string(), inv.env.container_id.clone());
-    if let Some(ns) = inv.env.pod_namespace() {
+    // Like Calico: a pod is recorded only when the runtime names both its namespace and name
+    // (podman passes K8S_POD_NAME alone for plain containers).
+    if let (Some(ns), Some(p)) = (inv.env.pod_namespace(), inv.env.pod_name()) {
         a.insert("namespace".to_string(), ns.to_string());
-    }
-    if let Some(p) = inv.env.pod_name() {
         a.insert("pod".to_string(), p.to_string());
     }
     a
