@@ -148,7 +148,8 @@ pub async fn execute(bin: &Path, inv: &Invocation) -> anyhow::Result<Value> {
         .spawn()
         .with_context(|| format!("cannot run {}", bin.display()))?;
     if let Some(mut stdin) = child.stdin.take() {
-        stdin.write_all(inv.stdin.to_string().as_bytes()).await?;
+        // The plugin may answer (and exit) before reading stdin; its output is what counts.
+        let _ = stdin.write_all(inv.stdin.to_string().as_bytes()).await;
     }
     let what = format!("{PLUGIN} {}", inv.command.as_str());
     let out = tokio::time::timeout(CNI_TIMEOUT, child.wait_with_output())

@@ -192,12 +192,12 @@ pub fn run_raw(env: &BTreeMap<String, String>, stdin: &str) -> (bool, Value, Str
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn tortie-cni");
-    child
+    // The plugin may exit before reading stdin (EPIPE); its output is the answer.
+    let _ = child
         .stdin
         .take()
         .expect("stdin")
-        .write_all(stdin.as_bytes())
-        .expect("write stdin");
+        .write_all(stdin.as_bytes());
     let out = child.wait_with_output().expect("wait tortie-cni");
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();
     let v = if out.stdout.iter().all(u8::is_ascii_whitespace) {

@@ -48,12 +48,13 @@ pub fn spawn(env: &BTreeMap<String, String>, stdin: &str) -> Child {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn tortie-ipam");
-    child
+    // The plugin may reject its environment and exit before reading stdin (EPIPE here);
+    // that is its answer, not a test failure.
+    let _ = child
         .stdin
         .take()
         .expect("stdin")
-        .write_all(stdin.as_bytes())
-        .expect("write stdin");
+        .write_all(stdin.as_bytes());
     child
 }
 
