@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -184,33 +184,7 @@ impl Call {
 /// Runs `tortie-cni` with `env` (and nothing else) and `stdin`; returns success, stdout JSON
 /// (Null when empty) and stderr.
 pub fn run_raw(env: &BTreeMap<String, String>, stdin: &str) -> (bool, Value, String) {
-    let mut child = Command::new(CNI_BIN)
-        .env_clear()
-        .envs(env)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn tortie-cni");
-    // The plugin may exit before reading stdin (EPIPE); its output is the answer.
-    let _ = child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(stdin.as_bytes());
-    let out = child.wait_with_output().expect("wait tortie-cni");
-    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-    let v = if out.stdout.iter().all(u8::is_ascii_whitespace) {
-        Value::Null
-    } else {
-        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-            panic!(
-                "stdout is not JSON ({e}): {}\nstderr: {stderr}",
-                String::from_utf8_lossy(&out.stdout)
-            )
-        })
-    };
-    (out.status.success(), v, stderr)
+    crate::support::run_plugin(CNI_BIN, env, stdin)
 }
 
 /// A Calico-style network config (only `type` differs from Calico's).

@@ -38,16 +38,16 @@ pub fn cni_env(command: &str, container_id: &str) -> BTreeMap<String, String> {
     .collect()
 }
 
-/// Starts the plugin with `env` and `stdin` without waiting.
-pub fn spawn(env: &BTreeMap<String, String>, stdin: &str) -> Child {
-    let mut child = Command::new(IPAM_BIN)
+/// Starts plugin `bin` with exactly `env` and `stdin`, without waiting.
+pub fn spawn_plugin(bin: &str, env: &BTreeMap<String, String>, stdin: &str) -> Child {
+    let mut child = Command::new(bin)
         .env_clear()
         .envs(env)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("spawn tortie-ipam");
+        .unwrap_or_else(|e| panic!("spawn {bin}: {e}"));
     // The plugin may reject its environment and exit before reading stdin (EPIPE here);
     // that is its answer, not a test failure.
     let _ = child
@@ -58,28 +58,41 @@ pub fn spawn(env: &BTreeMap<String, String>, stdin: &str) -> Child {
     child
 }
 
-/// Runs the plugin to completion.
+/// Runs plugin `bin` to completion: success, stdout JSON (Null when empty) and stderr.
+pub fn run_plugin(bin: &str, env: &BTreeMap<String, String>, stdin: &str) -> (bool, Value, String) {
+    let out = spawn_plugin(bin, env, stdin)
+        .wait_with_output()
+        .expect("wait for the plugin");
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    let v = if out.stdout.iter().all(u8::is_ascii_whitespace) {
+        Value::Null
+    } else {
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "stdout is not JSON ({e}): {}\nstderr: {stderr}",
+                String::from_utf8_lossy(&out.stdout)
+            )
+        })
+    };
+    (out.status.success(), v, stderr)
+}
+
+/// Starts `tortie-ipam` with `env` and `stdin` without waiting.
+pub fn spawn(env: &BTreeMap<String, String>, stdin: &str) -> Child {
+    spawn_plugin(IPAM_BIN, env, stdin)
+}
+
+/// Runs `tortie-ipam` to completion.
 pub fn invoke(env: &BTreeMap<String, String>, conf: &Value) -> Output {
     spawn(env, &conf.to_string())
         .wait_with_output()
         .expect("wait tortie-ipam")
 }
 
-/// Runs one command and returns the parsed stdout JSON (Null when empty) and success.
+/// Runs one `tortie-ipam` command: success and the parsed stdout JSON (Null when empty).
 pub fn cmd(command: &str, cid: &str, conf: &Value) -> (bool, Value) {
-    let out = invoke(&cni_env(command, cid), conf);
-    let v = if out.stdout.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-            panic!(
-                "stdout is not JSON ({e}): {}\nstderr: {}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            )
-        })
-    };
-    (out.status.success(), v)
+    let (ok, v, _) = run_plugin(IPAM_BIN, &cni_env(command, cid), &conf.to_string());
+    (ok, v)
 }
 
 /// The addresses in an ADD result.
