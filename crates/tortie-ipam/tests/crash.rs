@@ -17,18 +17,22 @@ use serde_json::json;
 use support::*;
 use tortie_ipam::model::AllocationBlock;
 use tortie_ipam::{IpFamily, Ipam, IpamError, keys};
+use tortie_store::hooked::{HookedStore, StoreHook, StoreOp};
 use tortie_store::memory::MemoryStore;
-use tortie_store::{KeyValue, ListResult, Revision, Store, StoreError, WatchStream};
+use tortie_store::{Store, StoreError};
 
 /// Accepts `budget` more writes, then fails every write (negative budget: unlimited).
 #[derive(Debug)]
-struct CrashingStore {
-    inner: MemoryStore,
+struct Crash {
     budget: AtomicI64,
 }
 
-impl CrashingStore {
-    fn write_allowed(&self) -> Result<(), StoreError> {
+#[async_trait]
+impl StoreHook for Crash {
+    async fn before(&self, op: StoreOp) -> Result<(), StoreError> {
+        if !op.is_write() {
+            return Ok(());
+        }
         let left = self.budget.load(Ordering::SeqCst);
         if left < 0 {
             return Ok(());
@@ -44,44 +48,7 @@ impl CrashingStore {
     }
 }
 
-#[async_trait]
-impl Store for CrashingStore {
-    fn describe(&self) -> String {
-        "crashing".into()
-    }
-    async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
-        self.inner.get(key).await
-    }
-    async fn list(&self, prefix: &str) -> Result<ListResult, StoreError> {
-        self.inner.list(prefix).await
-    }
-    async fn create(&self, key: &str, value: &[u8]) -> Result<Revision, StoreError> {
-        self.write_allowed()?;
-        self.inner.create(key, value).await
-    }
-    async fn update(
-        &self,
-        key: &str,
-        value: &[u8],
-        expected: Option<Revision>,
-    ) -> Result<Revision, StoreError> {
-        self.write_allowed()?;
-        self.inner.update(key, value, expected).await
-    }
-    async fn delete(&self, key: &str, expected: Option<Revision>) -> Result<Revision, StoreError> {
-        self.write_allowed()?;
-        self.inner.delete(key, expected).await
-    }
-    async fn watch(&self, prefix: &str, from: Revision) -> Result<WatchStream, StoreError> {
-        self.inner.watch(prefix, from).await
-    }
-    async fn revision(&self) -> Result<Revision, StoreError> {
-        self.inner.revision().await
-    }
-    async fn compact(&self, revision: Revision) -> Result<(), StoreError> {
-        self.inner.compact(revision).await
-    }
-}
+type CrashingStore = HookedStore<Crash>;
 
 #[derive(Debug, Clone)]
 enum Op {
@@ -213,10 +180,12 @@ fn run_case(ops: &[(Op, Option<i64>)]) {
         .build()
         .unwrap();
     rt.block_on(async {
-        let store = Arc::new(CrashingStore {
-            inner: MemoryStore::new(),
-            budget: AtomicI64::new(-1),
-        });
+        let store = Arc::new(CrashingStore::new(
+            Arc::new(MemoryStore::new()),
+            Crash {
+                budget: AtomicI64::new(-1),
+            },
+        ));
         pool(&*store, "pool", "10.50.0.0/27", 29, json!({})).await;
         let ipam = Ipam::new(store.clone());
         let mut h = Harness {

@@ -17,6 +17,7 @@
 
 pub mod datastore;
 pub mod etcd;
+pub mod hooked;
 pub mod memory;
 pub mod sqlite;
 pub mod syncer;

@@ -12,8 +12,8 @@ use async_trait::async_trait;
 use serde_json::{Value, json};
 use tortie_api::Kind;
 use tortie_ipam::{AutoAssignRequest, FakeClock, Ipam};
-use tortie_store::memory::MemoryStore;
-use tortie_store::{KeyValue, ListResult, Revision, Store, StoreError, WatchStream};
+use tortie_store::hooked::{HookedStore, StoreHook, StoreOp};
+use tortie_store::{Store, StoreError};
 
 pub async fn put(store: &dyn Store, key: &str, value: Value) {
     let bytes = serde_json::to_vec(&value).unwrap();
@@ -137,10 +137,9 @@ pub fn pod_req(handle: &str, host: &str, ns: &str, pod: &str) -> AutoAssignReque
     r
 }
 
-/// Counts calls to the wrapped store.
+/// Counts calls to the wrapped store (the hook of [`CountingStore`]).
 #[derive(Debug, Default)]
-pub struct CountingStore {
-    pub inner: MemoryStore,
+pub struct Counts {
     pub gets: AtomicUsize,
     pub lists: AtomicUsize,
     /// Items returned by all lists.
@@ -148,7 +147,7 @@ pub struct CountingStore {
     pub writes: AtomicUsize,
 }
 
-impl CountingStore {
+impl Counts {
     pub fn reset(&self) {
         for c in [&self.gets, &self.lists, &self.listed, &self.writes] {
             c.store(0, Ordering::SeqCst);
@@ -167,92 +166,40 @@ impl CountingStore {
 }
 
 #[async_trait]
-impl Store for CountingStore {
-    fn describe(&self) -> String {
-        "counting".into()
+impl StoreHook for Counts {
+    async fn before(&self, op: StoreOp) -> Result<(), StoreError> {
+        let counter = match op {
+            StoreOp::Get => &self.gets,
+            StoreOp::List => &self.lists,
+            op if op.is_write() => &self.writes,
+            _ => return Ok(()),
+        };
+        counter.fetch_add(1, Ordering::SeqCst);
+        Ok(())
     }
-    async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
-        self.gets.fetch_add(1, Ordering::SeqCst);
-        self.inner.get(key).await
-    }
-    async fn list(&self, prefix: &str) -> Result<ListResult, StoreError> {
-        self.lists.fetch_add(1, Ordering::SeqCst);
-        let r = self.inner.list(prefix).await?;
-        self.listed.fetch_add(r.items.len(), Ordering::SeqCst);
-        Ok(r)
-    }
-    async fn create(&self, key: &str, value: &[u8]) -> Result<Revision, StoreError> {
-        self.writes.fetch_add(1, Ordering::SeqCst);
-        self.inner.create(key, value).await
-    }
-    async fn update(
-        &self,
-        key: &str,
-        value: &[u8],
-        expected: Option<Revision>,
-    ) -> Result<Revision, StoreError> {
-        self.writes.fetch_add(1, Ordering::SeqCst);
-        self.inner.update(key, value, expected).await
-    }
-    async fn delete(&self, key: &str, expected: Option<Revision>) -> Result<Revision, StoreError> {
-        self.writes.fetch_add(1, Ordering::SeqCst);
-        self.inner.delete(key, expected).await
-    }
-    async fn watch(&self, prefix: &str, from: Revision) -> Result<WatchStream, StoreError> {
-        self.inner.watch(prefix, from).await
-    }
-    async fn revision(&self) -> Result<Revision, StoreError> {
-        self.inner.revision().await
-    }
-    async fn compact(&self, revision: Revision) -> Result<(), StoreError> {
-        self.inner.compact(revision).await
+
+    fn listed(&self, items: usize) {
+        self.listed.fetch_add(items, Ordering::SeqCst);
     }
 }
 
-/// Yields to the scheduler before every call, so tasks on one thread interleave between
-/// each read and write (and CAS races really happen).
+/// An in-memory store that counts calls.
+pub type CountingStore = HookedStore<Counts>;
+
+/// Yields to the scheduler before every read and write, so tasks on one thread interleave
+/// between each read and write (and CAS races really happen).
 #[derive(Debug, Default)]
-pub struct YieldingStore {
-    pub inner: MemoryStore,
-}
+pub struct Yield;
 
 #[async_trait]
-impl Store for YieldingStore {
-    fn describe(&self) -> String {
-        "yielding".into()
-    }
-    async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
-        tokio::task::yield_now().await;
-        self.inner.get(key).await
-    }
-    async fn list(&self, prefix: &str) -> Result<ListResult, StoreError> {
-        tokio::task::yield_now().await;
-        self.inner.list(prefix).await
-    }
-    async fn create(&self, key: &str, value: &[u8]) -> Result<Revision, StoreError> {
-        tokio::task::yield_now().await;
-        self.inner.create(key, value).await
-    }
-    async fn update(
-        &self,
-        key: &str,
-        value: &[u8],
-        expected: Option<Revision>,
-    ) -> Result<Revision, StoreError> {
-        tokio::task::yield_now().await;
-        self.inner.update(key, value, expected).await
-    }
-    async fn delete(&self, key: &str, expected: Option<Revision>) -> Result<Revision, StoreError> {
-        tokio::task::yield_now().await;
-        self.inner.delete(key, expected).await
-    }
-    async fn watch(&self, prefix: &str, from: Revision) -> Result<WatchStream, StoreError> {
-        self.inner.watch(prefix, from).await
-    }
-    async fn revision(&self) -> Result<Revision, StoreError> {
-        self.inner.revision().await
-    }
-    async fn compact(&self, revision: Revision) -> Result<(), StoreError> {
-        self.inner.compact(revision).await
+impl StoreHook for Yield {
+    async fn before(&self, op: StoreOp) -> Result<(), StoreError> {
+        if matches!(op, StoreOp::Get | StoreOp::List) || op.is_write() {
+            tokio::task::yield_now().await;
+        }
+        Ok(())
     }
 }
+
+/// An in-memory store that yields before every read and write.
+pub type YieldingStore = HookedStore<Yield>;
