@@ -71,7 +71,7 @@ async fn agent_end_to_end_with_fake_dataplane() {
     }
     let ops_before = fake.state().ops.len();
 
-    let (gated, gate) = GatedStore::new(store.clone());
+    let (gated, gate) = gated(store.clone());
     let agent = Agent::start(config(), gated, Box::new(fake.clone()))
         .await
         .unwrap();

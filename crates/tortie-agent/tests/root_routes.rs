@@ -189,7 +189,7 @@ async fn routes_follow_the_datastore_in_a_real_namespace() {
     let (n2_v4, n2_v6, n2_pod_ip) = assign(&ipam, "n2").await;
 
     // Start with the datastore listing held back.
-    let (gated, gate) = GatedStore::new(store.clone());
+    let (gated, gate) = gated(store.clone());
     let agent = Agent::start(config(&n1, &file), gated, agent_dataplane(&n1))
         .await
         .unwrap();

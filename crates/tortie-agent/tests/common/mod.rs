@@ -18,7 +18,8 @@ use tokio::sync::watch;
 use tortie_api::Kind;
 use tortie_ipam::keys;
 use tortie_ipam::model::{AffinityState, AllocationBlock, BlockAffinity, host_affinity};
-use tortie_store::{KeyValue, ListResult, Revision, Store, StoreError, WatchStream};
+use tortie_store::hooked::{HookedStore, StoreHook, StoreOp};
+use tortie_store::{Revision, Store, StoreError};
 
 // ---------------------------------------------------------------------------------------
 // Records
@@ -127,57 +128,28 @@ pub async fn labels_at(store: &dyn Store, key: &str) -> Value {
 // ---------------------------------------------------------------------------------------
 // A store whose `list` waits for a gate
 
-/// Wraps a store; `list` blocks until the gate opens, so the syncer cannot reach `InSync`.
+/// Blocks every `list` until the gate opens, so the syncer cannot reach `InSync`.
 #[derive(Debug)]
-pub struct GatedStore {
-    inner: Arc<dyn Store>,
-    gate: watch::Receiver<bool>,
-}
-
-impl GatedStore {
-    /// A closed gate over `inner`, and the sender that opens it (`send(true)`).
-    pub fn new(inner: Arc<dyn Store>) -> (Arc<GatedStore>, watch::Sender<bool>) {
-        let (tx, rx) = watch::channel(false);
-        (Arc::new(GatedStore { inner, gate: rx }), tx)
-    }
-}
+pub struct Gate(watch::Receiver<bool>);
 
 #[async_trait]
-impl Store for GatedStore {
-    fn describe(&self) -> String {
-        format!("gated {}", self.inner.describe())
+impl StoreHook for Gate {
+    async fn before(&self, op: StoreOp) -> Result<(), StoreError> {
+        if op == StoreOp::List {
+            let mut gate = self.0.clone();
+            let _ = gate.wait_for(|open| *open).await;
+        }
+        Ok(())
     }
-    async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
-        self.inner.get(key).await
-    }
-    async fn list(&self, prefix: &str) -> Result<ListResult, StoreError> {
-        let mut gate = self.gate.clone();
-        let _ = gate.wait_for(|open| *open).await;
-        self.inner.list(prefix).await
-    }
-    async fn create(&self, key: &str, value: &[u8]) -> Result<Revision, StoreError> {
-        self.inner.create(key, value).await
-    }
-    async fn update(
-        &self,
-        key: &str,
-        value: &[u8],
-        expected: Option<Revision>,
-    ) -> Result<Revision, StoreError> {
-        self.inner.update(key, value, expected).await
-    }
-    async fn delete(&self, key: &str, expected: Option<Revision>) -> Result<Revision, StoreError> {
-        self.inner.delete(key, expected).await
-    }
-    async fn watch(&self, prefix: &str, from: Revision) -> Result<WatchStream, StoreError> {
-        self.inner.watch(prefix, from).await
-    }
-    async fn revision(&self) -> Result<Revision, StoreError> {
-        self.inner.revision().await
-    }
-    async fn compact(&self, revision: Revision) -> Result<(), StoreError> {
-        self.inner.compact(revision).await
-    }
+}
+
+/// A store whose listings wait for a gate.
+pub type GatedStore = HookedStore<Gate>;
+
+/// A closed gate over `inner`, and the sender that opens it (`send(true)`).
+pub fn gated(inner: Arc<dyn Store>) -> (Arc<GatedStore>, watch::Sender<bool>) {
+    let (tx, rx) = watch::channel(false);
+    (Arc::new(HookedStore::new(inner, Gate(rx))), tx)
 }
 
 // ---------------------------------------------------------------------------------------
