@@ -244,7 +244,9 @@ mod tests {
 
     #[test]
     fn every_kind_has_as_many_cells_as_header_columns() {
-        for d in tortie_api::decode("t", FIXTURES, "default") {
+        let decoded = tortie_api::decode("t", FIXTURES, "default");
+        assert_eq!(decoded.len(), 9);
+        for d in decoded {
             let (_, r) = d.expect("valid");
             for wide in [false, true] {
                 assert_eq!(

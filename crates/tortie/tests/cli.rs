@@ -5,7 +5,6 @@
 mod etcd_server;
 
 use std::io::Write;
-use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -423,11 +422,6 @@ fn unknown_kind_is_named() {
     let env = Env::file();
     let err = env.fail(&["get", "ipoolz"], 1);
     assert!(err.contains("ipoolz"), "{err}");
-    assert!(Path::new(env_path()).exists());
-}
-
-fn env_path() -> &'static str {
-    env!("CARGO_BIN_EXE_tortie")
 }
 
 #[tokio::test]

@@ -163,6 +163,15 @@ fn scenario(name: &str, datastore: &str) {
     let m: Value =
         serde_json::from_str(&lab.ok(&["lab", "matrix", "-o", "json"])).expect("matrix json");
     assert_eq!(m.as_object().map(|o| o.len()), Some(2), "{m}");
+    for (port, rows) in m.as_object().expect("matrix object") {
+        let rows = rows.as_object().expect("rows");
+        assert_eq!(rows.len(), pods.len(), "{port}: one row per pod");
+        assert!(
+            rows.values()
+                .all(|c| c.as_object().map(|c| c.len()) == Some(pods.len())),
+            "{port}: every pod pair probed: {m}"
+        );
+    }
     let denied = all_allowed(&m);
     assert!(denied.is_empty(), "denied: {denied:?}");
 

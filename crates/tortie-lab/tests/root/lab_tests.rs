@@ -255,6 +255,7 @@ pub fn agents_start_and_failures_roll_back() {
     let name = g.name().to_string();
     ok(&format!("lab up --name {name} --nodes 2"));
     let state = g.state();
+    assert_eq!(state.nodes.len(), 2, "two nodes recorded");
     for node in &state.nodes {
         let agent = node.agent.clone().expect("agent recorded");
         assert!(
@@ -289,6 +290,7 @@ pub fn agents_start_and_failures_roll_back() {
         .iter()
         .filter_map(|n| Some(n.agent.as_ref()?.process.pid))
         .collect();
+    assert_eq!(pids.len(), 2, "one agent per node");
     let report = tortie_lab::down(&g.0);
     assert!(report.is_clean(), "{report}");
     for pid in pids {

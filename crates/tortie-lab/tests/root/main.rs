@@ -68,7 +68,7 @@ fn main() -> ExitCode {
             pods_with_a_stand_in_cni_plugin,
         ),
     ];
-    let filters: Vec<&String> = args[1..].iter().filter(|a| !a.starts_with('-')).collect();
+    let filters = name_filters(&args[1..]);
     if args.iter().any(|a| a == "--list") {
         for (name, _) in tests {
             println!("{name}: test");
@@ -94,6 +94,10 @@ fn main() -> ExitCode {
                 failed.push(*name);
             }
         }
+    }
+    if ran == 0 && std::env::var("CI").as_deref() == Ok("true") {
+        println!("no root test matched the filters {filters:?}; CI=true forbids running none");
+        return ExitCode::FAILURE;
     }
     println!(
         "\ntest result: {}. {} passed; {} failed",
@@ -140,4 +144,29 @@ fn run_cli(args: &[String]) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The test-name filters among libtest-style arguments: words that are not flags and not
+/// the value of a flag that takes one (`--test-threads 2`, `--skip x`, `--format pretty`).
+fn name_filters(args: &[String]) -> Vec<&String> {
+    const TAKES_VALUE: [&str; 6] = [
+        "--test-threads",
+        "--skip",
+        "--format",
+        "--color",
+        "--logfile",
+        "-Z",
+    ];
+    let mut out = Vec::new();
+    let mut skip_next = false;
+    for a in args {
+        if skip_next {
+            skip_next = false;
+        } else if TAKES_VALUE.contains(&a.as_str()) {
+            skip_next = true;
+        } else if !a.starts_with('-') {
+            out.push(a);
+        }
+    }
+    out
 }

@@ -132,6 +132,7 @@ async fn run_processes(url: &str) {
         let child = tokio::process::Command::new(&exe)
             .args([
                 "--exact",
+                "--ignored",
                 "concurrent_writers_child",
                 "--nocapture",
                 "--test-threads=1",
