@@ -26,6 +26,13 @@ fn config() -> AgentConfig {
     c
 }
 
+/// `config()` with the periodic resync pushed far beyond any wait in these tests.
+fn config_without_resync() -> AgentConfig {
+    let mut c = config();
+    c.resync_interval = Duration::from_secs(3600);
+    c
+}
+
 async fn cluster(store: &dyn Store) {
     node(store, "n2", "198.18.0.12/24", "fd00:198:18::12/64").await;
     affinity(store, "n1", "10.244.1.0/26", Confirmed).await;
@@ -128,9 +135,9 @@ async fn agent_end_to_end_with_fake_dataplane() {
         }
     })
     .await;
-    let took = changed_at.elapsed();
-    eprintln!("label sync took {took:?}");
-    assert!(took < Duration::from_secs(1), "label sync took {took:?}");
+    // Latency is reported, not asserted (timing belongs in benchmarks); the SQLite test
+    // below shows the update is event-driven rather than waiting for a resync.
+    eprintln!("label sync took {:?}", changed_at.elapsed());
     assert_eq!(
         labels,
         json!({"app": "api", "ver": "2",
@@ -257,7 +264,7 @@ async fn registration_keeps_labels_and_survives_deletion() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn label_sync_over_the_sqlite_store_within_a_second() {
+async fn label_sync_over_the_sqlite_store_is_event_driven() {
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn Store> = Arc::new(
         tortie_store::sqlite::SqliteStore::open(dir.path().join("store.db"))
@@ -269,9 +276,13 @@ async fn label_sync_over_the_sqlite_store_within_a_second() {
     // Another node's pod and endpoint are not this agent's business.
     pod(store.as_ref(), "x", "c", "n2", json!({"app": "new"})).await;
     let other = wep(store.as_ref(), "x", "c", "n2", json!({"app": "old"})).await;
-    let agent = Agent::start(config(), store.clone(), Box::new(FakeDataplane::new()))
-        .await
-        .unwrap();
+    let agent = Agent::start(
+        config_without_resync(),
+        store.clone(),
+        Box::new(FakeDataplane::new()),
+    )
+    .await
+    .unwrap();
     readiness_body(&agent, "ready").await;
     let changed_at = Instant::now();
     pod(store.as_ref(), "x", "b", "n1", json!({"app": "db"})).await;
@@ -282,9 +293,8 @@ async fn label_sync_over_the_sqlite_store_within_a_second() {
         async move { (labels_at(st.as_ref(), &k).await["app"] == "db").then_some(()) }
     })
     .await;
-    let took = changed_at.elapsed();
-    eprintln!("label sync over SQLite took {took:?}");
-    assert!(took < Duration::from_secs(1), "label sync took {took:?}");
+    // No periodic resync can happen within WAIT, so the update came from the watch.
+    eprintln!("label sync over SQLite took {:?}", changed_at.elapsed());
     assert_eq!(labels_at(store.as_ref(), &other).await["app"], "old");
     agent.shutdown().await.unwrap();
 }

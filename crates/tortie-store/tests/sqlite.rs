@@ -50,8 +50,9 @@ async fn second_handle_sees_writes_through_its_watch() {
         latencies[latencies.len() / 2],
         latencies[latencies.len() - 1],
     );
+    // Reported, not asserted: `benches/store.rs` measures this latency; here every event
+    // must simply arrive (next_event's bound) and in order.
     eprintln!("cross-handle watch latency: median {median:?}, max {max:?}");
-    assert!(max < Duration::from_secs(2), "watch latency {max:?}");
     // Both handles agree on data and revision.
     assert_eq!(
         reader.get("/lat/k").await.unwrap(),
