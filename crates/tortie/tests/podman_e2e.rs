@@ -397,9 +397,10 @@ volume_path = "{d}/root/volumes"
             serde_json::from_str(&self.ok(&["inspect", name])).expect("inspect json");
         let c = &inspect[0];
         for key in ["/State/ConmonPid", "/State/Pid"] {
-            if let Some(pid) = c.pointer(key).and_then(Value::as_u64).filter(|p| *p > 0) {
-                self.pids.push(pid);
-            }
+            let pid = c.pointer(key).and_then(Value::as_u64).filter(|p| *p > 0);
+            // Recorded so cleanup can check them; a missing one would make that check vacuous.
+            self.pids
+                .push(pid.unwrap_or_else(|| panic!("{name}: inspect has no {key}: {c}")));
         }
         assert_eq!(c["Id"], id.as_str(), "{c}");
         assert_eq!(c["State"]["Status"], "running", "{c}");
@@ -422,6 +423,10 @@ volume_path = "{d}/root/volumes"
             .as_str()
             .expect("SandboxKey")
             .to_string();
+        assert!(
+            !sandbox.is_empty() && std::path::Path::new(&sandbox).exists(),
+            "{name}: no network namespace at SandboxKey {sandbox:?}"
+        );
         Container {
             name: name.to_string(),
             id,
