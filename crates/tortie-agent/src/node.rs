@@ -74,14 +74,6 @@ pub fn apply_registration(spec: &mut NodeSpec, reg: &NodeRegistration) -> bool {
     *spec != before
 }
 
-fn to_bytes(res: &Resource) -> Vec<u8> {
-    let mut v = res.to_value();
-    if let Some(m) = v.get_mut("metadata").and_then(|m| m.as_object_mut()) {
-        m.remove("resourceVersion");
-    }
-    serde_json::to_vec(&v).unwrap_or_default()
-}
-
 /// Creates or updates the Node record. Returns whether a write happened.
 pub async fn register(store: &dyn Store, reg: &NodeRegistration) -> Result<bool, RegisterError> {
     let key = Kind::Node.key(None, &reg.name);
@@ -95,7 +87,10 @@ pub async fn register(store: &dyn Store, reg: &NodeRegistration) -> Result<bool,
             let mut spec = NodeSpec::default();
             apply_registration(&mut spec, reg);
             let res = Resource::Node(Object::new(&reg.name, None, spec));
-            match store.create(&key, &to_bytes(&res)).await {
+            match store
+                .create(&key, &tortie_api::codec::to_stored(&res))
+                .await
+            {
                 Ok(_) => return Ok(true),
                 Err(StoreError::AlreadyExists { .. }) => continue,
                 Err(e) => return Err(store_err(e)),
@@ -117,7 +112,7 @@ pub async fn register(store: &dyn Store, reg: &NodeRegistration) -> Result<bool,
         if !apply_registration(&mut node.body.spec, reg) {
             return Ok(false);
         }
-        let bytes = to_bytes(&Resource::Node(node));
+        let bytes = tortie_api::codec::to_stored(&Resource::Node(node));
         match store.update(&key, &bytes, Some(kv.mod_revision)).await {
             Ok(_) => return Ok(true),
             Err(StoreError::Conflict { .. } | StoreError::NotFound { .. }) => continue,

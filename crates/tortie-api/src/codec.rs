@@ -341,6 +341,17 @@ pub fn encode_value(value: &Value, format: Format) -> String {
     }
 }
 
+/// What the datastore holds for a resource: its manifest as JSON, without
+/// `metadata.resourceVersion` (the store's mod revision is the resource version).
+pub fn to_stored(res: &Resource) -> Vec<u8> {
+    let mut v = res.to_value();
+    if let Some(m) = v.get_mut("metadata").and_then(Value::as_object_mut) {
+        m.remove("resourceVersion");
+    }
+    // Serialising a `Value` cannot fail.
+    serde_json::to_vec(&v).unwrap_or_default()
+}
+
 /// Rebuilds a stored resource from its JSON value, without defaulting or validation (stored
 /// objects were validated when written).
 pub fn from_stored(value: Value) -> Result<Resource, String> {

@@ -163,8 +163,7 @@ fn to_stored(res: &mut Resource) -> Vec<u8> {
     if m.creation_timestamp.is_none() {
         m.creation_timestamp = Some(now_rfc3339());
     }
-    m.resource_version = None;
-    serde_json::to_vec(&res.to_value()).unwrap_or_default()
+    tortie_api::codec::to_stored(res)
 }
 
 /// Decodes, defaults and validates one built-in manifest.

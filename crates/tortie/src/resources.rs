@@ -7,7 +7,7 @@ use std::time::SystemTime;
 
 use anyhow::{Context, anyhow, bail};
 use clap::Args;
-use tortie_api::codec::{Format, encode, from_stored};
+use tortie_api::codec::{Format, encode, from_stored, to_stored};
 use tortie_api::{Kind, Resource};
 use tortie_selector::Selector;
 use tortie_store::{DatastoreUrl, KeyValue, Store, StoreError};
@@ -124,14 +124,6 @@ pub async fn open_store(flag: Option<&str>) -> anyhow::Result<Arc<dyn Store>> {
         .with_context(|| format!("cannot open datastore {desc}"))
 }
 
-fn to_bytes(res: &Resource) -> Vec<u8> {
-    let mut v = res.to_value();
-    if let Some(m) = v.get_mut("metadata").and_then(|m| m.as_object_mut()) {
-        m.remove("resourceVersion");
-    }
-    serde_json::to_vec(&v).unwrap_or_default()
-}
-
 /// Decodes a stored key/value into a resource with its resourceVersion.
 pub fn from_kv(kv: &KeyValue) -> anyhow::Result<Resource> {
     let v: serde_json::Value = serde_json::from_slice(&kv.value)
@@ -207,7 +199,7 @@ async fn ensure_default_tier(store: &dyn Store) -> anyhow::Result<()> {
         .ok_or_else(|| anyhow!("built-in tier failed to decode"))?
         .map_err(|e| anyhow!(e))?;
     stamp_new(&mut tier);
-    match store.create(&key, &to_bytes(&tier)).await {
+    match store.create(&key, &to_stored(&tier)).await {
         Ok(_) | Err(StoreError::AlreadyExists { .. }) => Ok(()),
         Err(e) => Err(e.into()),
     }
@@ -242,7 +234,7 @@ async fn write_one(store: &dyn Store, res: &Resource, mode: Mode) -> anyhow::Res
                     bail!("resource does not exist (metadata.resourceVersion was given)");
                 }
                 stamp_new(&mut res);
-                match timed("creating", store.create(&key, &to_bytes(&res))).await {
+                match timed("creating", store.create(&key, &to_stored(&res))).await {
                     Ok(_) => return Ok(Written::Done),
                     Err(e) if mode == Mode::Apply && is_exists(&e) => continue,
                     Err(e) => return Err(e),
@@ -257,7 +249,7 @@ async fn write_one(store: &dyn Store, res: &Resource, mode: Mode) -> anyhow::Res
                 let expected = user_rev.unwrap_or(kv.mod_revision);
                 match timed(
                     "updating",
-                    store.update(&key, &to_bytes(&res), Some(expected)),
+                    store.update(&key, &to_stored(&res), Some(expected)),
                 )
                 .await
                 {
@@ -629,7 +621,7 @@ pub async fn label(ds: Option<&str>, args: LabelArgs) -> anyhow::Result<ExitCode
         })?;
         match timed(
             "updating",
-            store.update(&key, &to_bytes(&res), Some(kv.mod_revision)),
+            store.update(&key, &to_stored(&res), Some(kv.mod_revision)),
         )
         .await
         {

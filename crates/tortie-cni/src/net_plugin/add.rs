@@ -108,10 +108,8 @@ async fn steps(
         pod_info: pod_info.as_ref(),
         arg_labels: &arg_labels,
     })?;
-    let bytes = serde_json::to_vec(&endpoint.to_value()).map_err(|e| {
-        CniError::new(code::INTERNAL, "cannot encode the WorkloadEndpoint")
-            .with_details(e.to_string())
-    })?;
+    let bytes =
+        tortie_api::codec::to_stored(&tortie_api::Resource::WorkloadEndpoint(endpoint.clone()));
     let key = wep::key(&endpoint);
     store.update(&key, &bytes, None).await.map_err(|e| {
         CniError::new(
