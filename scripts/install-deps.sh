@@ -5,7 +5,7 @@ set -euo pipefail
 
 PACKAGES=(
   build-essential pkg-config ca-certificates curl git
-  protobuf-compiler          # etcd-client's build needs protoc
+  protobuf-compiler libprotobuf-dev # etcd-client builds its protos: protoc + the well-known types (google/protobuf/*.proto)
   etcd-server etcd-client    # real etcd for the datastore conformance tests
   iproute2 nftables iptables # kernel networking (namespaced tests)
   containernetworking-plugins # reference CNI plugins (host-local) for benchmark baselines

@@ -152,9 +152,7 @@ pub(super) fn open_connection(
     if !read_only {
         // WAL lets readers in other processes proceed while one process writes; NORMAL
         // sync is durable across process crashes (an OS crash may lose the last commits).
-        let mode: String = conn
-            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
-            .ctx("switching to WAL mode")?;
+        let mode = switch_to_wal(&conn, busy_timeout)?;
         if !mode.eq_ignore_ascii_case("wal") {
             return Err(StoreError::Backend(format!(
                 "database refused WAL journal mode (got {mode})"
@@ -165,6 +163,37 @@ pub(super) fn open_connection(
             .ctx("setting synchronous mode")?;
     }
     Ok(conn)
+}
+
+/// Sets WAL journal mode, waiting for other openers of a new file.
+///
+/// Switching a fresh file to WAL takes an exclusive lock, and SQLite returns `SQLITE_BUSY` for
+/// it at once instead of calling the busy handler, so several processes opening the same new
+/// file together would fail. Retry for up to the busy timeout; a file already in WAL mode
+/// answers at once.
+fn switch_to_wal(conn: &Connection, busy_timeout: Duration) -> Result<String, DbError> {
+    let deadline = std::time::Instant::now() + busy_timeout;
+    let mut pause = Duration::from_millis(1);
+    loop {
+        match conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get::<_, String>(0)) {
+            Ok(mode) => return Ok(mode),
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if matches!(
+                    e.code,
+                    rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+                ) && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(50));
+            }
+            Err(source) => {
+                return Err(DbError::Sql {
+                    context: "switching to WAL mode",
+                    source,
+                });
+            }
+        }
+    }
 }
 
 /// Creates the tables if missing and checks the schema version.
