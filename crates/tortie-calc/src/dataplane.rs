@@ -1,0 +1,439 @@
+//! The node-local dataplane model: plain data that a renderer (nftables today) turns into
+//! kernel state. Built from a [`World`] for one node by [`build`].
+//!
+//! Shape (calico-reference §6.4, §6.5):
+//! - one chain per (policy, direction) and per (profile, direction), shared by every local
+//!   endpoint that uses it;
+//! - per local workload interface, the ordered tiers of policy chains for ingress (traffic to
+//!   the pod) and egress (traffic from the pod), then its profile chains;
+//! - IP sets, one per (selector, family) and per (selector, named port, family), with their
+//!   members, referenced by the rules;
+//! - the pools, for natOutgoing.
+//!
+//! Rules keep their policy and rule identity (`comment`) so counters and logs name them.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use serde::Serialize;
+use tortie_selector::Selector;
+
+use crate::model::{
+    Action, Direction, EndpointId, EntityMatch, IcmpMatch, Policy, PortMatch, Rule, TierDefault,
+};
+use crate::world::{Labels, World};
+
+/// IPv4 or IPv6.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub enum Family {
+    V4,
+    V6,
+}
+
+impl Family {
+    pub fn of(ip: &IpAddr) -> Family {
+        if ip.is_ipv4() { Family::V4 } else { Family::V6 }
+    }
+
+    pub fn of_net(n: &IpNet) -> Family {
+        Family::of(&n.addr())
+    }
+
+    pub const BOTH: [Family; 2] = [Family::V4, Family::V6];
+}
+
+/// Members of an IP set.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum IpSetMembers {
+    /// Addresses and CIDRs (selector sets: endpoint IPs and network-set CIDRs).
+    Nets(BTreeSet<IpNet>),
+    /// (address, protocol, port) triples (named-port sets).
+    NamedPorts(BTreeSet<(IpAddr, u8, u16)>),
+}
+
+/// One IP set. Its name is `s4-…`/`s6-…` (selector) or `n4-…`/`n6-…` (named port), derived
+/// from Calico's unique IDs so that identical selectors share a set.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct IpSet {
+    pub family: Family,
+    pub members: IpSetMembers,
+}
+
+/// One side of a rendered rule. Every field is ANDed; within `nets`, `ports` and
+/// `named_port_sets` the entries are ORed (and `ports` OR `named_port_sets`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct RenderedSide {
+    pub nets: Vec<IpNet>,
+    pub not_nets: Vec<IpNet>,
+    /// Name of the IP set the address must be in.
+    pub set: Option<String>,
+    /// Name of the IP set the address must not be in.
+    pub not_set: Option<String>,
+    /// Inclusive port ranges.
+    pub ports: Vec<(u16, u16)>,
+    /// Named-port sets ((addr, proto, port) must be in one of them).
+    pub named_port_sets: Vec<String>,
+    pub not_ports: Vec<(u16, u16)>,
+    pub not_named_port_sets: Vec<String>,
+}
+
+/// A rule as the dataplane sees it, for one family.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RenderedRule {
+    pub action: Action,
+    pub family: Family,
+    pub protocol: Option<u8>,
+    pub not_protocol: Option<u8>,
+    pub icmp: Option<IcmpMatch>,
+    pub not_icmp: Option<IcmpMatch>,
+    pub src: RenderedSide,
+    pub dst: RenderedSide,
+    /// `knp/x/allow-web ingress[0]`.
+    pub comment: String,
+}
+
+/// A chain of rendered rules for one policy (or profile) and direction.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PolicyChain {
+    pub rules: Vec<RenderedRule>,
+}
+
+/// One tier as an endpoint sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TierChains {
+    pub tier: String,
+    /// Policy chain names in order.
+    pub policies: Vec<String>,
+    /// End of tier: drop unless something passed (`false` for `defaultAction: Pass`).
+    pub end_drop: bool,
+}
+
+/// What applies to one local workload interface.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct WorkloadChains {
+    pub endpoint: EndpointId,
+    /// Policy tiers for traffic to the pod.
+    pub ingress: Vec<TierChains>,
+    /// Policy tiers for traffic from the pod.
+    pub egress: Vec<TierChains>,
+    /// Profile chain names (per direction) in order; a missing profile is a deny-all chain.
+    pub ingress_profiles: Vec<String>,
+    pub egress_profiles: Vec<String>,
+}
+
+/// What happens to traffic from a pod to its own host after the pod's egress policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum EndpointToHost {
+    Drop,
+    Accept,
+    Return,
+}
+
+/// NAT for outgoing traffic.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct NatOutgoing {
+    /// Pools with `natOutgoing: true` (sources to masquerade).
+    pub masquerade_pools: BTreeSet<IpNet>,
+    /// Every pool (destinations that are not masqueraded).
+    pub all_pools: BTreeSet<IpNet>,
+}
+
+/// The whole desired dataplane of one node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DataplaneModel {
+    pub ip_sets: BTreeMap<String, IpSet>,
+    /// Policy and profile chains by name (`pi-…`/`po-…` policies, `pri-…`/`pro-…` profiles).
+    pub chains: BTreeMap<String, PolicyChain>,
+    /// Local workloads by host interface name.
+    pub workloads: BTreeMap<String, WorkloadChains>,
+    pub endpoint_to_host: EndpointToHost,
+    pub nat: NatOutgoing,
+}
+
+/// Inputs that are not policy: felix configuration and pools.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeConfig {
+    pub node: String,
+    pub endpoint_to_host: EndpointToHost,
+    pub nat: NatOutgoing,
+}
+
+/// Chain name of a policy direction: `pi-<id>` / `po-<id>` (id `knp/x/name` with `/` → `.`
+/// would be ambiguous, so the id is kept and the renderer quotes names).
+pub fn policy_chain_name(p: &Policy, dir: Direction) -> String {
+    let pre = match dir {
+        Direction::Ingress => "pi",
+        Direction::Egress => "po",
+    };
+    format!("{pre}-{}", p.id)
+}
+
+/// Chain name of a profile direction.
+pub fn profile_chain_name(name: &str, dir: Direction) -> String {
+    let pre = match dir {
+        Direction::Ingress => "pri",
+        Direction::Egress => "pro",
+    };
+    format!("{pre}-{name}")
+}
+
+fn fam_tag(f: Family) -> char {
+    match f {
+        Family::V4 => '4',
+        Family::V6 => '6',
+    }
+}
+
+/// Name of the selector set for a family: `s4-<id>`.
+pub fn selector_set_name(sel: &Selector, f: Family) -> String {
+    let id = sel.unique_id();
+    format!("s{}-{}", fam_tag(f), id.trim_start_matches("s:"))
+}
+
+/// Name of a named-port set: `n4-<id>`.
+pub fn named_port_set_name(sel: Option<&Selector>, port: &str, f: Family) -> String {
+    let content = format!("{}:{port}", sel.map(Selector::canonical).unwrap_or("all()"));
+    let id = tortie_selector::make_unique_id("n", &content);
+    format!("n{}-{}", fam_tag(f), id.trim_start_matches("n:"))
+}
+
+/// Pre-computed labels and addresses of everything a selector can match.
+struct Contributors {
+    list: Vec<(Labels, Vec<IpNet>, Vec<crate::model::NamedPort>)>,
+}
+
+impl Contributors {
+    fn selector_members(&self, sel: &Selector, f: Family) -> BTreeSet<IpNet> {
+        self.list
+            .iter()
+            .filter(|(l, _, _)| sel.evaluate(l))
+            .flat_map(|(_, nets, _)| nets.iter().filter(|n| Family::of_net(n) == f).copied())
+            .collect()
+    }
+
+    fn named_port_members(
+        &self,
+        sel: Option<&Selector>,
+        port: &str,
+        f: Family,
+    ) -> BTreeSet<(IpAddr, u8, u16)> {
+        let mut out = BTreeSet::new();
+        for (l, nets, ports) in &self.list {
+            if sel.is_some_and(|s| !s.evaluate(l)) {
+                continue;
+            }
+            for p in ports.iter().filter(|p| p.name == port) {
+                for n in nets.iter().filter(|n| Family::of_net(n) == f) {
+                    out.insert((n.addr(), p.protocol, p.port));
+                }
+            }
+        }
+        out
+    }
+}
+
+struct Builder<'a> {
+    contributors: &'a Contributors,
+    ip_sets: BTreeMap<String, IpSet>,
+}
+
+impl Builder<'_> {
+    fn side(&mut self, m: &EntityMatch, f: Family) -> Option<RenderedSide> {
+        let fam_nets = |nets: &[IpNet]| -> Vec<IpNet> {
+            nets.iter()
+                .filter(|n| Family::of_net(n) == f)
+                .copied()
+                .collect()
+        };
+        let nets = fam_nets(&m.nets);
+        if !m.nets.is_empty() && nets.is_empty() {
+            return None; // only the other family's CIDRs: never matches this family
+        }
+        let mut side = RenderedSide {
+            nets,
+            not_nets: fam_nets(&m.not_nets),
+            ..RenderedSide::default()
+        };
+        if let Some(sel) = &m.selector {
+            let name = selector_set_name(sel, f);
+            let members = self.contributors.selector_members(sel, f);
+            self.ip_sets.entry(name.clone()).or_insert(IpSet {
+                family: f,
+                members: IpSetMembers::Nets(members),
+            });
+            side.set = Some(name);
+        }
+        if let Some(sel) = &m.not_selector {
+            let name = selector_set_name(sel, f);
+            let members = self.contributors.selector_members(sel, f);
+            self.ip_sets.entry(name.clone()).or_insert(IpSet {
+                family: f,
+                members: IpSetMembers::Nets(members),
+            });
+            side.not_set = Some(name);
+        }
+        let mut ports =
+            |list: &[PortMatch], ranges: &mut Vec<(u16, u16)>, sets: &mut Vec<String>| {
+                for p in list {
+                    match p {
+                        PortMatch::Range(a, b) => ranges.push((*a, *b)),
+                        PortMatch::Named(n) => {
+                            let name = named_port_set_name(m.selector.as_ref(), n, f);
+                            let members =
+                                self.contributors
+                                    .named_port_members(m.selector.as_ref(), n, f);
+                            self.ip_sets.entry(name.clone()).or_insert(IpSet {
+                                family: f,
+                                members: IpSetMembers::NamedPorts(members),
+                            });
+                            sets.push(name);
+                        }
+                    }
+                }
+            };
+        ports(&m.ports, &mut side.ports, &mut side.named_port_sets);
+        ports(
+            &m.not_ports,
+            &mut side.not_ports,
+            &mut side.not_named_port_sets,
+        );
+        Some(side)
+    }
+
+    fn rules(&mut self, owner: &str, dir: Direction, rules: &[Rule]) -> Vec<RenderedRule> {
+        let mut out = Vec::new();
+        for r in rules {
+            for f in Family::BOTH {
+                if r.ip_version.is_some_and(|v| (v == 4) != (f == Family::V4)) {
+                    continue;
+                }
+                let (Some(src), Some(dst)) =
+                    (self.side(&r.source, f), self.side(&r.destination, f))
+                else {
+                    continue;
+                };
+                out.push(RenderedRule {
+                    action: r.action,
+                    family: f,
+                    protocol: r.protocol,
+                    not_protocol: r.not_protocol,
+                    icmp: r.icmp,
+                    not_icmp: r.not_icmp,
+                    src,
+                    dst,
+                    comment: format!("{owner} {dir}[{}]", r.index),
+                });
+            }
+        }
+        out
+    }
+}
+
+/// Builds the dataplane model of `cfg.node` from the world.
+///
+/// Only what the node needs is rendered: chains of policies and profiles that select a local
+/// endpoint, and the IP sets their rules reference.
+pub fn build(world: &World, cfg: &NodeConfig) -> DataplaneModel {
+    let contributors = Contributors {
+        list: world
+            .contributors()
+            .into_iter()
+            .map(|(l, n, p)| (l, n.to_vec(), p.to_vec()))
+            .collect(),
+    };
+    let mut b = Builder {
+        contributors: &contributors,
+        ip_sets: BTreeMap::new(),
+    };
+    let policies: Vec<Policy> = world.policies().cloned().collect();
+    let mut chains: BTreeMap<String, PolicyChain> = BTreeMap::new();
+    let mut workloads = BTreeMap::new();
+    for ep in world.endpoints() {
+        if ep.node != cfg.node
+            || ep.interface.is_empty()
+            || !matches!(ep.id, EndpointId::Workload { .. })
+        {
+            continue;
+        }
+        let labels = world.effective_labels(ep);
+        let mut tiers_of = |dir: Direction, chains: &mut BTreeMap<String, PolicyChain>| {
+            crate::eval::applicable(world, &policies, &labels, dir, false)
+                .into_iter()
+                .map(|(tier, ps)| {
+                    let names = ps
+                        .iter()
+                        .map(|p| {
+                            let name = policy_chain_name(p, dir);
+                            if !chains.contains_key(&name) {
+                                let rules = b.rules(
+                                    &p.id.to_string(),
+                                    dir,
+                                    p.rules(dir).unwrap_or_default(),
+                                );
+                                chains.insert(name.clone(), PolicyChain { rules });
+                            }
+                            name
+                        })
+                        .collect();
+                    TierChains {
+                        tier: tier.name.clone(),
+                        policies: names,
+                        end_drop: tier.default_action == TierDefault::Deny,
+                    }
+                })
+                .collect::<Vec<_>>()
+        };
+        let ingress = tiers_of(Direction::Ingress, &mut chains);
+        let egress = tiers_of(Direction::Egress, &mut chains);
+        let mut profiles_of = |dir: Direction, chains: &mut BTreeMap<String, PolicyChain>| {
+            ep.profiles
+                .iter()
+                .map(|name| {
+                    let chain = profile_chain_name(name, dir);
+                    if !chains.contains_key(&chain) {
+                        let rules = match world.profile(name) {
+                            Some(p) => b.rules(&format!("profile/{name}"), dir, p.rules(dir)),
+                            // Fail closed: a missing profile denies everything.
+                            None => Family::BOTH
+                                .into_iter()
+                                .map(|f| RenderedRule {
+                                    action: Action::Deny,
+                                    family: f,
+                                    protocol: None,
+                                    not_protocol: None,
+                                    icmp: None,
+                                    not_icmp: None,
+                                    src: RenderedSide::default(),
+                                    dst: RenderedSide::default(),
+                                    comment: format!("profile/{name} missing: deny"),
+                                })
+                                .collect(),
+                        };
+                        chains.insert(chain.clone(), PolicyChain { rules });
+                    }
+                    chain
+                })
+                .collect::<Vec<_>>()
+        };
+        let ingress_profiles = profiles_of(Direction::Ingress, &mut chains);
+        let egress_profiles = profiles_of(Direction::Egress, &mut chains);
+        workloads.insert(
+            ep.interface.clone(),
+            WorkloadChains {
+                endpoint: ep.id.clone(),
+                ingress,
+                egress,
+                ingress_profiles,
+                egress_profiles,
+            },
+        );
+    }
+    DataplaneModel {
+        ip_sets: b.ip_sets,
+        chains,
+        workloads,
+        endpoint_to_host: cfg.endpoint_to_host,
+        nat: cfg.nat.clone(),
+    }
+}

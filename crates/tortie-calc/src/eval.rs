@@ -1,0 +1,460 @@
+//! The per-packet decision (calico-reference §3.2), for one endpoint and one direction, with
+//! the deciding tier, policy and rule: what `policy explain` prints.
+//!
+//! The nftables renderer compiles the same [`Policy`] values into chains, so this evaluator is
+//! the specification the kernel is tested against (`tortie lab matrix` vs `policy matrix`).
+
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use serde::Serialize;
+use tortie_selector::Selector;
+
+use crate::model::{
+    Action, Direction, EndpointId, EntityMatch, NamedPort, Policy, PolicyId, PortMatch, Rule,
+    TierDefault, proto,
+};
+use crate::world::{Labels, World};
+
+/// The packet being decided (the first packet of a flow).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Packet {
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    pub protocol: u8,
+    pub src_port: u16,
+    pub dst_port: u16,
+    pub icmp_type: Option<u8>,
+    pub icmp_code: Option<u8>,
+}
+
+/// Allowed or denied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    Allow,
+    Deny,
+}
+
+/// What decided.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "by", rename_all = "camelCase")]
+pub enum Decider {
+    /// A policy rule's Allow or Deny.
+    Rule {
+        tier: String,
+        policy: PolicyId,
+        rule: usize,
+    },
+    /// No policy in the tier allowed, denied or passed: the tier's default action (Deny).
+    EndOfTier { tier: String },
+    /// A profile's rule (after every applicable tier passed, or with no applicable tiers).
+    Profile { profile: String, rule: usize },
+    /// Profiles ran out without a decision.
+    NoProfileMatched,
+    /// The endpoint names a profile that does not exist: fail closed.
+    MissingProfile { profile: String },
+    /// The address is not a Calico endpoint, so no policy of this direction applies.
+    NotAnEndpoint,
+    /// Traffic from a pod to itself never leaves the pod.
+    SameEndpoint,
+}
+
+/// A Log rule that matched on the way.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LogHit {
+    pub tier: String,
+    pub policy: PolicyId,
+    pub rule: usize,
+}
+
+/// A Pass on the way.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PassHit {
+    pub tier: String,
+    /// `None` when the tier's default action passed.
+    pub policy: Option<PolicyId>,
+    pub rule: Option<usize>,
+}
+
+/// One direction's verdict.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Verdict {
+    pub outcome: Outcome,
+    #[serde(flatten)]
+    pub decider: Decider,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub passes: Vec<PassHit>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub logs: Vec<LogHit>,
+}
+
+impl Verdict {
+    fn new(outcome: Outcome, decider: Decider) -> Self {
+        Verdict {
+            outcome,
+            decider,
+            passes: Vec::new(),
+            logs: Vec::new(),
+        }
+    }
+
+    pub fn allowed(&self) -> bool {
+        self.outcome == Outcome::Allow
+    }
+}
+
+/// Everything the rule matcher needs to know about addresses, computed once.
+#[derive(Debug)]
+pub struct Addresses {
+    contributors: Vec<(Labels, Vec<IpNet>, Vec<NamedPort>)>,
+}
+
+impl Addresses {
+    pub fn new(world: &World) -> Self {
+        Addresses {
+            contributors: world
+                .contributors()
+                .into_iter()
+                .map(|(l, n, p)| (l, n.to_vec(), p.to_vec()))
+                .collect(),
+        }
+    }
+
+    fn selected(&self, sel: &Selector, ip: IpAddr) -> bool {
+        self.contributors
+            .iter()
+            .any(|(l, nets, _)| nets.iter().any(|n| n.contains(&ip)) && sel.evaluate(l))
+    }
+
+    fn named_port(
+        &self,
+        sel: Option<&Selector>,
+        name: &str,
+        ip: IpAddr,
+        proto: u8,
+        port: u16,
+    ) -> bool {
+        self.contributors.iter().any(|(l, nets, ports)| {
+            nets.iter().any(|n| n.contains(&ip))
+                && ports
+                    .iter()
+                    .any(|p| p.name == name && p.protocol == proto && p.port == port)
+                && sel.is_none_or(|s| s.evaluate(l))
+        })
+    }
+}
+
+fn port_matches(
+    addrs: &Addresses,
+    list: &[PortMatch],
+    sel: Option<&Selector>,
+    ip: IpAddr,
+    protocol: u8,
+    port: u16,
+) -> bool {
+    list.iter().any(|pm| match pm {
+        PortMatch::Range(lo, hi) => (*lo..=*hi).contains(&port),
+        PortMatch::Named(n) => addrs.named_port(sel, n, ip, protocol, port),
+    })
+}
+
+fn side_matches(addrs: &Addresses, m: &EntityMatch, ip: IpAddr, protocol: u8, port: u16) -> bool {
+    if !m.nets.is_empty() && !m.nets.iter().any(|n| n.contains(&ip)) {
+        return false;
+    }
+    if m.not_nets.iter().any(|n| n.contains(&ip)) {
+        return false;
+    }
+    if let Some(sel) = &m.selector
+        && !addrs.selected(sel, ip)
+    {
+        return false;
+    }
+    if let Some(sel) = &m.not_selector
+        && addrs.selected(sel, ip)
+    {
+        return false;
+    }
+    if !m.ports.is_empty()
+        && !(proto::has_ports(protocol)
+            && port_matches(addrs, &m.ports, m.selector.as_ref(), ip, protocol, port))
+    {
+        return false;
+    }
+    if !m.not_ports.is_empty()
+        && (!proto::has_ports(protocol)
+            || port_matches(addrs, &m.not_ports, m.selector.as_ref(), ip, protocol, port))
+    {
+        return false;
+    }
+    true
+}
+
+/// Whether a rule matches a packet.
+pub fn rule_matches(addrs: &Addresses, r: &Rule, pkt: &Packet) -> bool {
+    let v = if pkt.src.is_ipv4() { 4 } else { 6 };
+    if r.ip_version.is_some_and(|iv| iv != v) {
+        return false;
+    }
+    // A rule naming CIDRs of the other family does not apply to this family at all.
+    let fam_ok =
+        |nets: &[IpNet]| nets.is_empty() || nets.iter().any(|n| (n.addr().is_ipv4()) == (v == 4));
+    if !fam_ok(&r.source.nets) || !fam_ok(&r.destination.nets) {
+        return false;
+    }
+    if r.protocol.is_some_and(|p| p != pkt.protocol) {
+        return false;
+    }
+    if r.not_protocol.is_some_and(|p| p == pkt.protocol) {
+        return false;
+    }
+    let icmp_hit = |m: &crate::model::IcmpMatch| {
+        pkt.icmp_type == Some(m.type_) && m.code.is_none_or(|c| pkt.icmp_code == Some(c))
+    };
+    if let Some(m) = &r.icmp
+        && !icmp_hit(m)
+    {
+        return false;
+    }
+    if let Some(m) = &r.not_icmp
+        && icmp_hit(m)
+    {
+        return false;
+    }
+    side_matches(addrs, &r.source, pkt.src, pkt.protocol, pkt.src_port)
+        && side_matches(addrs, &r.destination, pkt.dst, pkt.protocol, pkt.dst_port)
+}
+
+/// The ordered tiers with their ordered policies that apply to an endpoint in a direction.
+pub fn applicable<'p>(
+    world: &World,
+    policies: &'p [Policy],
+    labels: &Labels,
+    dir: Direction,
+    host_endpoint: bool,
+) -> Vec<(crate::model::Tier, Vec<&'p Policy>)> {
+    let mut by_tier: std::collections::BTreeMap<String, Vec<&Policy>> = Default::default();
+    for p in policies {
+        if p.rules(dir).is_none() {
+            continue;
+        }
+        // preDNAT and doNotTrack policies apply only to host endpoints, in their own hooks
+        // (mangle and raw), never in the filter path decided here.
+        if p.pre_dnat || p.do_not_track {
+            continue;
+        }
+        // Forwarded traffic is not modelled: host endpoint policy here is for host traffic.
+        let _ = host_endpoint;
+        if p.selector.evaluate(labels) {
+            by_tier.entry(p.tier.clone()).or_default().push(p);
+        }
+    }
+    let mut out: Vec<(crate::model::Tier, Vec<&Policy>)> = by_tier
+        .into_iter()
+        .filter_map(|(t, mut ps)| {
+            // A policy naming a tier that does not exist is not rendered (Calico rejects it).
+            let tier = world.tier(&t)?.into_owned();
+            ps.sort_by(|a, b| a.cmp_order(b));
+            Some((tier, ps))
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.cmp_order(&b.0));
+    out
+}
+
+/// Evaluates one direction for the endpoint `ep_id` under `policies` (enforced ones, or a
+/// staged view).
+pub fn evaluate(
+    world: &World,
+    addrs: &Addresses,
+    policies: &[Policy],
+    ep_id: &EndpointId,
+    dir: Direction,
+    pkt: &Packet,
+) -> Verdict {
+    let Some(ep) = world.endpoint(ep_id) else {
+        return Verdict::new(Outcome::Allow, Decider::NotAnEndpoint);
+    };
+    let labels = world.effective_labels(ep);
+    let host = matches!(ep.id, EndpointId::Host { .. });
+    let mut passes = Vec::new();
+    let mut logs = Vec::new();
+    let finish = |mut v: Verdict, passes: Vec<PassHit>, logs: Vec<LogHit>| {
+        v.passes = passes;
+        v.logs = logs;
+        v
+    };
+    for (tier, ps) in applicable(world, policies, &labels, dir, host) {
+        let mut passed = false;
+        'policies: for p in ps {
+            for r in p.rules(dir).unwrap_or_default() {
+                if !rule_matches(addrs, r, pkt) {
+                    continue;
+                }
+                match r.action {
+                    Action::Log => logs.push(LogHit {
+                        tier: tier.name.clone(),
+                        policy: p.id.clone(),
+                        rule: r.index,
+                    }),
+                    Action::Allow | Action::Deny => {
+                        let outcome = if r.action == Action::Allow {
+                            Outcome::Allow
+                        } else {
+                            Outcome::Deny
+                        };
+                        let v = Verdict::new(
+                            outcome,
+                            Decider::Rule {
+                                tier: tier.name.clone(),
+                                policy: p.id.clone(),
+                                rule: r.index,
+                            },
+                        );
+                        return finish(v, passes, logs);
+                    }
+                    Action::Pass => {
+                        passes.push(PassHit {
+                            tier: tier.name.clone(),
+                            policy: Some(p.id.clone()),
+                            rule: Some(r.index),
+                        });
+                        passed = true;
+                        break 'policies;
+                    }
+                }
+            }
+        }
+        if passed {
+            continue;
+        }
+        match tier.default_action {
+            TierDefault::Pass => passes.push(PassHit {
+                tier: tier.name.clone(),
+                policy: None,
+                rule: None,
+            }),
+            TierDefault::Deny => {
+                let v = Verdict::new(Outcome::Deny, Decider::EndOfTier { tier: tier.name });
+                return finish(v, passes, logs);
+            }
+        }
+    }
+    for name in &ep.profiles {
+        let Some(profile) = world.profile(name) else {
+            let v = Verdict::new(
+                Outcome::Deny,
+                Decider::MissingProfile {
+                    profile: name.clone(),
+                },
+            );
+            return finish(v, passes, logs);
+        };
+        for r in profile.rules(dir) {
+            if !rule_matches(addrs, r, pkt) {
+                continue;
+            }
+            let outcome = match r.action {
+                Action::Allow => Outcome::Allow,
+                Action::Deny => Outcome::Deny,
+                // Log continues; Pass in a profile ends the profile (Calico treats it as
+                // "next profile").
+                Action::Log => continue,
+                Action::Pass => break,
+            };
+            let v = Verdict::new(
+                outcome,
+                Decider::Profile {
+                    profile: name.clone(),
+                    rule: r.index,
+                },
+            );
+            return finish(v, passes, logs);
+        }
+    }
+    finish(
+        Verdict::new(Outcome::Deny, Decider::NoProfileMatched),
+        passes,
+        logs,
+    )
+}
+
+/// A flow's full story: egress at the source endpoint, ingress at the destination endpoint,
+/// enforced and (when staged policies exist) previewed.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Explanation {
+    pub packet: Packet,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub from: Option<EndpointId>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub to: Option<EndpointId>,
+    pub outcome: Outcome,
+    pub egress: Verdict,
+    pub ingress: Verdict,
+    /// What the staged policies would make of it, when there are any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub staged: Option<Box<StagedExplanation>>,
+}
+
+/// The staged preview of a flow.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StagedExplanation {
+    pub outcome: Outcome,
+    pub egress: Verdict,
+    pub ingress: Verdict,
+}
+
+/// Decides a flow between two addresses (either may be a Calico endpoint or not).
+pub fn explain(world: &World, addrs: &Addresses, pkt: &Packet) -> Explanation {
+    let from = world.endpoint_by_ip(pkt.src).map(|e| e.id.clone());
+    let to = world.endpoint_by_ip(pkt.dst).map(|e| e.id.clone());
+    let enforced: Vec<Policy> = world.policies().cloned().collect();
+    let (egress, ingress) = both(world, addrs, &enforced, from.as_ref(), to.as_ref(), pkt);
+    let outcome = combine(&egress, &ingress);
+    let staged = (world.staged().next().is_some()).then(|| {
+        let view = world.staged_view();
+        let (egress, ingress) = both(world, addrs, &view, from.as_ref(), to.as_ref(), pkt);
+        Box::new(StagedExplanation {
+            outcome: combine(&egress, &ingress),
+            egress,
+            ingress,
+        })
+    });
+    Explanation {
+        packet: *pkt,
+        from,
+        to,
+        outcome,
+        egress,
+        ingress,
+        staged,
+    }
+}
+
+fn both(
+    world: &World,
+    addrs: &Addresses,
+    policies: &[Policy],
+    from: Option<&EndpointId>,
+    to: Option<&EndpointId>,
+    pkt: &Packet,
+) -> (Verdict, Verdict) {
+    if from.is_some() && from == to {
+        let v = Verdict::new(Outcome::Allow, Decider::SameEndpoint);
+        return (v.clone(), v);
+    }
+    let side = |id: Option<&EndpointId>, dir| match id {
+        Some(id) => evaluate(world, addrs, policies, id, dir, pkt),
+        None => Verdict::new(Outcome::Allow, Decider::NotAnEndpoint),
+    };
+    (side(from, Direction::Egress), side(to, Direction::Ingress))
+}
+
+fn combine(e: &Verdict, i: &Verdict) -> Outcome {
+    if e.allowed() && i.allowed() {
+        Outcome::Allow
+    } else {
+        Outcome::Deny
+    }
+}
