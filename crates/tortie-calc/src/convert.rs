@@ -16,7 +16,7 @@ use tortie_api::rule::{EntityRule, IcmpFields};
 use tortie_selector::Selector;
 
 use crate::model::{
-    Action, EntityMatch, IcmpMatch, Policy, PolicyId, PolicyKind, PortMatch, Profile, Rule, proto,
+    EntityMatch, IcmpMatch, Policy, PolicyId, PolicyKind, PortMatch, Profile, Rule, proto,
 };
 
 /// The label every namespaced endpoint carries.
