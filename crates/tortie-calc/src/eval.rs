@@ -18,6 +18,7 @@ use crate::world::{Labels, World};
 
 /// The packet being decided (the first packet of a flow).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Packet {
     pub src: IpAddr,
     pub dst: IpAddr,

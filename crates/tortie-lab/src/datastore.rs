@@ -226,11 +226,12 @@ pub fn pod_resource(
     node: &str,
     labels: &BTreeMap<String, String>,
     serve: &[PortProto],
+    service_account: Option<&str>,
 ) -> anyhow::Result<Resource> {
     let ports = serve
         .iter()
         .map(|p| ContainerPort {
-            name: None,
+            name: Some(format!("serve-{}-{}", p.port, p.protocol)),
             container_port: i64::from(p.port),
             protocol: Some(p.protocol.k8s().to_string()),
             host_port: None,
@@ -241,6 +242,7 @@ pub fn pod_resource(
     metadata.labels = labels.clone();
     let spec = PodSpec {
         node_name: Some(node.to_string()),
+        service_account_name: service_account.map(str::to_string),
         containers: vec![Container {
             name: "main".into(),
             ports,
@@ -374,7 +376,7 @@ mod tests {
             PortProto::new(80, Protocol::Tcp),
             PortProto::new(81, Protocol::Udp),
         ];
-        let res = pod_resource(&pod, "n1", &labels, &serve).unwrap();
+        let res = pod_resource(&pod, "n1", &labels, &serve, Some("sa-a")).unwrap();
         assert_eq!(res.key(), "/calico/resources/v3/core/pods/x/a");
         put_pod(&store, res).await.unwrap();
         set_pod_ips(&store, &pod, &["10.244.0.5".into()])
@@ -391,6 +393,8 @@ mod tests {
         assert_eq!(v["spec"]["nodeName"], "n1");
         assert_eq!(v["spec"]["containers"][0]["ports"][1]["containerPort"], 81);
         assert_eq!(v["spec"]["containers"][0]["ports"][1]["protocol"], "UDP");
+        assert_eq!(v["spec"]["containers"][0]["ports"][1]["name"], "serve-81-udp");
+        assert_eq!(v["spec"]["serviceAccountName"], "sa-a");
         assert_eq!(v["status"]["podIP"], "10.244.0.5");
         let back = tortie_api::codec::from_stored(v).unwrap();
         assert_eq!(back.kind(), Kind::Pod);
@@ -402,7 +406,7 @@ mod tests {
     fn bad_labels_are_refused_with_the_field() {
         let pod: PodRef = "x/a".parse().unwrap();
         let labels = BTreeMap::from([("bad key!".to_string(), "v".to_string())]);
-        let err = pod_resource(&pod, "n1", &labels, &[])
+        let err = pod_resource(&pod, "n1", &labels, &[], None)
             .unwrap_err()
             .to_string();
         assert!(err.contains("labels"), "{err}");

@@ -127,9 +127,13 @@ pub struct PodAddArgs {
     /// An address the pod must get (the CNI `ips` capability).
     #[arg(long)]
     pub ip: Option<String>,
-    /// Run the built-in server on these ports, e.g. 80/tcp,81/tcp,80/udp,81/udp.
+    /// Run the built-in server on these ports, e.g. 80/tcp,81/tcp,80/udp,81/udp. The Pod
+    /// declares them as container ports named `serve-<port>-<protocol>`.
     #[arg(long)]
     pub serve: Option<PortProtoList>,
+    /// The pod's service account (`spec.serviceAccountName`).
+    #[arg(long)]
+    pub service_account: Option<String>,
 }
 
 /// A pod argument.

@@ -102,6 +102,7 @@ struct PodPlan {
     netns: String,
     labels: BTreeMap<String, String>,
     serve: Vec<PortProto>,
+    service_account: Option<String>,
     ip: Option<String>,
     datastore: String,
 }
@@ -143,6 +144,7 @@ fn prepare(plan: &Plan, args: PodAddArgs) -> anyhow::Result<PodPlan> {
         netns,
         labels: args.labels.map(|l| l.0).unwrap_or_default(),
         serve: args.serve.map(|s| s.0).unwrap_or_default(),
+        service_account: args.service_account,
         ip: args.ip,
         datastore: state.datastore.url,
     })
@@ -151,7 +153,13 @@ fn prepare(plan: &Plan, args: PodAddArgs) -> anyhow::Result<PodPlan> {
 /// `lab pod add`.
 pub async fn pod_add(plan: &Plan, args: PodAddArgs) -> anyhow::Result<ExitCode> {
     let p = prepare(plan, args)?;
-    let record = datastore::pod_resource(&p.pod, &p.node.name, &p.labels, &p.serve)?;
+    let record = datastore::pod_resource(
+        &p.pod,
+        &p.node.name,
+        &p.labels,
+        &p.serve,
+        p.service_account.as_deref(),
+    )?;
     let (bin, cni_dir) = plugin()?;
     let store = datastore::open(&p.datastore).await?;
     let cid = container_id(plan, &p.pod);

@@ -4,6 +4,7 @@
 
 mod ipam_cmd;
 mod manifest;
+mod policy_cmd;
 mod resources;
 mod selector_cmd;
 mod table;
@@ -54,6 +55,8 @@ enum Command {
     Lab(tortie_lab::LabArgs),
     /// IP address management: show usage, check and repair, release addresses.
     Ipam(ipam_cmd::IpamArgs),
+    /// Policy simulation: explain one flow, or print the pod-to-pod truth table.
+    Policy(policy_cmd::PolicyArgs),
     /// Work with Calico selector expressions.
     Selector(SelectorArgs),
     /// Print the client version.
@@ -124,6 +127,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Label(a) => resources::label(ds, a).await,
         Command::Validate(a) => resources::validate(a),
         Command::Ipam(a) => ipam_cmd::run(ds, a).await,
+        Command::Policy(a) => policy_cmd::run(ds, a).await,
         Command::Lab(a) => tortie_lab::run(a, ds).await,
         Command::Agent(a) => {
             init_tracing();
