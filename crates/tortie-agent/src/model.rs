@@ -21,6 +21,11 @@ use tortie_ipam::keys;
 use tortie_ipam::model::{AffinityState, AllocationBlock, BlockAffinity};
 use tortie_store::{KeyValue, Revision, SyncUpdate};
 
+use crate::policy_model::PolicyModel;
+
+/// Where every v3 and Kubernetes resource is stored.
+const RESOURCES_ROOT: &str = "/calico/resources/v3/";
+
 /// Labels of an object.
 pub type Labels = BTreeMap<String, String>;
 
@@ -115,6 +120,8 @@ pub struct Changed {
     pub pod: Option<PodId>,
     /// This node's own Node record changed or went away.
     pub own_node: bool,
+    /// Something policy depends on changed.
+    pub policy: bool,
 }
 
 /// The agent's whole model.
@@ -127,6 +134,7 @@ pub struct Model {
     /// WEP storage key → record, for this node's k8s endpoints.
     weps: BTreeMap<String, WepRecord>,
     own_node_present: bool,
+    policy: PolicyModel,
 }
 
 enum KeyKind {
@@ -185,7 +193,13 @@ impl Model {
             pods: BTreeMap::new(),
             weps: BTreeMap::new(),
             own_node_present: false,
+            policy: PolicyModel::default(),
         }
+    }
+
+    /// The policy inputs.
+    pub fn policy(&self) -> &PolicyModel {
+        &self.policy
     }
 
     /// This agent's node name.
@@ -236,6 +250,17 @@ impl Model {
     }
 
     fn set(&mut self, kv: &KeyValue) -> Changed {
+        let policy = kv.key.starts_with(RESOURCES_ROOT) && {
+            let res = decode_resource(kv);
+            self.policy.set(kv, res.as_ref())
+        };
+        Changed {
+            policy,
+            ..self.set_routing(kv)
+        }
+    }
+
+    fn set_routing(&mut self, kv: &KeyValue) -> Changed {
         match classify(&kv.key) {
             KeyKind::Node(name) => {
                 let addrs = match decode_resource(kv) {
@@ -274,6 +299,14 @@ impl Model {
     }
 
     fn delete(&mut self, key: &str) -> Changed {
+        let policy = self.policy.delete(key);
+        Changed {
+            policy,
+            ..self.delete_routing(key)
+        }
+    }
+
+    fn delete_routing(&mut self, key: &str) -> Changed {
         match classify(key) {
             KeyKind::Node(name) => self.set_node(name, None),
             KeyKind::Block(cidr) => self.set_block(cidr, None),

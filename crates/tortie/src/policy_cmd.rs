@@ -169,12 +169,21 @@ fn resolve(world: &World, what: &str, v6: Option<bool>) -> anyhow::Result<IpAddr
         .iter()
         .map(|n| n.addr())
         .find(|a| v6.is_none_or(|v6| a.is_ipv6() == v6))
-        .ok_or_else(|| anyhow!("{what:?} has no address{}", if v6 == Some(true) { " of that family" } else { "" }))
+        .ok_or_else(|| {
+            anyhow!(
+                "{what:?} has no address{}",
+                if v6 == Some(true) {
+                    " of that family"
+                } else {
+                    ""
+                }
+            )
+        })
 }
 
 fn explain_cmd(world: &World, a: &ExplainArgs) -> anyhow::Result<ExitCode> {
-    let protocol =
-        proto::parse(&a.protocol).ok_or_else(|| anyhow!("--protocol {:?}: unknown protocol", a.protocol))?;
+    let protocol = proto::parse(&a.protocol)
+        .ok_or_else(|| anyhow!("--protocol {:?}: unknown protocol", a.protocol))?;
     let src = resolve(world, &a.from, None).context("--from")?;
     let dst = resolve(world, &a.to, Some(src.is_ipv6())).context("--to")?;
     let pkt = Packet {
@@ -222,12 +231,21 @@ fn describe(v: &Verdict, dir: &str) -> String {
     let mut s = format!("{:<5}  {}", verdict_word(v), decider_text(v, dir));
     for p in &v.passes {
         match (&p.policy, p.rule) {
-            (Some(pol), Some(r)) => s.push_str(&format!("\n         passed: tier {}, policy {pol}, {dir} rule {r}", p.tier)),
-            _ => s.push_str(&format!("\n         passed: tier {} (defaultAction Pass)", p.tier)),
+            (Some(pol), Some(r)) => s.push_str(&format!(
+                "\n         passed: tier {}, policy {pol}, {dir} rule {r}",
+                p.tier
+            )),
+            _ => s.push_str(&format!(
+                "\n         passed: tier {} (defaultAction Pass)",
+                p.tier
+            )),
         }
     }
     for l in &v.logs {
-        s.push_str(&format!("\n         logged: tier {}, policy {}, {dir} rule {}", l.tier, l.policy, l.rule));
+        s.push_str(&format!(
+            "\n         logged: tier {}, policy {}, {dir} rule {}",
+            l.tier, l.policy, l.rule
+        ));
     }
     s
 }
@@ -248,7 +266,11 @@ fn render_explanation(e: &Explanation, a: &ExplainArgs) -> String {
     out.push_str(&format!("Ingress:  {}\n", describe(&e.ingress, "ingress")));
     out.push_str(&format!(
         "Verdict:  {}\n",
-        if e.outcome == tortie_calc::eval::Outcome::Allow { "ALLOW" } else { "DENY" }
+        if e.outcome == tortie_calc::eval::Outcome::Allow {
+            "ALLOW"
+        } else {
+            "DENY"
+        }
     ));
     if let Some(s) = &e.staged {
         out.push_str(&format!(
@@ -273,7 +295,12 @@ fn matrix_cmd(world: &World, a: &MatrixArgs) -> anyhow::Result<ExitCode> {
     let declared: BTreeSet<PortProto> = world
         .workloads()
         .iter()
-        .flat_map(|e| e.ports.iter().map(|p| PortProto { port: p.port, protocol: p.protocol }))
+        .flat_map(|e| {
+            e.ports.iter().map(|p| PortProto {
+                port: p.port,
+                protocol: p.protocol,
+            })
+        })
         .collect();
     let ports = a
         .ports
@@ -286,17 +313,29 @@ fn matrix_cmd(world: &World, a: &MatrixArgs) -> anyhow::Result<ExitCode> {
         .map(|s| parse_list(s, proto::parse, "protocols"))
         .transpose()?;
     let pps: Vec<PortProto> = match (ports, protocols) {
-        (None, None) if declared.is_empty() => vec![PortProto { port: 80, protocol: proto::TCP }],
+        (None, None) if declared.is_empty() => vec![PortProto {
+            port: 80,
+            protocol: proto::TCP,
+        }],
         (None, None) => declared.into_iter().collect(),
         (ports, protocols) => {
             let ports = ports.unwrap_or_else(|| {
                 let p: BTreeSet<u16> = declared.iter().map(|d| d.port).collect();
-                if p.is_empty() { vec![80] } else { p.into_iter().collect() }
+                if p.is_empty() {
+                    vec![80]
+                } else {
+                    p.into_iter().collect()
+                }
             });
             let protocols = protocols.unwrap_or_else(|| vec![proto::TCP]);
             let mut v: Vec<PortProto> = ports
                 .iter()
-                .flat_map(|port| protocols.iter().map(|pr| PortProto { port: *port, protocol: *pr }))
+                .flat_map(|port| {
+                    protocols.iter().map(|pr| PortProto {
+                        port: *port,
+                        protocol: *pr,
+                    })
+                })
                 .collect();
             v.sort();
             v.dedup();
@@ -305,7 +344,10 @@ fn matrix_cmd(world: &World, a: &MatrixArgs) -> anyhow::Result<ExitCode> {
     };
     let m = matrix(world, &pps, a.ipv6);
     if m.values().all(|g| g.is_empty()) {
-        bail!("no pods with an IPv{} address to build a matrix from", if a.ipv6 { 6 } else { 4 });
+        bail!(
+            "no pods with an IPv{} address to build a matrix from",
+            if a.ipv6 { 6 } else { 4 }
+        );
     }
     if a.output == "json" {
         println!("{}", serde_json::to_string_pretty(&m)?);

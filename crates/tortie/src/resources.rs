@@ -105,7 +105,10 @@ impl Mode {
     }
 }
 
-pub async fn timed<T>(what: &str, f: impl Future<Output = Result<T, StoreError>>) -> anyhow::Result<T> {
+pub async fn timed<T>(
+    what: &str,
+    f: impl Future<Output = Result<T, StoreError>>,
+) -> anyhow::Result<T> {
     match tokio::time::timeout(DATASTORE_TIMEOUT, f).await {
         Ok(r) => r.map_err(|e| anyhow!(e)),
         Err(_) => bail!(
