@@ -14,9 +14,10 @@ use tortie_store::Store;
 use crate::config::AgentConfig;
 use crate::dataplane::{NetlinkDataplane, NodeDataplane};
 use crate::http::{self, HealthView};
-use crate::main_loop::{self, Wiring};
+use crate::main_loop::{self, AgentStatus, Wiring};
 use crate::metrics::Metrics;
 use crate::node::NodeRegistration;
+use crate::policy_dataplane::{NoPolicy, PolicyDataplane};
 
 /// How long connecting to the datastore may take at startup.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -43,6 +44,16 @@ impl Agent {
         store: Arc<dyn Store>,
         dataplane: Box<dyn NodeDataplane>,
     ) -> anyhow::Result<Agent> {
+        Self::start_with_policy(config, store, dataplane, Box::new(NoPolicy)).await
+    }
+
+    /// [`Agent::start`] with a policy dataplane.
+    pub async fn start_with_policy(
+        config: AgentConfig,
+        store: Arc<dyn Store>,
+        dataplane: Box<dyn NodeDataplane>,
+        policy: Box<dyn PolicyDataplane>,
+    ) -> anyhow::Result<Agent> {
         config.validate()?;
         let listener = TcpListener::bind(config.health_listen)
             .await
@@ -52,10 +63,12 @@ impl Agent {
         let (readiness_tx, readiness) = watch::channel(Err("starting".to_string()));
         let (heartbeat_tx, heartbeat) = watch::channel(Instant::now());
         let (shutdown_tx, shutdown) = watch::channel(false);
+        let (status_tx, status) = watch::channel(AgentStatus::default());
         let view = HealthView {
             readiness: readiness.clone(),
             heartbeat,
             metrics: metrics.clone(),
+            status,
         };
         let mut http_shutdown = shutdown.clone();
         let http = tokio::spawn(http::serve(listener, view, async move {
@@ -64,6 +77,8 @@ impl Agent {
         let wiring = Wiring {
             store,
             dataplane,
+            policy,
+            status_tx,
             registration: NodeRegistration {
                 name: config.node.clone(),
                 ipv4: config.node_ip,
@@ -174,7 +189,9 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
         };
     let dataplane = NetlinkDataplane::open(config.host_netns.as_deref())
         .map_err(|e| anyhow::anyhow!(crate::dataplane::error_chain(&e)))?;
-    let mut agent = Agent::start(config, store, Box::new(dataplane)).await?;
+    let policy = crate::policy_dataplane::NftPolicy::new(config.host_netns.as_deref());
+    let mut agent =
+        Agent::start_with_policy(config, store, Box::new(dataplane), Box::new(policy)).await?;
     tokio::select! {
         signal = termination() => {
             let name = signal?;

@@ -5,7 +5,9 @@
 //! - `/liveness`: 200 while the main loop has ticked within [`LIVENESS_TIMEOUT`], else 503
 //!   (also 503 once the loop is gone);
 //! - `/readiness`: 200 `ready`, or 503 with the reason as plain text;
-//! - `/metrics`: Prometheus/OpenMetrics text.
+//! - `/metrics`: Prometheus/OpenMetrics text;
+//! - `/status`: JSON `{"inSync", "revision", "policyRevision"}` — the datastore revision the
+//!   agent has absorbed and the one its policy dataplane reflects (tests and tools wait on it).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -19,6 +21,7 @@ use axum::routing::get;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::main_loop::AgentStatus;
 use crate::metrics::Metrics;
 
 /// How stale the main loop's heartbeat may get before `/liveness` fails.
@@ -32,6 +35,7 @@ pub struct HealthView {
     /// The main loop's last tick.
     pub heartbeat: watch::Receiver<Instant>,
     pub metrics: Arc<Metrics>,
+    pub status: watch::Receiver<AgentStatus>,
 }
 
 fn text(status: StatusCode, body: String) -> Response {
@@ -78,12 +82,23 @@ async fn metrics(State(view): State<HealthView>) -> Response {
         .into_response()
 }
 
+async fn status(State(view): State<HealthView>) -> Response {
+    let s = *view.status.borrow();
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        serde_json::to_string(&s).unwrap_or_default(),
+    )
+        .into_response()
+}
+
 /// The router over `view`.
 pub fn router(view: HealthView) -> Router {
     Router::new()
         .route("/liveness", get(liveness))
         .route("/readiness", get(readiness))
         .route("/metrics", get(metrics))
+        .route("/status", get(status))
         .with_state(view)
 }
 

@@ -26,6 +26,7 @@ pub mod main_loop;
 pub mod metrics;
 pub mod model;
 pub mod node;
+pub mod policy_dataplane;
 pub mod policy_model;
 pub mod readiness;
 pub mod route;

@@ -23,6 +23,7 @@ use crate::labels::{LabelWrite, label_writes};
 use crate::metrics::{FamilyLabel, Metrics, OpLabel, ResultLabel};
 use crate::model::{Model, PodId};
 use crate::node::{NodeRegistration, register};
+use crate::policy_dataplane::PolicyDataplane;
 use crate::readiness::{Readiness, ReadinessEvent};
 use crate::route_manager::{ApplyOutcome, RouteManager};
 
@@ -45,12 +46,27 @@ pub const REGISTER_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct Wiring {
     pub store: Arc<dyn Store>,
     pub dataplane: Box<dyn NodeDataplane>,
+    /// Where policy goes (nftables in the real agent).
+    pub policy: Box<dyn PolicyDataplane>,
+    /// The `/status` snapshot.
+    pub status_tx: watch::Sender<AgentStatus>,
     pub registration: NodeRegistration,
     pub resync_interval: Duration,
     pub metrics: Arc<Metrics>,
     pub readiness_tx: watch::Sender<Result<(), String>>,
     pub heartbeat_tx: watch::Sender<Instant>,
     pub shutdown: watch::Receiver<bool>,
+}
+
+/// What `/status` reports.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentStatus {
+    pub in_sync: bool,
+    /// The newest datastore revision the agent has absorbed.
+    pub revision: Revision,
+    /// The policy dataplane reflects the datastore as of this revision.
+    pub policy_revision: Revision,
 }
 
 /// Exponential backoff.
@@ -100,13 +116,20 @@ struct MainLoop {
     unresolved: usize,
     /// A re-registration in progress (the own Node record vanished).
     reregister: Option<TaskGuard>,
+    /// The policy dataplane; `None` while an apply runs on a blocking thread.
+    policy: Option<Box<dyn PolicyDataplane>>,
+    policy_at: Option<tokio::time::Instant>,
+    policy_dirty: bool,
+    policy_backoff: Backoff,
+    status: AgentStatus,
 }
 
 /// Runs the loop until shutdown.
-pub async fn run(w: Wiring) -> anyhow::Result<()> {
+pub async fn run(mut w: Wiring) -> anyhow::Result<()> {
     let (label_tx, label_rx, label_task) = label_writer::spawn(w.store.clone());
     let _label_task = TaskGuard(label_task);
     let node = w.registration.name.clone();
+    let policy = std::mem::replace(&mut w.policy, Box::new(crate::policy_dataplane::NoPolicy));
     let mut lp = MainLoop {
         w,
         model: Model::new(node),
@@ -122,6 +145,11 @@ pub async fn run(w: Wiring) -> anyhow::Result<()> {
         label_retry_at: None,
         unresolved: 0,
         reregister: None,
+        policy: Some(policy),
+        policy_at: None,
+        policy_dirty: true,
+        policy_backoff: Backoff::new(),
+        status: AgentStatus::default(),
     };
     lp.publish();
     lp.run(label_rx).await
@@ -141,6 +169,7 @@ impl MainLoop {
         loop {
             let apply_at = self.apply_at;
             let label_at = self.label_retry_at;
+            let policy_at = self.policy_at;
             tokio::select! {
                 // Timers before the update stream, so a flood of updates cannot starve them.
                 biased;
@@ -149,7 +178,11 @@ impl MainLoop {
                     self.w.heartbeat_tx.send_replace(Instant::now());
                 }
                 () = sleep_until_opt(apply_at) => self.apply().await,
-                _ = resync.tick() => self.on_resync(),
+                () = sleep_until_opt(policy_at) => self.apply_policy().await,
+                _ = resync.tick() => {
+                    self.on_resync();
+                    self.check_policy_drift().await;
+                }
                 () = sleep_until_opt(label_at) => self.retry_labels(),
                 Some(result) = label_rx.recv() => self.on_label_result(result),
                 update = sync_rx.recv() => match update {
@@ -158,7 +191,7 @@ impl MainLoop {
                 },
             }
         }
-        tracing::info!("agent stopping; routes stay in place");
+        tracing::info!("agent stopping; routes and policy rules stay in place");
         Ok(())
     }
 
@@ -223,8 +256,15 @@ impl MainLoop {
                 }
                 SyncUpdate::Set(_) | SyncUpdate::Deleted { .. } => {
                     self.w.metrics.datastore_updates.inc();
+                    let rev = match &u {
+                        SyncUpdate::Set(kv) => kv.mod_revision,
+                        SyncUpdate::Deleted { revision, .. } => *revision,
+                        _ => 0,
+                    };
+                    self.status.revision = self.status.revision.max(rev);
                     let changed = self.model.apply(&u);
                     routes_changed |= changed.routes;
+                    self.policy_dirty |= changed.policy;
                     pods.extend(changed.pod);
                     if changed.own_node && !self.model.own_node_present() && self.in_sync {
                         tracing::warn!("own Node record was deleted; registering again");
@@ -248,6 +288,123 @@ impl MainLoop {
             for pod in pods {
                 self.sync_labels(&pod);
             }
+            if self.policy_dirty {
+                self.schedule_policy(APPLY_COALESCE);
+            }
+        }
+        self.publish_status();
+    }
+
+    /// Publishes `/status`. With nothing pending, the policy dataplane is current.
+    fn publish_status(&mut self) {
+        if self.in_sync && !self.policy_dirty && self.policy.is_some() {
+            self.status.policy_revision = self.status.revision;
+        }
+        self.status.in_sync = self.in_sync;
+        let s = self.status;
+        self.w.status_tx.send_if_modified(|cur| {
+            let changed = *cur != s;
+            *cur = s;
+            changed
+        });
+    }
+
+    fn schedule_policy(&mut self, delay: Duration) {
+        let at = tokio::time::Instant::now() + delay;
+        self.policy_at = Some(self.policy_at.map_or(at, |cur| cur.min(at)));
+    }
+
+    /// Computes the node's policy dataplane and applies it on a blocking thread.
+    async fn apply_policy(&mut self) {
+        self.policy_at = None;
+        if !self.in_sync {
+            return;
+        }
+        let Some(mut dp) = self.policy.take() else {
+            return;
+        };
+        let start = Instant::now();
+        let rev = self.status.revision;
+        let model = self.model.policy().dataplane(self.model.node_name());
+        self.policy_dirty = false;
+        let endpoints = model.workloads.len();
+        let joined = tokio::task::spawn_blocking(move || {
+            let r = dp.apply(&model);
+            (dp, r)
+        })
+        .await;
+        let elapsed = start.elapsed();
+        self.w
+            .metrics
+            .policy_apply_duration
+            .observe(elapsed.as_secs_f64());
+        match joined {
+            Ok((dp, Ok(report))) => {
+                self.policy = Some(dp);
+                self.w.metrics.policy_applies.inc();
+                self.w
+                    .metrics
+                    .policy_endpoints
+                    .set(i64::try_from(endpoints).unwrap_or(i64::MAX));
+                tracing::debug!(
+                    ?elapsed,
+                    full = report.full,
+                    bytes = report.script_bytes,
+                    "policy applied"
+                );
+                self.policy_backoff.reset();
+                if !self.policy_dirty {
+                    self.status.policy_revision = rev;
+                }
+            }
+            Ok((dp, Err(e))) => {
+                self.policy = Some(dp);
+                self.policy_dirty = true;
+                self.w.metrics.policy_apply_errors.inc();
+                let delay = self.policy_backoff.next_delay();
+                tracing::warn!(error = %e, retry_in = ?delay, "policy programming failed");
+                self.schedule_policy(delay);
+            }
+            Err(e) => {
+                // The blocking task panicked: the dataplane object is gone. Fail loudly.
+                tracing::error!(error = %e, "policy dataplane panicked");
+                self.w.metrics.policy_apply_errors.inc();
+            }
+        }
+        self.publish_status();
+    }
+
+    /// Periodic check that nobody flushed or edited the policy table.
+    async fn check_policy_drift(&mut self) {
+        if !self.in_sync || self.policy_at.is_some() {
+            return;
+        }
+        let Some(mut dp) = self.policy.take() else {
+            return;
+        };
+        match tokio::task::spawn_blocking(move || {
+            let r = dp.check_drift();
+            (dp, r)
+        })
+        .await
+        {
+            Ok((dp, r)) => {
+                self.policy = Some(dp);
+                match r {
+                    Ok(true) => {
+                        self.w.metrics.policy_drift_repairs.inc();
+                        tracing::warn!("policy rules were changed outside tortie; restored");
+                    }
+                    Ok(false) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "checking policy rules failed");
+                        self.policy_dirty = true;
+                        let delay = self.policy_backoff.next_delay();
+                        self.schedule_policy(delay);
+                    }
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "policy dataplane panicked"),
         }
     }
 
@@ -276,6 +433,8 @@ impl MainLoop {
         self.routes.on_in_sync();
         self.event(ReadinessEvent::InSync);
         self.schedule_apply(Duration::ZERO);
+        self.policy_dirty = true;
+        self.schedule_policy(Duration::ZERO);
         let pods: Vec<PodId> = self.model.pods().cloned().collect();
         for pod in pods {
             self.sync_labels(&pod);

@@ -52,6 +52,11 @@ pub struct Metrics {
     pub apply_errors: Counter,
     pub apply_duration: Histogram,
     pub label_updates: Family<ResultLabel, Counter>,
+    pub policy_applies: Counter,
+    pub policy_apply_errors: Counter,
+    pub policy_apply_duration: Histogram,
+    pub policy_drift_repairs: Counter,
+    pub policy_endpoints: Gauge,
 }
 
 impl Default for Metrics {
@@ -74,8 +79,38 @@ impl Metrics {
             apply_errors: Counter::default(),
             apply_duration: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
             label_updates: Family::default(),
+            policy_applies: Counter::default(),
+            policy_apply_errors: Counter::default(),
+            policy_apply_duration: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
+            policy_drift_repairs: Counter::default(),
+            policy_endpoints: Gauge::default(),
             registry: Registry::default(),
         };
+        registry.register(
+            "policy_applies",
+            "Policy dataplane transactions applied",
+            m.policy_applies.clone(),
+        );
+        registry.register(
+            "policy_apply_errors",
+            "Policy dataplane transactions that failed",
+            m.policy_apply_errors.clone(),
+        );
+        registry.register(
+            "policy_apply_duration_seconds",
+            "Time to compute and apply the policy dataplane",
+            m.policy_apply_duration.clone(),
+        );
+        registry.register(
+            "policy_drift_repairs",
+            "Times the policy table was found changed by someone else and restored",
+            m.policy_drift_repairs.clone(),
+        );
+        registry.register(
+            "policy_endpoints",
+            "Local workload endpoints with policy programmed",
+            m.policy_endpoints.clone(),
+        );
         registry.register(
             "datastore_in_sync",
             "1 once the first full datastore snapshot arrived",

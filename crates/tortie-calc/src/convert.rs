@@ -492,11 +492,11 @@ fn k8s_peer(field: &str, peer: &NetworkPolicyPeer) -> Result<EntityRule, Convert
     })
 }
 
+/// A protocol (`None` = any) and its ports (empty = any port).
+type ProtoPorts = (Option<String>, Vec<Port>);
+
 /// Groups K8s ports per protocol: `(protocol, ports)`; `None` ports means any port.
-fn k8s_ports(
-    field: &str,
-    list: &[NetworkPolicyPort],
-) -> Result<Vec<(Option<String>, Vec<Port>)>, ConvertError> {
+fn k8s_ports(field: &str, list: &[NetworkPolicyPort]) -> Result<Vec<ProtoPorts>, ConvertError> {
     if list.is_empty() {
         return Ok(vec![(None, Vec::new())]);
     }

@@ -177,10 +177,10 @@ fn side_matches(addrs: &Addresses, m: &EntityMatch, ip: IpAddr, protocol: u8, po
     {
         return false;
     }
-    if !m.ports.is_empty()
-        && !(proto::has_ports(protocol)
-            && port_matches(addrs, &m.ports, m.selector.as_ref(), ip, protocol, port))
-    {
+    let ports_ok = m.ports.is_empty()
+        || (proto::has_ports(protocol)
+            && port_matches(addrs, &m.ports, m.selector.as_ref(), ip, protocol, port));
+    if !ports_ok {
         return false;
     }
     if !m.not_ports.is_empty()

@@ -393,7 +393,10 @@ mod tests {
         assert_eq!(v["spec"]["nodeName"], "n1");
         assert_eq!(v["spec"]["containers"][0]["ports"][1]["containerPort"], 81);
         assert_eq!(v["spec"]["containers"][0]["ports"][1]["protocol"], "UDP");
-        assert_eq!(v["spec"]["containers"][0]["ports"][1]["name"], "serve-81-udp");
+        assert_eq!(
+            v["spec"]["containers"][0]["ports"][1]["name"],
+            "serve-81-udp"
+        );
         assert_eq!(v["spec"]["serviceAccountName"], "sa-a");
         assert_eq!(v["status"]["podIP"], "10.244.0.5");
         let back = tortie_api::codec::from_stored(v).unwrap();

@@ -657,12 +657,13 @@ fn lab_matrix_matches_every_case() {
         datastore,
     };
     let base = Cluster::base();
-    let mut setup: Vec<String> = Vec::new();
+    let mut setup: Vec<Value> = Vec::new();
     for ns in NAMESPACES {
-        setup.push(base.namespace(ns).to_string());
-        setup.extend(Cluster::service_accounts(ns).iter().map(Value::to_string));
+        setup.push(base.namespace(ns));
+        setup.extend(Cluster::service_accounts(ns));
     }
-    lab.ok_stdin(&["apply", "-f", "-"], &setup.join("\n---\n"));
+    let list = json!({"apiVersion": "v1", "kind": "List", "items": setup});
+    lab.ok_stdin(&["apply", "-f", "-"], &list.to_string());
     for (i, ns) in NAMESPACES.iter().enumerate() {
         for (j, p) in PODS.iter().enumerate() {
             let node = format!("n{}", 1 + (i + j) % 3);

@@ -1,0 +1,116 @@
+use super::*;
+use crate::fixtures::model;
+use crate::nft::RecordingNft;
+
+fn changed_model() -> DataplaneModel {
+    let mut m = model();
+    m.chains.get_mut("pi-knp/x/allow-a").expect("chain").rules[0]
+        .dst
+        .ports = vec![(443, 443)];
+    m
+}
+
+#[test]
+fn first_apply_is_full_then_incremental_then_unchanged() {
+    let mut mgr = NftManager::new(RecordingNft::new());
+    mgr.runner().set_listing("listing 1");
+    let s = mgr.apply(&model()).expect("apply");
+    assert_eq!(s.mode, ApplyMode::Full);
+    assert!(s.script.contains("delete table inet tortie"));
+    assert_eq!(mgr.last_listing(), Some("listing 1"));
+    let s = mgr.apply(&changed_model()).expect("apply");
+    assert_eq!(s.mode, ApplyMode::Incremental);
+    assert!(
+        s.script
+            .starts_with("flush chain inet tortie pi-knp/x/allow-a\n")
+    );
+    assert_eq!(s.commands(), 3);
+    let s = mgr.apply(&changed_model()).expect("apply");
+    assert_eq!(s.mode, ApplyMode::Unchanged);
+    assert_eq!(
+        mgr.runner().scripts().len(),
+        2,
+        "nothing run when unchanged"
+    );
+    assert_eq!(mgr.last_applied(), Some(&render(&changed_model())));
+}
+
+#[test]
+fn failed_incremental_is_retried_as_full() {
+    let mut mgr = NftManager::new(RecordingNft::new());
+    mgr.apply(&model()).expect("apply");
+    mgr.runner()
+        .push_result(Err(RecordingNft::rejection("boom")));
+    let s = mgr.apply(&changed_model()).expect("apply");
+    assert_eq!(s.mode, ApplyMode::Full);
+    assert!(s.retried_full);
+    let scripts = mgr.runner().scripts();
+    assert_eq!(scripts.len(), 3);
+    assert!(!scripts[1].contains("delete table"));
+    assert_eq!(scripts[2], diff::full_script(&render(&changed_model())));
+}
+
+#[test]
+fn failed_full_leaves_state_unknown() {
+    let mut mgr = NftManager::new(RecordingNft::new());
+    mgr.apply(&model()).expect("apply");
+    mgr.runner()
+        .push_result(Err(RecordingNft::rejection("one")));
+    mgr.runner()
+        .push_result(Err(RecordingNft::rejection("two")));
+    let e = mgr.apply(&changed_model()).expect_err("both fail");
+    assert!(e.to_string().contains("two"), "{e}");
+    assert!(mgr.last_applied().is_none());
+    assert!(mgr.last_listing().is_none());
+    // The next apply starts over with a full replace.
+    let s = mgr.apply(&changed_model()).expect("apply");
+    assert_eq!(s.mode, ApplyMode::Full);
+    assert!(!s.retried_full);
+}
+
+#[test]
+fn a_failed_first_apply_is_not_retried() {
+    let mut mgr = NftManager::new(RecordingNft::new());
+    mgr.runner()
+        .push_result(Err(RecordingNft::rejection("no nft here")));
+    assert!(mgr.apply(&model()).is_err());
+    assert_eq!(mgr.runner().scripts().len(), 1);
+}
+
+#[test]
+fn drift_is_repaired_with_a_full_replace() {
+    let mut mgr = NftManager::new(RecordingNft::new());
+    assert!(!mgr.check_drift().expect("nothing desired yet"));
+    mgr.runner().set_listing("good");
+    mgr.apply(&model()).expect("apply");
+    assert!(!mgr.check_drift().expect("same listing"));
+    mgr.runner().set_listing("flushed by someone");
+    assert!(mgr.check_drift().expect("drift"));
+    let scripts = mgr.runner().scripts();
+    assert_eq!(scripts.last(), Some(&diff::full_script(&render(&model()))));
+    // The repaired table's listing is the new reference.
+    assert!(!mgr.check_drift().expect("stable"));
+}
+
+#[test]
+fn drift_check_after_a_failed_apply_rebuilds() {
+    let mut mgr = NftManager::new(RecordingNft::new());
+    mgr.runner()
+        .push_result(Err(RecordingNft::rejection("transient")));
+    assert!(mgr.apply(&model()).is_err());
+    assert!(mgr.check_drift().expect("rebuild"));
+    assert_eq!(mgr.last_applied(), Some(&render(&model())));
+}
+
+#[test]
+fn remove_forgets_everything() {
+    let mut mgr = NftManager::new(RecordingNft::new());
+    mgr.apply(&model()).expect("apply");
+    mgr.remove().expect("remove");
+    assert!(mgr.last_applied().is_none());
+    assert_eq!(
+        mgr.runner().scripts().last().map(String::as_str),
+        Some("table inet tortie {}\ndelete table inet tortie\n")
+    );
+    assert!(!mgr.check_drift().expect("nothing desired"));
+}

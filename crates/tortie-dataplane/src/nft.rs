@@ -1,0 +1,331 @@
+//! Running `nft`: the one place this crate touches the kernel.
+//!
+//! Why the nft language on stdin rather than the JSON API or a netlink library: each change
+//! is one readable transaction (`nft -f -`) that nft parses, validates and commits
+//! atomically, and that we can log or replay by hand when something goes wrong; nft's own
+//! error messages point at the offending line, which [`NftError`] carries. State is read
+//! back with `nft list table`, the same text an operator sees.
+
+use std::collections::VecDeque;
+use std::io::{self, Write as _};
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::sync::Mutex;
+
+use crate::table::{TABLE_FAMILY, TABLE_NAME};
+
+/// The `nft` program.
+pub const NFT: &str = "nft";
+/// The program that enters a namespace (util-linux).
+pub const NSENTER: &str = "nsenter";
+
+/// A failure to run `nft` or a rejection by it.
+#[derive(Debug, thiserror::Error)]
+pub enum NftError {
+    /// The program could not be started or talked to.
+    #[error("could not run {program}")]
+    Spawn {
+        program: String,
+        #[source]
+        source: io::Error,
+    },
+    /// nft ran and failed.
+    #[error("nft {op} failed ({status}){}: {}", at_line(*.line, .script_line.as_deref()), first_error(.stderr))]
+    Failed {
+        /// `-f -` or `list table inet tortie`.
+        op: String,
+        /// Exit status as text.
+        status: String,
+        stderr: String,
+        /// 1-based line of the script nft complained about first.
+        line: Option<usize>,
+        /// That line's text.
+        script_line: Option<String>,
+    },
+}
+
+fn at_line(line: Option<usize>, text: Option<&str>) -> String {
+    match (line, text) {
+        (Some(l), Some(t)) => format!(" at line {l} `{t}`"),
+        (Some(l), None) => format!(" at line {l}"),
+        _ => String::new(),
+    }
+}
+
+/// The first line that says `Error:`, else the first non-empty line.
+fn first_error(stderr: &str) -> &str {
+    stderr
+        .lines()
+        .find(|l| l.contains("Error:"))
+        .or_else(|| stderr.lines().find(|l| !l.trim().is_empty()))
+        .map(str::trim)
+        .unwrap_or("no message")
+}
+
+impl NftError {
+    /// Whether nft said the table (or another object) does not exist.
+    pub fn is_missing(&self) -> bool {
+        matches!(self, NftError::Failed { stderr, .. } if stderr.contains("No such file or directory"))
+    }
+
+    /// nft's complete error output, if it ran.
+    pub fn stderr(&self) -> Option<&str> {
+        match self {
+            NftError::Failed { stderr, .. } => Some(stderr),
+            NftError::Spawn { .. } => None,
+        }
+    }
+}
+
+/// The line number of nft's first located error (`/dev/stdin:12:5-9: Error: ...`).
+pub fn error_line(stderr: &str) -> Option<usize> {
+    stderr.lines().find_map(|l| {
+        let (loc, _) = l.split_once(": Error:")?;
+        let mut parts = loc.rsplitn(3, ':');
+        let _cols = parts.next()?;
+        let line = parts.next()?;
+        line.parse().ok()
+    })
+}
+
+/// Runs nft transactions and reads the table back.
+pub trait NftRunner {
+    /// Applies `script` as one transaction (`nft -f -`).
+    fn run(&self, script: &str) -> Result<(), NftError>;
+    /// `nft list table inet tortie`.
+    fn list(&self) -> Result<String, NftError>;
+}
+
+impl<T: NftRunner + ?Sized> NftRunner for &T {
+    fn run(&self, script: &str) -> Result<(), NftError> {
+        (**self).run(script)
+    }
+    fn list(&self) -> Result<String, NftError> {
+        (**self).list()
+    }
+}
+
+/// The real runner: the `nft` binary, inside a network namespace when `netns` is set
+/// (`nsenter --net=<netns> nft ...`).
+#[derive(Debug, Clone, Default)]
+pub struct NftCommand {
+    /// A namespace file (`/run/netns/NAME`); `None` = the caller's namespace.
+    pub netns: Option<PathBuf>,
+}
+
+impl NftCommand {
+    /// nft in the caller's namespace.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// nft inside the namespace at `path`.
+    pub fn in_netns(path: impl Into<PathBuf>) -> Self {
+        NftCommand {
+            netns: Some(path.into()),
+        }
+    }
+
+    fn command(&self, args: &[&str]) -> (Command, String) {
+        match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new(NSENTER);
+                c.arg(format!("--net={}", ns.display())).arg("--").arg(NFT);
+                c.args(args);
+                (c, NSENTER.to_string())
+            }
+            None => {
+                let mut c = Command::new(NFT);
+                c.args(args);
+                (c, NFT.to_string())
+            }
+        }
+    }
+
+    /// Runs nft with `args`, feeding `stdin`.
+    fn exec(&self, args: &[&str], stdin: Option<&str>) -> Result<Output, NftError> {
+        let (mut cmd, program) = self.command(args);
+        cmd.stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+        let spawn_err = |source| NftError::Spawn {
+            program: program.clone(),
+            source,
+        };
+        let mut child = cmd.spawn().map_err(spawn_err)?;
+        let input = child.stdin.take();
+        // Write on another thread so that a chatty nft can never block us on a full pipe.
+        std::thread::scope(|s| {
+            if let (Some(mut pipe), Some(text)) = (input, stdin) {
+                s.spawn(move || {
+                    // nft may exit before reading everything (a parse error): its output says why.
+                    let _ = pipe.write_all(text.as_bytes());
+                });
+            }
+            child.wait_with_output().map_err(spawn_err)
+        })
+    }
+}
+
+fn failed(op: &str, out: &Output, script: Option<&str>) -> NftError {
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let line = error_line(&stderr);
+    let script_line = match (line, script) {
+        (Some(l), Some(s)) => s.lines().nth(l.saturating_sub(1)).map(str::to_string),
+        _ => None,
+    };
+    NftError::Failed {
+        op: op.to_string(),
+        status: out.status.to_string(),
+        stderr,
+        line,
+        script_line,
+    }
+}
+
+impl NftRunner for NftCommand {
+    fn run(&self, script: &str) -> Result<(), NftError> {
+        let out = self.exec(&["-f", "-"], Some(script))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(failed("-f -", &out, Some(script)))
+        }
+    }
+
+    fn list(&self) -> Result<String, NftError> {
+        let out = self.exec(&["list", "table", TABLE_FAMILY, TABLE_NAME], None)?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(failed(
+                &format!("list table {TABLE_FAMILY} {TABLE_NAME}"),
+                &out,
+                None,
+            ))
+        }
+    }
+}
+
+/// A recording fake: keeps every script, answers `run` from a queue of results (default
+/// success) and `list` with a settable listing.
+#[derive(Debug, Default)]
+pub struct RecordingNft {
+    scripts: Mutex<Vec<String>>,
+    results: Mutex<VecDeque<Result<(), NftError>>>,
+    listing: Mutex<String>,
+    lists: Mutex<usize>,
+}
+
+impl RecordingNft {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Every script run so far, in order.
+    pub fn scripts(&self) -> Vec<String> {
+        lock(&self.scripts).clone()
+    }
+
+    /// The next `run` calls return these, in order; then success again.
+    pub fn push_result(&self, r: Result<(), NftError>) {
+        lock(&self.results).push_back(r);
+    }
+
+    /// What `list` returns from now on.
+    pub fn set_listing(&self, text: &str) {
+        *lock(&self.listing) = text.to_string();
+    }
+
+    /// How many times `list` was called.
+    pub fn list_calls(&self) -> usize {
+        *lock(&self.lists)
+    }
+
+    /// A rejection as nft would report it, for tests.
+    pub fn rejection(msg: &str) -> NftError {
+        NftError::Failed {
+            op: "-f -".to_string(),
+            status: "exit status: 1".to_string(),
+            stderr: format!("/dev/stdin:1:1-1: Error: {msg}\n"),
+            line: Some(1),
+            script_line: None,
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl NftRunner for RecordingNft {
+    fn run(&self, script: &str) -> Result<(), NftError> {
+        lock(&self.scripts).push(script.to_string());
+        lock(&self.results).pop_front().unwrap_or(Ok(()))
+    }
+
+    fn list(&self) -> Result<String, NftError> {
+        *lock(&self.lists) += 1;
+        Ok(lock(&self.listing).clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_lines_are_found() {
+        let e =
+            "/dev/stdin:3:9-24: Error: syntax error, unexpected quoted string\n  chain \"x\" {\n";
+        assert_eq!(error_line(e), Some(3));
+        assert_eq!(error_line("Error: No such file or directory\n"), None);
+        assert_eq!(error_line(""), None);
+    }
+
+    #[test]
+    fn errors_name_the_line() {
+        let out = Output {
+            status: std::process::ExitStatus::default(),
+            stdout: Vec::new(),
+            stderr: b"/dev/stdin:2:1-3: Error: Could not process rule: No such file or directory\n"
+                .to_vec(),
+        };
+        let e = failed("-f -", &out, Some("a\nadd rule inet tortie x drop\n"));
+        let msg = e.to_string();
+        assert!(
+            msg.contains("at line 2 `add rule inet tortie x drop`"),
+            "{msg}"
+        );
+        assert!(msg.contains("Could not process rule"), "{msg}");
+        assert!(e.is_missing());
+    }
+
+    #[test]
+    fn missing_programs_are_spawn_errors() {
+        let r = NftCommand {
+            netns: Some(PathBuf::from("/nonexistent/netns")),
+        };
+        // nsenter exists but fails on the path: that is a Failed, not a Spawn.
+        match r.list() {
+            Err(NftError::Failed { .. }) | Err(NftError::Spawn { .. }) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn recording_fake_records_and_fails_on_demand() {
+        let f = RecordingNft::new();
+        f.push_result(Err(RecordingNft::rejection("boom")));
+        assert!(f.run("a").is_err());
+        assert!(f.run("b").is_ok());
+        assert_eq!(f.scripts(), vec!["a", "b"]);
+        f.set_listing("x");
+        assert_eq!(f.list().ok().as_deref(), Some("x"));
+        assert_eq!(f.list_calls(), 1);
+    }
+}

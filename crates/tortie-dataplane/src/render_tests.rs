@@ -1,0 +1,148 @@
+use super::*;
+use crate::fixtures::{allow_all, model, workload};
+use tortie_calc::dataplane::{NatOutgoing, PolicyChain};
+
+/// The whole table for the fixture model, as reviewed and as accepted by nft 1.0.6 (the
+/// root tests apply the same renderer's output to a real kernel).
+#[test]
+fn golden_definition() {
+    let got = render(&model()).definition();
+    let want = include_str!("testdata/fixture-model.nft");
+    assert_eq!(got, want, "got:\n{got}");
+}
+
+#[test]
+fn rendering_does_not_depend_on_insertion_order() {
+    let m = model();
+    let mut rev = model();
+    rev.workloads = m.workloads.clone().into_iter().rev().collect();
+    rev.chains = m.chains.clone().into_iter().rev().collect();
+    assert_eq!(render(&m), render(&rev));
+}
+
+#[test]
+fn tiers_pass_and_deny() {
+    let mut m = model();
+    let wl = m.workloads.get_mut("calib2").expect("b");
+    wl.egress = vec![
+        TierChains {
+            tier: "security".into(),
+            policies: vec!["po-gnp/security.p".into()],
+            end_drop: false,
+        },
+        TierChains {
+            tier: "default".into(),
+            policies: vec!["po-knp/x/q".into(), "po-knp/x/r".into()],
+            end_drop: true,
+        },
+    ];
+    for c in ["po-gnp/security.p", "po-knp/x/q", "po-knp/x/r"] {
+        m.chains.insert(
+            c.into(),
+            PolicyChain {
+                rules: allow_all(c),
+            },
+        );
+    }
+    let t = render(&m);
+    let rules = &t.chains["fw-calib2"].rules;
+    let text = rules.join("\n");
+    assert_eq!(text.matches("start of tier").count(), 2);
+    assert!(!text.contains("end of tier security"), "{text}");
+    assert!(text.contains("meta mark & 0x20000 == 0 drop comment \"end of tier default\""));
+    let jumps: Vec<&String> = rules.iter().filter(|r| r.contains(" jump ")).collect();
+    assert_eq!(jumps.len(), 3, "{jumps:?}");
+    assert!(jumps[0].ends_with("jump po-gnp/security.p"));
+    assert!(jumps[2].ends_with("jump po-knp/x/r"));
+    assert_eq!(
+        rules.last().map(String::as_str),
+        Some("drop comment \"no profile matched\"")
+    );
+}
+
+#[test]
+fn missing_references_fail_closed() {
+    let mut m = model();
+    m.chains.remove("pi-knp/x/allow-a");
+    m.ip_sets.remove("s4-a");
+    m.workloads.insert(
+        "calic3".into(),
+        workload("c", &["pi-knp/x/gone"], &["kns.gone"]),
+    );
+    let t = render(&m);
+    for c in [
+        "pi-knp/x/allow-a",
+        "pi-knp/x/gone",
+        "pri-kns.gone",
+        "pro-kns.gone",
+    ] {
+        assert_eq!(
+            t.chains[c].rules,
+            vec!["drop comment \"chain missing from model\"".to_string()],
+            "{c}"
+        );
+    }
+    // s4-a is no longer referenced (its chain is gone), so it is not declared.
+    assert!(!t.sets.contains_key("s4-a"));
+    let mut m = model();
+    m.ip_sets.remove("n4-b");
+    let t = render(&m);
+    assert_eq!(
+        t.sets["n4-b"].type_,
+        "ipv4_addr . inet_proto . inet_service"
+    );
+    assert!(t.sets["n4-b"].elements.is_empty());
+}
+
+#[test]
+fn unusable_interfaces_are_left_out_and_odd_names_hashed() {
+    let mut m = model();
+    m.workloads
+        .insert("cali\"x".into(), workload("q", &[], &["kns.x"]));
+    m.workloads
+        .insert("cali:x".into(), workload("r", &[], &["kns.x"]));
+    let t = render(&m);
+    assert_eq!(t.maps["fw-dispatch"].elements.len(), 3);
+    let verdict = &t.maps["tw-dispatch"].elements["\"cali:x\""];
+    assert!(verdict.starts_with("goto tw-cali_x_"), "{verdict}");
+    let chain = verdict.trim_start_matches("goto ");
+    assert!(t.chains.contains_key(chain));
+}
+
+#[test]
+fn endpoint_to_host_and_nat() {
+    let mut m = model();
+    m.endpoint_to_host = EndpointToHost::Return;
+    m.nat = NatOutgoing {
+        masquerade_pools: ["10.244.0.0/16".parse().expect("net")].into(),
+        all_pools: [
+            "10.244.0.0/16".parse().expect("net"),
+            "10.245.0.0/16".parse().expect("net"),
+            "fd00:10:244::/56".parse().expect("net"),
+        ]
+        .into(),
+    };
+    let t = render(&m);
+    assert_eq!(
+        t.chains["wl-to-host"].rules.last().map(String::as_str),
+        Some("return comment \"configured endpoint-to-host action\"")
+    );
+    let post = &t.chains["postrouting"];
+    assert_eq!(
+        post.hook.as_deref(),
+        Some("type nat hook postrouting priority srcnat; policy accept;")
+    );
+    assert_eq!(
+        post.rules,
+        vec!["ip saddr @masq-pools4 ip daddr != @all-pools4 masquerade comment \"natOutgoing\""]
+    );
+    let all4: Vec<&str> = t.sets["all-pools4"]
+        .elements
+        .iter()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(all4, vec!["10.244.0.0/15"], "adjacent pools aggregate");
+    assert_eq!(t.sets["all-pools6"].elements.len(), 1);
+    assert!(t.sets["masq-pools6"].elements.is_empty());
+    assert!(!render(&model()).chains.contains_key("postrouting"));
+}

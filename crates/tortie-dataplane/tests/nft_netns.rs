@@ -1,0 +1,392 @@
+//! Against the kernel's nftables, inside network namespaces each test creates (root only;
+//! under `CI=true` a missing root is a failure, not a skip). Nothing is configured in the
+//! root namespace; addresses follow test-network.md (pods in 10.244.0.0/16).
+
+use proptest::prelude::*;
+use tortie_dataplane::diff;
+use tortie_dataplane::{
+    ApplyMode, ChainDef, MapDef, NftCommand, NftManager, NftRunner, NftTable, SetDef,
+};
+
+#[path = "support/lab.rs"]
+mod lab;
+#[path = "support/models.rs"]
+mod models;
+#[path = "support/netns.rs"]
+mod netns;
+#[path = "support/table_gen.rs"]
+mod table_gen;
+
+use lab::lab;
+use models::{HTTP_PORT, model_ab, model_of, namespace, policy, wep};
+use netns::{Namespaces, is_root, nft_in, normalised, path};
+
+// ---------------------------------------------------------------------------------------
+
+/// (a) A full apply of a model with a policy, a selector set and a named-port set.
+#[test]
+fn full_apply_is_accepted_by_nft() {
+    if !is_root() {
+        return;
+    }
+    let mut nss = Namespaces::new();
+    let ns = nss.add();
+    let m = model_ab("10.244.1.10", "http");
+    assert!(
+        m.ip_sets.keys().any(|k| k.starts_with("s4-")),
+        "{:?}",
+        m.ip_sets.keys()
+    );
+    assert!(
+        m.ip_sets.keys().any(|k| k.starts_with("n4-")),
+        "{:?}",
+        m.ip_sets.keys()
+    );
+    let mut mgr = NftManager::new(NftCommand::in_netns(path(&ns)));
+    let stats = mgr.apply(&m).expect("apply");
+    assert_eq!(stats.mode, ApplyMode::Full);
+    let listing = nft_in(&ns, &["list", "table", "inet", "tortie"]);
+    for want in [
+        "chain forward {",
+        "chain input {",
+        "chain pi-knp/x/allow-a {",
+        "chain tw-calib2 {",
+        "chain fw-calia1 {",
+        "chain pri-kns.x {",
+        "chain postrouting {",
+        "map fw-dispatch {",
+        "\"calib2\" : goto tw-calib2",
+        "10.244.2.11 . tcp . 80",
+        "elements = { 10.244.1.10 }",
+        "ip saddr @masq-pools4 ip daddr != @all-pools4 masquerade",
+    ] {
+        assert!(listing.contains(want), "missing {want:?} in\n{listing}");
+    }
+    assert_eq!(mgr.last_listing(), Some(listing.as_str()));
+    assert!(
+        !mgr.check_drift().expect("check"),
+        "no drift right after apply"
+    );
+    // Applying the same model again does nothing.
+    assert_eq!(mgr.apply(&m).expect("again").mode, ApplyMode::Unchanged);
+    mgr.remove().expect("remove");
+    assert!(mgr.runner().list().is_err_and(|e| e.is_missing()));
+}
+
+/// (b) An incremental apply yields what a full apply of the new model yields.
+#[test]
+fn incremental_apply_matches_full_apply() {
+    if !is_root() {
+        return;
+    }
+    let mut nss = Namespaces::new();
+    let ns = nss.add();
+    let old = model_ab("10.244.1.10", "80");
+    let new = model_ab("10.244.1.20", "8080");
+    let mut mgr = NftManager::new(NftCommand::in_netns(path(&ns)));
+    mgr.apply(&old).expect("old");
+    let stats = mgr.apply(&new).expect("new");
+    assert_eq!(stats.mode, ApplyMode::Incremental, "{}", stats.script);
+    assert!(!stats.retried_full);
+    let s = &stats.script;
+    assert!(s.contains("add element inet tortie s4-"), "{s}");
+    assert!(s.contains("delete element inet tortie s4-"), "{s}");
+    assert!(
+        s.contains("flush chain inet tortie pi-knp/x/allow-a\n"),
+        "{s}"
+    );
+    assert!(!s.contains("delete table"), "{s}");
+    assert!(stats.commands() <= 6, "small script:\n{s}");
+    let incremental = normalised(&ns);
+
+    let mut fresh = NftManager::new(NftCommand::in_netns(path(&ns)));
+    fresh.remove().expect("remove");
+    assert_eq!(fresh.apply(&new).expect("full").mode, ApplyMode::Full);
+    assert_eq!(normalised(&ns), incremental);
+}
+
+/// (c) Someone flushes or deletes the table; the drift check puts it back.
+#[test]
+fn drift_is_repaired() {
+    if !is_root() {
+        return;
+    }
+    let mut nss = Namespaces::new();
+    let ns = nss.add();
+    let mut mgr = NftManager::new(NftCommand::in_netns(path(&ns)));
+    mgr.apply(&model_ab("10.244.1.10", "http")).expect("apply");
+    let before = nft_in(&ns, &["list", "table", "inet", "tortie"]);
+    nft_in(&ns, &["flush", "table", "inet", "tortie"]);
+    assert_ne!(nft_in(&ns, &["list", "table", "inet", "tortie"]), before);
+    assert!(mgr.check_drift().expect("check"));
+    assert_eq!(nft_in(&ns, &["list", "table", "inet", "tortie"]), before);
+    assert!(!mgr.check_drift().expect("check again"));
+
+    nft_in(&ns, &["delete", "table", "inet", "tortie"]);
+    assert!(mgr.check_drift().expect("check after delete"));
+    assert_eq!(nft_in(&ns, &["list", "table", "inet", "tortie"]), before);
+
+    nft_in(&ns, &["add", "rule", "inet", "tortie", "forward", "accept"]);
+    assert!(mgr.check_drift().expect("check after edit"));
+    assert_eq!(nft_in(&ns, &["list", "table", "inet", "tortie"]), before);
+}
+
+/// Every shape of rule the renderer can produce, in both families, is accepted by nft.
+#[test]
+fn every_rule_form_is_accepted() {
+    use tortie_calc::dataplane::{
+        Family, IpSet, IpSetMembers, PolicyChain, RenderedRule, RenderedSide, TierChains,
+    };
+    use tortie_calc::model::{Action, IcmpMatch, proto};
+    if !is_root() {
+        return;
+    }
+    let mut nss = Namespaces::new();
+    let ns = nss.add();
+    let mut m = model_ab("10.244.1.10", "http");
+    let net = |s: &str| -> ipnet::IpNet { s.parse().expect("net") };
+    let (s4, s6, n4, n6) = ("s4-x", "s6-x", "n4-x", "n6-x");
+    m.ip_sets.insert(
+        s4.into(),
+        IpSet {
+            family: Family::V4,
+            members: IpSetMembers::Nets(
+                [net("10.0.0.0/8"), net("10.1.0.0/16"), net("192.168.0.1/32")].into(),
+            ),
+        },
+    );
+    m.ip_sets.insert(
+        s6.into(),
+        IpSet {
+            family: Family::V6,
+            members: IpSetMembers::Nets(
+                [net("fd00:10:244::/56"), net("fd00:10:244::1/128")].into(),
+            ),
+        },
+    );
+    m.ip_sets.insert(
+        n4.into(),
+        IpSet {
+            family: Family::V4,
+            members: IpSetMembers::NamedPorts(
+                [("10.244.2.11".parse().expect("ip"), proto::UDP, 53)].into(),
+            ),
+        },
+    );
+    m.ip_sets.insert(
+        n6.into(),
+        IpSet {
+            family: Family::V6,
+            members: IpSetMembers::NamedPorts(
+                [("fd00:10:244::2".parse().expect("ip"), proto::SCTP, 9)].into(),
+            ),
+        },
+    );
+    let mut rules = Vec::new();
+    for (family, set, nps, nets, icmp_proto) in [
+        (
+            Family::V4,
+            s4,
+            n4,
+            vec![net("198.18.0.0/15"), net("10.96.0.1/32")],
+            proto::ICMP,
+        ),
+        (
+            Family::V6,
+            s6,
+            n6,
+            vec![net("fd00:198:18::/64")],
+            proto::ICMPV6,
+        ),
+    ] {
+        let base = RenderedRule {
+            action: Action::Allow,
+            family,
+            protocol: None,
+            not_protocol: None,
+            icmp: None,
+            not_icmp: None,
+            src: RenderedSide::default(),
+            dst: RenderedSide::default(),
+            comment: "gnp/all-forms ingress[0] \"quoted\" $dollar".repeat(4),
+        };
+        for action in [Action::Allow, Action::Deny, Action::Pass, Action::Log] {
+            rules.push(RenderedRule {
+                action,
+                ..base.clone()
+            });
+        }
+        rules.push(RenderedRule {
+            protocol: Some(proto::TCP),
+            src: RenderedSide {
+                nets: nets.clone(),
+                not_set: Some(set.into()),
+                ports: vec![(1024, 65535)],
+                named_port_sets: vec![nps.into()],
+                ..RenderedSide::default()
+            },
+            dst: RenderedSide {
+                not_nets: nets.clone(),
+                set: Some(set.into()),
+                ports: vec![(80, 80), (443, 443)],
+                named_port_sets: vec![nps.into()],
+                not_ports: vec![(8080, 8081)],
+                not_named_port_sets: vec![nps.into()],
+                ..RenderedSide::default()
+            },
+            ..base.clone()
+        });
+        rules.push(RenderedRule {
+            dst: RenderedSide {
+                ports: vec![(53, 53)],
+                ..RenderedSide::default()
+            },
+            not_protocol: Some(proto::TCP),
+            ..base.clone()
+        });
+        rules.push(RenderedRule {
+            protocol: Some(icmp_proto),
+            icmp: Some(IcmpMatch {
+                type_: 8,
+                code: Some(0),
+            }),
+            ..base.clone()
+        });
+        rules.push(RenderedRule {
+            protocol: Some(icmp_proto),
+            not_icmp: Some(IcmpMatch {
+                type_: 3,
+                code: Some(4),
+            }),
+            ..base.clone()
+        });
+        rules.push(RenderedRule {
+            protocol: Some(47),
+            not_icmp: Some(IcmpMatch {
+                type_: 3,
+                code: None,
+            }),
+            ..base.clone()
+        });
+    }
+    m.chains
+        .insert("pi-gnp/all-forms".into(), PolicyChain { rules });
+    m.workloads
+        .get_mut("calia1")
+        .expect("a")
+        .ingress
+        .push(TierChains {
+            tier: "default".into(),
+            policies: vec!["pi-gnp/all-forms".into()],
+            end_drop: true,
+        });
+    let table = tortie_dataplane::render(&m);
+    let n = table.chains["pi-gnp/all-forms"].rules.len();
+    assert!(n >= 20, "{n} rules");
+    let mut mgr = NftManager::new(NftCommand::in_netns(path(&ns)));
+    mgr.apply(&m)
+        .unwrap_or_else(|e| panic!("{e}\n{}", e.stderr().unwrap_or_default()));
+    let listing = nft_in(
+        &ns,
+        &["list", "chain", "inet", "tortie", "pi-gnp/all-forms"],
+    );
+    assert_eq!(listing.matches(" comment ").count(), n, "{listing}");
+    assert!(
+        listing.contains("log prefix \"tortie gnp/all-forms"),
+        "{listing}"
+    );
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, failure_persistence: None, ..ProptestConfig::default() })]
+
+    /// The diff's property test again, with the kernel as the interpreter: for random pairs
+    /// of small tables, full(a) then diff(a, b) lists the same as full(b).
+    #[test]
+    fn kernel_agrees_with_diff(ca in table_gen::choices(), cb in table_gen::choices()) {
+        if !is_root() {
+            return Ok(());
+        }
+        let (a, b) = (table_gen::build(&ca), table_gen::build(&cb));
+        let mut nss = Namespaces::new();
+        let ns = nss.add();
+        let nft = NftCommand::in_netns(path(&ns));
+        nft.run(&diff::script(None, &a)).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let s = diff::script(Some(&a), &b);
+        nft.run(&s).map_err(|e| TestCaseError::fail(format!("{e}\n{s}")))?;
+        let incremental = normalised(&ns);
+        nft.run(&diff::script(None, &b)).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        prop_assert_eq!(normalised(&ns), incremental, "script:\n{}", s);
+    }
+}
+
+#[test]
+fn packets_follow_policy() {
+    if !is_root() {
+        return;
+    }
+    let lab = lab();
+    let b80 = lab.listen("b", 80);
+    let b81 = lab.listen("b", 81);
+    let c80 = lab.listen("c", 80);
+    let timed_out = Err(std::io::ErrorKind::TimedOut);
+
+    // Without our table everything flows: the plumbing works and drops below are policy.
+    assert_eq!(lab.connect("a", "b", 81, &b81), Ok(()));
+    assert_eq!(lab.connect("a", "c", 80, &c80), Ok(()));
+
+    let mut mgr = NftManager::new(NftCommand::in_netns(path(&lab.host)));
+    mgr.apply(&model_of(&[
+        namespace(),
+        wep("a", "a", "calia1", "10.244.1.10", ""),
+        wep("b", "b", "calib2", "10.244.2.11", HTTP_PORT),
+        policy("80"),
+    ]))
+    .expect("apply");
+    assert_eq!(
+        lab.connect("a", "b", 80, &b80),
+        Ok(()),
+        "a → b:80 is allowed"
+    );
+    assert_eq!(
+        lab.connect("a", "b", 81, &b81),
+        timed_out,
+        "a → b:81 is denied"
+    );
+    assert_eq!(
+        lab.connect("a", "c", 80, &c80),
+        timed_out,
+        "calic3 is unknown: fail closed"
+    );
+    assert_eq!(
+        lab.connect("c", "b", 80, &b80),
+        timed_out,
+        "from an unknown interface too"
+    );
+
+    // Same policy through the named port `http`, applied incrementally.
+    let stats = mgr
+        .apply(&model_of(&[
+            namespace(),
+            wep("a", "a", "calia1", "10.244.1.10", ""),
+            wep("b", "b", "calib2", "10.244.2.11", HTTP_PORT),
+            policy("http"),
+        ]))
+        .expect("apply named port");
+    assert_eq!(stats.mode, ApplyMode::Incremental, "{}", stats.script);
+    assert!(stats.script.contains(". th dport @n4-"), "{}", stats.script);
+    assert_eq!(
+        lab.connect("a", "b", 80, &b80),
+        Ok(()),
+        "a → b:http is allowed"
+    );
+    assert_eq!(
+        lab.connect("a", "b", 81, &b81),
+        timed_out,
+        "a → b:81 is still denied"
+    );
+
+    // Without the table, policy is gone.
+    mgr.remove().expect("remove");
+    assert_eq!(lab.connect("a", "b", 81, &b81), Ok(()));
+}
