@@ -18,18 +18,23 @@ tortie lab down >/dev/null 2>&1 || true   # a previous demo, if any
 run lab up --nodes 3 --datastore embedded
 eval "$(tortie lab env)"
 
-# Calico manifests are accepted unchanged. (Policy is stored and validated; enforcement in
-# the dataplane is not built yet, so every pod can still reach every other.)
+# Calico manifests are accepted unchanged: a security tier, a Calico policy letting web reach
+# api on 8080, and a Kubernetes default-deny for the namespace. The agents enforce them with
+# nftables.
 run apply -f examples/demo/
 run get ippools -o wide
 run get tiers
 
-for spec in "shop/web-1 n1" "shop/web-2 n2" "shop/api-1 n3" "shop/api-2 n1"; do
+for spec in "shop/web-1 n1 web" "shop/web-2 n2 web" "shop/api-1 n3 api" "shop/api-2 n1 api"; do
   set -- $spec
-  run lab pod add "$1" --node "$2" --labels "app=${1#shop/}" --serve 80/tcp,81/tcp,80/udp
+  run lab pod add "$1" --node "$2" --labels "app=$3" --serve 80/tcp,8080/tcp
 done
 run get workloadendpoints -A
-run lab matrix
+# The kernel's answer (real packets) and the model's answer (no packets) agree.
+run lab matrix --timeout-ms 300
+run policy matrix
+run policy explain --from shop/web-1 --to shop/api-1 --port 8080
+run policy explain --from shop/api-1 --to shop/web-2 --port 80
 for n in n1 n2 n3; do
   step "tortie lab exec $n -- ip route"
   tortie lab exec "$n" -- ip route
@@ -43,7 +48,9 @@ The lab "demo" is still up. Try:
   export PATH="$PWD/target/debug:\$PATH" TORTIE_LAB=demo
   eval "\$(tortie lab env)"                 # plain tortie commands now use the lab's datastore
   tortie lab status
-  tortie lab probe shop/web-1 shop/api-1 --port 80 --protocol tcp
+  tortie lab probe shop/web-1 shop/api-1 --port 8080 --protocol tcp
+  tortie policy explain --from shop/web-2 --to shop/api-2 --port 8080 -o json
+  tortie lab exec n1 -- nft list table inet tortie
   tortie lab exec shop/web-1 -- ip addr
   tortie label pod shop/web-1 tier=frontend --overwrite
   tortie get wep -A -o yaml

@@ -18,6 +18,7 @@ use crate::main_loop::{self, AgentStatus, Wiring};
 use crate::metrics::Metrics;
 use crate::node::NodeRegistration;
 use crate::policy_dataplane::{NoPolicy, PolicyDataplane};
+use crate::policy_log::{PolicyLog, PolicyLogConfig};
 
 /// How long connecting to the datastore may take at startup.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -35,6 +36,8 @@ pub struct Agent {
     shutdown_tx: watch::Sender<bool>,
     main: Option<JoinHandle<anyhow::Result<()>>>,
     http: Option<JoinHandle<std::io::Result<()>>>,
+    /// The NFLOG listener for Log rules; stops when dropped.
+    policy_log: Option<PolicyLog>,
 }
 
 impl Agent {
@@ -99,7 +102,30 @@ impl Agent {
             shutdown_tx,
             main: Some(main),
             http: Some(http),
+            policy_log: None,
         })
+    }
+
+    /// Starts writing packets of Log rules in the namespace at `host_netns` (the agent's own
+    /// when `None`) as `tortie::policy_log` events. Policy does not depend on it: when the
+    /// listener cannot start, this warns once and the agent goes on without it.
+    pub async fn start_policy_log(&mut self, host_netns: Option<&std::path::Path>) {
+        let config = PolicyLogConfig::new(host_netns);
+        let group = config.group;
+        let metrics = self.metrics.clone();
+        // Opening the socket enters the namespace on a thread of its own: blocking.
+        match tokio::task::spawn_blocking(move || PolicyLog::start(config, metrics)).await {
+            Ok(Ok(listener)) => {
+                tracing::info!(group, "writing packets of Log rules as policy log events");
+                self.policy_log = Some(listener);
+            }
+            Ok(Err(e)) => tracing::warn!(
+                group,
+                error = %crate::dataplane::error_chain(&e),
+                "cannot listen for packets of Log rules; they will not be logged"
+            ),
+            Err(e) => tracing::warn!(error = %e, "starting the policy log listener panicked"),
+        }
     }
 
     /// Where `/liveness`, `/readiness` and `/metrics` are served.
@@ -141,6 +167,7 @@ impl Agent {
     /// Stops the agent, leaving every route in place, and reports how the main loop ended.
     pub async fn shutdown(mut self) -> anyhow::Result<()> {
         self.shutdown_tx.send_replace(true);
+        drop(self.policy_log.take());
         let main = self.main.take();
         let http = self.http.take();
         let joined = tokio::time::timeout(SHUTDOWN_TIMEOUT, async move {
@@ -190,8 +217,10 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     let dataplane = NetlinkDataplane::open(config.host_netns.as_deref())
         .map_err(|e| anyhow::anyhow!(crate::dataplane::error_chain(&e)))?;
     let policy = crate::policy_dataplane::NftPolicy::new(config.host_netns.as_deref());
+    let host_netns = config.host_netns.clone();
     let mut agent =
         Agent::start_with_policy(config, store, Box::new(dataplane), Box::new(policy)).await?;
+    agent.start_policy_log(host_netns.as_deref()).await;
     tokio::select! {
         signal = termination() => {
             let name = signal?;

@@ -9,7 +9,9 @@
 //!   [`route::ROUTE_PROTOCOL`] ([`route_manager`]), never before the first full sync and
 //!   never flushing;
 //! - keeps WorkloadEndpoint labels equal to their Pod's labels for its own pods ([`labels`]);
-//! - serves `/liveness`, `/readiness` and `/metrics` ([`http`], [`metrics`]).
+//! - serves `/liveness`, `/readiness` and `/metrics` ([`http`], [`metrics`]);
+//! - writes packets of Calico `Log` rules as structured `tortie::policy_log` events
+//!   ([`policy_log`]).
 //!
 //! Layout: pure — [`model`], [`calc`], [`route`], [`labels`], [`readiness`], [`node`]'s
 //! field merge; effectful — [`dataplane`] (the kernel boundary, with a recording fake),
@@ -27,6 +29,7 @@ pub mod metrics;
 pub mod model;
 pub mod node;
 pub mod policy_dataplane;
+pub mod policy_log;
 pub mod policy_model;
 pub mod readiness;
 pub mod route;

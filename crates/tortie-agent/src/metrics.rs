@@ -12,7 +12,13 @@
 //! - `route_apply_errors_total` counter: applies that failed (any op);
 //! - `route_apply_duration_seconds` histogram: time of each apply that touched the kernel;
 //! - `label_updates_total{result}` counter: WorkloadEndpoint label writes (`ok`, `conflict`,
-//!   `error`).
+//!   `error`);
+//! - `policy_log_packets_total{rule}` counter: packets of Log rules written as
+//!   `tortie::policy_log` events, by rule (`gnp/audit egress[0]`; past
+//!   [`crate::policy_log::MAX_RULE_SERIES`] distinct rules, `other`);
+//! - `policy_log_dropped_total` counter: Log-rule packets not written because they came
+//!   faster than they could be logged (the listener's queue was full, or the kernel's socket
+//!   buffer was, seen as gaps in NFLOG's sequence numbers).
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -39,6 +45,12 @@ pub struct ResultLabel {
     pub result: &'static str,
 }
 
+/// `rule` label (a policy rule's identity).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RuleLabel {
+    pub rule: String,
+}
+
 /// Every metric of the agent, registered in one registry. Cheap to share (atomics inside).
 #[derive(Debug)]
 pub struct Metrics {
@@ -57,6 +69,8 @@ pub struct Metrics {
     pub policy_apply_duration: Histogram,
     pub policy_drift_repairs: Counter,
     pub policy_endpoints: Gauge,
+    pub policy_log_packets: Family<RuleLabel, Counter>,
+    pub policy_log_dropped: Counter,
 }
 
 impl Default for Metrics {
@@ -84,6 +98,8 @@ impl Metrics {
             policy_apply_duration: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
             policy_drift_repairs: Counter::default(),
             policy_endpoints: Gauge::default(),
+            policy_log_packets: Family::default(),
+            policy_log_dropped: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -110,6 +126,16 @@ impl Metrics {
             "policy_endpoints",
             "Local workload endpoints with policy programmed",
             m.policy_endpoints.clone(),
+        );
+        registry.register(
+            "policy_log_packets",
+            "Packets of Log rules written as policy log events, by rule",
+            m.policy_log_packets.clone(),
+        );
+        registry.register(
+            "policy_log_dropped",
+            "Packets of Log rules dropped unlogged because they came too fast",
+            m.policy_log_dropped.clone(),
         );
         registry.register(
             "datastore_in_sync",
@@ -195,6 +221,7 @@ mod tests {
             "tortie_agent_route_apply_errors_total 0",
             "tortie_agent_route_apply_duration_seconds_count 1",
             "tortie_agent_label_updates_total{result=\"ok\"} 0",
+            "tortie_agent_policy_log_dropped_total 0",
         ] {
             assert!(text.contains(name), "missing {name} in\n{text}");
         }

@@ -125,7 +125,7 @@ pub struct Changed {
 }
 
 /// The agent's whole model.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Model {
     node_name: String,
     routing: RoutingModel,

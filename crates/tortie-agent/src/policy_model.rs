@@ -1,6 +1,7 @@
 //! The policy side of the agent's model: every resource policy depends on, compiled into a
 //! [`World`], plus the pools (for natOutgoing) and the FelixConfiguration knobs the policy
-//! dataplane reads.
+//! dataplane reads: `defaultEndpointToHostAction` here, the failsafe ports through the world
+//! (which `policy explain` reads the same way).
 //!
 //! Pure: updates in, a [`DataplaneModel`] out. A resource that does not decode or compile is
 //! absent (it was rejected on write; a stale copy must not linger).
@@ -12,6 +13,8 @@ use tortie_api::Kind;
 use tortie_api::resource::Resource;
 use tortie_calc::World;
 use tortie_calc::dataplane::{self, DataplaneModel, EndpointToHost, NatOutgoing, NodeConfig};
+use tortie_calc::failsafe::FailsafeConfig;
+use tortie_calc::graph::CalcGraph;
 use tortie_calc::world::ResourceKey;
 use tortie_store::KeyValue;
 
@@ -38,15 +41,17 @@ fn policy_kind(k: Kind) -> bool {
 }
 
 /// The policy inputs.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Default)]
 pub struct PolicyModel {
-    world: World,
+    /// The compiled world plus the incremental label index (a change costs only its delta).
+    graph: CalcGraph,
     /// Storage key → the resource it holds (to remove it on delete).
     keys: BTreeMap<String, ResourceKey>,
     /// Pool key → (CIDR, natOutgoing).
     pools: BTreeMap<String, (IpNet, bool)>,
-    /// FelixConfiguration name → defaultEndpointToHostAction.
-    felix: BTreeMap<String, Option<String>>,
+    /// FelixConfiguration name → (defaultEndpointToHostAction, failsafe ports): what policy
+    /// reads of it, to tell whether an update changed anything.
+    felix: BTreeMap<String, (Option<String>, FailsafeConfig)>,
 }
 
 impl PolicyModel {
@@ -69,7 +74,12 @@ impl PolicyModel {
                 };
             }
             Resource::FelixConfiguration(f) => {
-                let v = f.spec().default_endpoint_to_host_action.clone();
+                let v = (
+                    f.spec().default_endpoint_to_host_action.clone(),
+                    FailsafeConfig::of(f.spec()),
+                );
+                // The world resolves the failsafe ports per node.
+                self.graph.upsert(res);
                 return self.felix.insert(res.name().to_string(), v.clone()) != Some(v);
             }
             _ => {}
@@ -81,10 +91,10 @@ impl PolicyModel {
         if let Some(old) = self.keys.insert(kv.key.clone(), rk.clone())
             && old != rk
         {
-            self.world.remove(&old);
+            self.graph.remove(&old);
         }
-        self.world.upsert(res);
-        if let Some(e) = self.world.errors().get(&rk) {
+        self.graph.upsert(res);
+        if let Some(e) = self.graph.world().errors().get(&rk) {
             tracing::warn!(resource = %rk, error = %e, "resource not enforced");
         }
         true
@@ -96,11 +106,16 @@ impl PolicyModel {
             return true;
         }
         if let Some(name) = key.strip_prefix(&Kind::FelixConfiguration.key_prefix()) {
+            self.graph.remove(&ResourceKey {
+                kind: Kind::FelixConfiguration,
+                namespace: None,
+                name: name.to_string(),
+            });
             return self.felix.remove(name).is_some();
         }
         match self.keys.remove(key) {
             Some(rk) => {
-                self.world.remove(&rk);
+                self.graph.remove(&rk);
                 true
             }
             None => false,
@@ -108,7 +123,7 @@ impl PolicyModel {
     }
 
     pub fn world(&self) -> &World {
-        &self.world
+        self.graph.world()
     }
 
     /// The node's `defaultEndpointToHostAction`: `node.<name>` config first, then `default`;
@@ -117,9 +132,8 @@ impl PolicyModel {
         let v = self
             .felix
             .get(&format!("node.{node}"))
-            .cloned()
-            .flatten()
-            .or_else(|| self.felix.get("default").cloned().flatten());
+            .and_then(|(e2h, _)| e2h.clone())
+            .or_else(|| self.felix.get("default").and_then(|(e2h, _)| e2h.clone()));
         match v.as_deref().map(str::to_ascii_lowercase).as_deref() {
             Some("accept") => EndpointToHost::Accept,
             Some("return") => EndpointToHost::Return,
@@ -129,6 +143,8 @@ impl PolicyModel {
 
     /// The desired dataplane of `node`.
     pub fn dataplane(&self, node: &str) -> DataplaneModel {
+        // `node.<name>` FelixConfiguration, then `default`, then Calico's defaults.
+        let failsafe = self.graph.world().failsafe(node);
         let nat = NatOutgoing {
             masquerade_pools: self
                 .pools
@@ -138,13 +154,86 @@ impl PolicyModel {
                 .collect(),
             all_pools: self.pools.values().map(|(c, _)| *c).collect(),
         };
-        dataplane::build(
-            &self.world,
+        dataplane::build_with(
+            self.graph.world(),
             &NodeConfig {
                 node: node.to_string(),
                 endpoint_to_host: self.endpoint_to_host(node),
                 nat,
+                failsafe_inbound: failsafe.inbound,
+                failsafe_outbound: failsafe.outbound,
             },
+            &self.graph,
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+    use tortie_calc::failsafe::{self, FailsafePort};
+    use tortie_calc::model::proto;
+
+    use super::*;
+
+    fn kv_res(kind: Kind, v: Value) -> (KeyValue, Resource) {
+        let name = v["metadata"]["name"].as_str().expect("name").to_string();
+        let res = tortie_api::codec::from_stored(v.clone()).expect("decodes");
+        let kv = KeyValue {
+            key: kind.key(None, &name),
+            value: serde_json::to_vec(&v).expect("json"),
+            create_revision: 1,
+            mod_revision: 1,
+        };
+        (kv, res)
+    }
+
+    fn felix(name: &str, spec: Value) -> (KeyValue, Resource) {
+        kv_res(
+            Kind::FelixConfiguration,
+            json!({"apiVersion": "projectcalico.org/v3", "kind": "FelixConfiguration",
+                   "metadata": {"name": name}, "spec": spec}),
+        )
+    }
+
+    #[test]
+    fn failsafe_ports_follow_felix_configuration() {
+        let mut m = PolicyModel::default();
+        let (kv, res) = kv_res(
+            Kind::HostEndpoint,
+            json!({"apiVersion": "projectcalico.org/v3", "kind": "HostEndpoint",
+                   "metadata": {"name": "n1-eth0"},
+                   "spec": {"node": "n1", "interfaceName": "eth0"}}),
+        );
+        assert!(m.set(&kv, Some(&res)));
+        let d = m.dataplane("n1");
+        assert_eq!(d.host_endpoints.len(), 1);
+        assert_eq!(d.failsafe_inbound, failsafe::default_inbound());
+        assert_eq!(d.failsafe_outbound, failsafe::default_outbound());
+
+        let (kv, res) = felix(
+            "default",
+            json!({"failsafeInboundHostPorts": [{"protocol": "TCP", "port": 2222}],
+                   "defaultEndpointToHostAction": "Accept"}),
+        );
+        assert!(m.set(&kv, Some(&res)));
+        assert!(!m.set(&kv, Some(&res)), "same again: no change");
+        let (node_kv, node_res) = felix("node.n1", json!({"failsafeOutboundHostPorts": []}));
+        assert!(m.set(&node_kv, Some(&node_res)));
+        let d = m.dataplane("n1");
+        assert_eq!(d.failsafe_inbound, [FailsafePort::new(proto::TCP, 2222)]);
+        assert!(d.failsafe_outbound.is_empty(), "node.n1 disables them");
+        assert_eq!(d.endpoint_to_host, EndpointToHost::Accept);
+        assert_eq!(
+            m.dataplane("n2").failsafe_outbound,
+            failsafe::default_outbound()
+        );
+
+        assert!(m.delete(&kv.key));
+        assert!(m.delete(&node_kv.key));
+        let d = m.dataplane("n1");
+        assert_eq!(d.failsafe_inbound, failsafe::default_inbound());
+        assert_eq!(d.failsafe_outbound, failsafe::default_outbound());
+        assert_eq!(d.endpoint_to_host, EndpointToHost::Drop);
     }
 }

@@ -6,6 +6,14 @@
 //!   endpoint that uses it;
 //! - per local workload interface, the ordered tiers of policy chains for ingress (traffic to
 //!   the pod) and egress (traffic from the pod), then its profile chains;
+//! - per local host endpoint interface (or `*` for the all-interfaces one), the same for
+//!   traffic to the host's own processes (ingress, the INPUT hook) and from them (egress,
+//!   the OUTPUT hook), plus the node's failsafe ports (§3.3). Only the filter path is
+//!   modelled: `preDNAT` and `doNotTrack` policies (mangle/raw) are left out, and forwarded
+//!   traffic through a host endpoint is not policed (`applyOnForward` policies apply to the
+//!   host's own traffic like any other policy, but not to forwarded traffic). Host
+//!   endpoints without `interfaceName` (matched by `expectedIPs` in Calico) are not in the
+//!   model (not enforced by the kernel); their addresses still count for rule selectors;
 //! - IP sets, one per (selector, family) and per (selector, named port, family), with their
 //!   members, referenced by the rules;
 //! - the pools, for natOutgoing.
@@ -19,8 +27,11 @@ use ipnet::IpNet;
 use serde::Serialize;
 use tortie_selector::Selector;
 
+use crate::failsafe::FailsafePort;
+use crate::graph::Membership;
 use crate::model::{
-    Action, Direction, EndpointId, EntityMatch, IcmpMatch, Policy, PortMatch, Rule, TierDefault,
+    Action, Direction, Endpoint, EndpointId, EntityMatch, IcmpMatch, Policy, PortMatch, Rule,
+    TierDefault,
 };
 use crate::world::{Labels, World};
 
@@ -122,6 +133,15 @@ pub struct WorkloadChains {
     pub egress_profiles: Vec<String>,
 }
 
+/// What applies to one local host endpoint: the same shape as a workload's, where ingress is
+/// traffic arriving through the interface for the host's own processes and egress is traffic
+/// the host's processes send through it. Without policies and profiles both end in a drop
+/// (Calico: a host endpoint denies everything but the failsafe ports by default).
+pub type HostEndpointChains = WorkloadChains;
+
+/// The key of the all-interfaces host endpoint in [`DataplaneModel::host_endpoints`].
+pub const ALL_INTERFACES: &str = "*";
+
 /// What happens to traffic from a pod to its own host after the pod's egress policy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub enum EndpointToHost {
@@ -147,6 +167,14 @@ pub struct DataplaneModel {
     pub chains: BTreeMap<String, PolicyChain>,
     /// Local workloads by host interface name.
     pub workloads: BTreeMap<String, WorkloadChains>,
+    /// Local host endpoints by interface name ([`ALL_INTERFACES`] for `interfaceName: *`).
+    /// When an interface has several, the first by name wins.
+    pub host_endpoints: BTreeMap<String, HostEndpointChains>,
+    /// Always allowed to the host through a host endpoint (destination port; `net` = source).
+    pub failsafe_inbound: Vec<FailsafePort>,
+    /// Always allowed from the host through a host endpoint (destination port; `net` =
+    /// destination).
+    pub failsafe_outbound: Vec<FailsafePort>,
     pub endpoint_to_host: EndpointToHost,
     pub nat: NatOutgoing,
 }
@@ -157,6 +185,23 @@ pub struct NodeConfig {
     pub node: String,
     pub endpoint_to_host: EndpointToHost,
     pub nat: NatOutgoing,
+    /// `failsafeInboundHostPorts` ([`crate::failsafe::default_inbound`] when unset).
+    pub failsafe_inbound: Vec<FailsafePort>,
+    /// `failsafeOutboundHostPorts` ([`crate::failsafe::default_outbound`] when unset).
+    pub failsafe_outbound: Vec<FailsafePort>,
+}
+
+impl NodeConfig {
+    /// Calico's defaults for `node`: endpoint-to-host Drop, no NAT, default failsafe ports.
+    pub fn new(node: impl Into<String>) -> Self {
+        NodeConfig {
+            node: node.into(),
+            endpoint_to_host: EndpointToHost::Drop,
+            nat: NatOutgoing::default(),
+            failsafe_inbound: crate::failsafe::default_inbound(),
+            failsafe_outbound: crate::failsafe::default_outbound(),
+        }
+    }
 }
 
 /// Chain name of a policy direction: `pi-<id>` / `po-<id>` (id `knp/x/name` with `/` → `.`
@@ -198,12 +243,58 @@ pub fn named_port_set_name(sel: Option<&Selector>, port: &str, f: Family) -> Str
     format!("n{}-{}", fam_tag(f), id.trim_start_matches("n:"))
 }
 
-/// Pre-computed labels and addresses of everything a selector can match.
+/// Pre-computed labels and addresses of everything a selector can match; answers membership
+/// by evaluating selectors (the non-incremental [`Membership`], for one-off builds).
 struct Contributors {
     list: Vec<(Labels, Vec<IpNet>, Vec<crate::model::NamedPort>)>,
 }
 
+/// Addresses of family `f` of everything `sel` selects, by evaluating it against every
+/// contributor.
+pub fn scan_members(world: &World, sel: &Selector, f: Family) -> BTreeSet<IpNet> {
+    Contributors::of(world).selector_members(sel, f)
+}
+
+/// Named-port members, by evaluation.
+pub fn scan_named_ports(
+    world: &World,
+    sel: Option<&Selector>,
+    port: &str,
+    f: Family,
+) -> BTreeSet<(IpAddr, u8, u16)> {
+    Contributors::of(world).named_port_members(sel, port, f)
+}
+
+impl Membership for Contributors {
+    fn selector_members(&self, sel: &Selector, f: Family) -> BTreeSet<IpNet> {
+        Contributors::selector_members(self, sel, f)
+    }
+
+    fn named_port_members(
+        &self,
+        sel: Option<&Selector>,
+        port: &str,
+        f: Family,
+    ) -> BTreeSet<(IpAddr, u8, u16)> {
+        Contributors::named_port_members(self, sel, port, f)
+    }
+
+    fn candidate_policies(&self, _ep: &Endpoint) -> Option<BTreeSet<crate::model::PolicyId>> {
+        None
+    }
+}
+
 impl Contributors {
+    fn of(world: &World) -> Self {
+        Contributors {
+            list: world
+                .contributors()
+                .into_iter()
+                .map(|(l, n, p)| (l, n.to_vec(), p.to_vec()))
+                .collect(),
+        }
+    }
+
     fn selector_members(&self, sel: &Selector, f: Family) -> BTreeSet<IpNet> {
         self.list
             .iter()
@@ -234,11 +325,25 @@ impl Contributors {
 }
 
 struct Builder<'a> {
-    contributors: &'a Contributors,
+    contributors: &'a dyn Membership,
     ip_sets: BTreeMap<String, IpSet>,
 }
 
 impl Builder<'_> {
+    /// The set of `sel`'s addresses of family `f`, computed once per build.
+    fn selector_set(&mut self, sel: &Selector, f: Family) -> String {
+        let name = selector_set_name(sel, f);
+        if !self.ip_sets.contains_key(&name) {
+            let members = self.contributors.selector_members(sel, f);
+            let set = IpSet {
+                family: f,
+                members: IpSetMembers::Nets(members),
+            };
+            self.ip_sets.insert(name.clone(), set);
+        }
+        name
+    }
+
     fn side(&mut self, m: &EntityMatch, f: Family) -> Option<RenderedSide> {
         let fam_nets = |nets: &[IpNet]| -> Vec<IpNet> {
             nets.iter()
@@ -256,22 +361,10 @@ impl Builder<'_> {
             ..RenderedSide::default()
         };
         if let Some(sel) = &m.selector {
-            let name = selector_set_name(sel, f);
-            let members = self.contributors.selector_members(sel, f);
-            self.ip_sets.entry(name.clone()).or_insert(IpSet {
-                family: f,
-                members: IpSetMembers::Nets(members),
-            });
-            side.set = Some(name);
+            side.set = Some(self.selector_set(sel, f));
         }
         if let Some(sel) = &m.not_selector {
-            let name = selector_set_name(sel, f);
-            let members = self.contributors.selector_members(sel, f);
-            self.ip_sets.entry(name.clone()).or_insert(IpSet {
-                family: f,
-                members: IpSetMembers::Nets(members),
-            });
-            side.not_set = Some(name);
+            side.not_set = Some(self.selector_set(sel, f));
         }
         let mut ports =
             |list: &[PortMatch], ranges: &mut Vec<(u16, u16)>, sets: &mut Vec<String>| {
@@ -280,13 +373,16 @@ impl Builder<'_> {
                         PortMatch::Range(a, b) => ranges.push((*a, *b)),
                         PortMatch::Named(n) => {
                             let name = named_port_set_name(m.selector.as_ref(), n, f);
-                            let members =
-                                self.contributors
-                                    .named_port_members(m.selector.as_ref(), n, f);
-                            self.ip_sets.entry(name.clone()).or_insert(IpSet {
-                                family: f,
-                                members: IpSetMembers::NamedPorts(members),
-                            });
+                            if !self.ip_sets.contains_key(&name) {
+                                let members =
+                                    self.contributors
+                                        .named_port_members(m.selector.as_ref(), n, f);
+                                let set = IpSet {
+                                    family: f,
+                                    members: IpSetMembers::NamedPorts(members),
+                                };
+                                self.ip_sets.insert(name.clone(), set);
+                            }
                             sets.push(name);
                         }
                     }
@@ -335,105 +431,132 @@ impl Builder<'_> {
 /// Only what the node needs is rendered: chains of policies and profiles that select a local
 /// endpoint, and the IP sets their rules reference.
 pub fn build(world: &World, cfg: &NodeConfig) -> DataplaneModel {
-    let contributors = Contributors {
-        list: world
-            .contributors()
-            .into_iter()
-            .map(|(l, n, p)| (l, n.to_vec(), p.to_vec()))
-            .collect(),
-    };
+    build_with(world, cfg, &Contributors::of(world))
+}
+
+/// [`build`] with membership answered by `m` (the agent passes its incremental
+/// [`crate::graph::CalcGraph`], so nothing is evaluated against every endpoint).
+pub fn build_with(world: &World, cfg: &NodeConfig, m: &dyn Membership) -> DataplaneModel {
     let mut b = Builder {
-        contributors: &contributors,
+        contributors: m,
         ip_sets: BTreeMap::new(),
     };
-    let policies: Vec<Policy> = world.policies().cloned().collect();
+    let all: Vec<&Policy> = world.policies().collect();
+    let by_id: BTreeMap<&crate::model::PolicyId, &Policy> =
+        all.iter().map(|p| (&p.id, *p)).collect();
+    let policies_for = |ep: &Endpoint| -> Vec<&Policy> {
+        match m.candidate_policies(ep) {
+            None => all.clone(),
+            Some(ids) => ids.iter().filter_map(|id| by_id.get(id).copied()).collect(),
+        }
+    };
     let mut chains: BTreeMap<String, PolicyChain> = BTreeMap::new();
     let mut workloads = BTreeMap::new();
+    let mut host_endpoints = BTreeMap::new();
+    // Host endpoints come in name order, so an interface claimed by several gets the one with
+    // the smallest name.
     for ep in world.endpoints() {
-        if ep.node != cfg.node
-            || ep.interface.is_empty()
-            || !matches!(ep.id, EndpointId::Workload { .. })
-        {
+        if ep.node != cfg.node || ep.interface.is_empty() {
             continue;
         }
-        let labels = world.effective_labels(ep);
-        let mut tiers_of = |dir: Direction, chains: &mut BTreeMap<String, PolicyChain>| {
-            crate::eval::applicable(world, &policies, &labels, dir, false)
-                .into_iter()
-                .map(|(tier, ps)| {
-                    let names = ps
-                        .iter()
-                        .map(|p| {
-                            let name = policy_chain_name(p, dir);
-                            if !chains.contains_key(&name) {
-                                let rules = b.rules(
-                                    &p.id.to_string(),
-                                    dir,
-                                    p.rules(dir).unwrap_or_default(),
-                                );
-                                chains.insert(name.clone(), PolicyChain { rules });
-                            }
-                            name
-                        })
-                        .collect();
-                    TierChains {
-                        tier: tier.name.clone(),
-                        policies: names,
-                        end_drop: tier.default_action == TierDefault::Deny,
-                    }
-                })
-                .collect::<Vec<_>>()
-        };
-        let ingress = tiers_of(Direction::Ingress, &mut chains);
-        let egress = tiers_of(Direction::Egress, &mut chains);
-        let mut profiles_of = |dir: Direction, chains: &mut BTreeMap<String, PolicyChain>| {
-            ep.profiles
-                .iter()
-                .map(|name| {
-                    let chain = profile_chain_name(name, dir);
-                    if !chains.contains_key(&chain) {
-                        let rules = match world.profile(name) {
-                            Some(p) => b.rules(&format!("profile/{name}"), dir, p.rules(dir)),
-                            // Fail closed: a missing profile denies everything.
-                            None => Family::BOTH
-                                .into_iter()
-                                .map(|f| RenderedRule {
-                                    action: Action::Deny,
-                                    family: f,
-                                    protocol: None,
-                                    not_protocol: None,
-                                    icmp: None,
-                                    not_icmp: None,
-                                    src: RenderedSide::default(),
-                                    dst: RenderedSide::default(),
-                                    comment: format!("profile/{name} missing: deny"),
-                                })
-                                .collect(),
-                        };
-                        chains.insert(chain.clone(), PolicyChain { rules });
-                    }
-                    chain
-                })
-                .collect::<Vec<_>>()
-        };
-        let ingress_profiles = profiles_of(Direction::Ingress, &mut chains);
-        let egress_profiles = profiles_of(Direction::Egress, &mut chains);
-        workloads.insert(
-            ep.interface.clone(),
-            WorkloadChains {
-                endpoint: ep.id.clone(),
-                ingress,
-                egress,
-                ingress_profiles,
-                egress_profiles,
-            },
-        );
+        match ep.id {
+            EndpointId::Workload { .. } => {
+                let c = endpoint_chains(world, &policies_for(ep), ep, &mut b, &mut chains);
+                workloads.insert(ep.interface.clone(), c);
+            }
+            EndpointId::Host { .. } => {
+                if !host_endpoints.contains_key(&ep.interface) {
+                    let c = endpoint_chains(world, &policies_for(ep), ep, &mut b, &mut chains);
+                    host_endpoints.insert(ep.interface.clone(), c);
+                }
+            }
+        }
     }
     DataplaneModel {
         ip_sets: b.ip_sets,
         chains,
         workloads,
+        host_endpoints,
+        failsafe_inbound: cfg.failsafe_inbound.clone(),
+        failsafe_outbound: cfg.failsafe_outbound.clone(),
         endpoint_to_host: cfg.endpoint_to_host,
         nat: cfg.nat.clone(),
+    }
+}
+
+/// The tiers and profiles of one endpoint, adding the policy and profile chains it uses.
+fn endpoint_chains(
+    world: &World,
+    policies: &[&Policy],
+    ep: &Endpoint,
+    b: &mut Builder<'_>,
+    chains: &mut BTreeMap<String, PolicyChain>,
+) -> WorkloadChains {
+    let labels = world.effective_labels(ep);
+    let host = matches!(ep.id, EndpointId::Host { .. });
+    let mut tiers_of = |dir: Direction, chains: &mut BTreeMap<String, PolicyChain>| {
+        crate::eval::applicable(world, policies.iter().copied(), &labels, dir, host)
+            .into_iter()
+            .map(|(tier, ps)| {
+                let names = ps
+                    .iter()
+                    .map(|p| {
+                        let name = policy_chain_name(p, dir);
+                        if !chains.contains_key(&name) {
+                            let rules =
+                                b.rules(&p.id.to_string(), dir, p.rules(dir).unwrap_or_default());
+                            chains.insert(name.clone(), PolicyChain { rules });
+                        }
+                        name
+                    })
+                    .collect();
+                TierChains {
+                    tier: tier.name.clone(),
+                    policies: names,
+                    end_drop: tier.default_action == TierDefault::Deny,
+                }
+            })
+            .collect::<Vec<_>>()
+    };
+    let ingress = tiers_of(Direction::Ingress, chains);
+    let egress = tiers_of(Direction::Egress, chains);
+    let mut profiles_of = |dir: Direction, chains: &mut BTreeMap<String, PolicyChain>| {
+        ep.profiles
+            .iter()
+            .map(|name| {
+                let chain = profile_chain_name(name, dir);
+                if !chains.contains_key(&chain) {
+                    let rules = match world.profile(name) {
+                        Some(p) => b.rules(&format!("profile/{name}"), dir, p.rules(dir)),
+                        // Fail closed: a missing profile denies everything.
+                        None => Family::BOTH
+                            .into_iter()
+                            .map(|f| RenderedRule {
+                                action: Action::Deny,
+                                family: f,
+                                protocol: None,
+                                not_protocol: None,
+                                icmp: None,
+                                not_icmp: None,
+                                src: RenderedSide::default(),
+                                dst: RenderedSide::default(),
+                                comment: format!("profile/{name} missing: deny"),
+                            })
+                            .collect(),
+                    };
+                    chains.insert(chain.clone(), PolicyChain { rules });
+                }
+                chain
+            })
+            .collect::<Vec<_>>()
+    };
+    let ingress_profiles = profiles_of(Direction::Ingress, chains);
+    let egress_profiles = profiles_of(Direction::Egress, chains);
+    WorkloadChains {
+        endpoint: ep.id.clone(),
+        ingress,
+        egress,
+        ingress_profiles,
+        egress_profiles,
     }
 }

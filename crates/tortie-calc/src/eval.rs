@@ -3,6 +3,13 @@
 //!
 //! The nftables renderer compiles the same [`Policy`] values into chains, so this evaluator is
 //! the specification the kernel is tested against (`tortie lab matrix` vs `policy matrix`).
+//!
+//! Host endpoints (§3.3) are decided for the host's own traffic: ingress = to the host's
+//! processes, egress = from them. The node's failsafe ports ([`World::failsafe`]) allow
+//! first; then tiers and profiles as for pods, so a host endpoint with neither denies. Which
+//! interface a packet uses is not known here, so every host endpoint owning the address is
+//! decided as if the packet used its interface; host endpoints without `interfaceName` are
+//! decided too, although the kernel dataplane does not enforce them.
 
 use std::net::IpAddr;
 
@@ -59,6 +66,9 @@ pub enum Decider {
     NotAnEndpoint,
     /// Traffic from a pod to itself never leaves the pod.
     SameEndpoint,
+    /// A failsafe port of the host endpoint's node: allowed before any policy (inbound:
+    /// the destination port of traffic to the host; outbound: of traffic from it).
+    Failsafe { protocol: String, port: u16 },
 }
 
 /// A Log rule that matched on the way.
@@ -230,7 +240,7 @@ pub fn rule_matches(addrs: &Addresses, r: &Rule, pkt: &Packet) -> bool {
 /// The ordered tiers with their ordered policies that apply to an endpoint in a direction.
 pub fn applicable<'p>(
     world: &World,
-    policies: &'p [Policy],
+    policies: impl IntoIterator<Item = &'p Policy>,
     labels: &Labels,
     dir: Direction,
     host_endpoint: bool,
@@ -245,7 +255,8 @@ pub fn applicable<'p>(
         if p.pre_dnat || p.do_not_track {
             continue;
         }
-        // Forwarded traffic is not modelled: host endpoint policy here is for host traffic.
+        // Forwarded traffic is not modelled: host endpoint policy here is for the host's own
+        // traffic (INPUT/OUTPUT), which every other policy, `applyOnForward` or not, governs.
         let _ = host_endpoint;
         if p.selector.evaluate(labels) {
             by_tier.entry(p.tier.clone()).or_default().push(p);
@@ -279,6 +290,26 @@ pub fn evaluate(
     };
     let labels = world.effective_labels(ep);
     let host = matches!(ep.id, EndpointId::Host { .. });
+    if host {
+        // Failsafe ports are checked before any policy (Calico's `cali-failsafe-in/out`).
+        let fs = world.failsafe(&ep.node);
+        let (list, peer) = match dir {
+            Direction::Ingress => (&fs.inbound, pkt.src),
+            Direction::Egress => (&fs.outbound, pkt.dst),
+        };
+        if list
+            .iter()
+            .any(|f| f.matches(pkt.protocol, pkt.dst_port, peer))
+        {
+            return Verdict::new(
+                Outcome::Allow,
+                Decider::Failsafe {
+                    protocol: proto::name(pkt.protocol),
+                    port: pkt.dst_port,
+                },
+            );
+        }
+    }
     let mut passes = Vec::new();
     let mut logs = Vec::new();
     let finish = |mut v: Verdict, passes: Vec<PassHit>, logs: Vec<LogHit>| {

@@ -3,9 +3,10 @@
 //! Resources go in ([`world::World`]); out come
 //! - verdicts with the deciding tier, policy and rule ([`eval`]), which `policy explain` and
 //!   `policy matrix` print, and
-//! - the node-local dataplane model ([`dataplane::DataplaneModel`]): per-endpoint ordered policy
-//!   lists, shared policy chains and the IP sets their rules reference, which the nftables
-//!   renderer turns into kernel state.
+//! - the node-local dataplane model ([`dataplane::DataplaneModel`]): per-endpoint (workload
+//!   and host endpoint) ordered policy lists, shared policy chains, the IP sets their rules
+//!   reference and the failsafe ports ([`failsafe`]), which the nftables renderer turns into
+//!   kernel state.
 //!
 //! Both come from the same compiled policy model ([`model`]), built once from the v3 and
 //! Kubernetes resources by [`convert`], so the simulator and the kernel tell the same story.
@@ -15,6 +16,8 @@
 pub mod convert;
 pub mod dataplane;
 pub mod eval;
+pub mod failsafe;
+pub mod graph;
 pub mod matrix;
 pub mod model;
 pub mod world;

@@ -5,7 +5,12 @@
 //! change costs only its own compilation. Profiles `kns.<ns>` and `ksa.<ns>.<sa>` are
 //! synthesised from Namespaces and ServiceAccounts, as Calico's Kubernetes integration does,
 //! and exist even when the Namespace record does not (Kubernetes always has the namespace of
-//! a pod); any other profile an endpoint names but the store lacks is a fail-closed deny-all.
+//! a pod); `projectcalico-default-allow` (allow everything both ways, what auto host endpoints
+//! use) exists as in Calico; any other profile an endpoint names but the store lacks is a
+//! fail-closed deny-all.
+//!
+//! FelixConfigurations are kept only for what policy decisions read: the failsafe ports
+//! ([`World::failsafe`]).
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -22,12 +27,17 @@ use crate::convert::{
     self, ConvertError, LABEL_NAME, LABEL_NAMESPACE, LABEL_ORCHESTRATOR, LABEL_SERVICE_ACCOUNT,
     NAMESPACE_PREFIX, SERVICE_ACCOUNT_PREFIX,
 };
+use crate::failsafe::{self, Failsafe, FailsafeConfig};
 use crate::model::{
     Endpoint, EndpointId, NamedPort, NetworkSet, Policy, PolicyId, PolicyKind, Profile, Tier,
     TierDefault,
 };
 
 pub type Labels = BTreeMap<String, String>;
+
+/// Calico's built-in profile that allows everything in both directions (auto host endpoints
+/// carry it so that creating them changes nothing).
+pub const DEFAULT_ALLOW_PROFILE: &str = "projectcalico-default-allow";
 
 /// A staged policy and what it would do when enforced.
 #[derive(Debug, Clone, PartialEq)]
@@ -77,8 +87,12 @@ pub struct World {
     pods: BTreeMap<(String, String), Endpoint>,
     /// WorkloadEndpoints, keyed by the resource key; they win over Pod records.
     weps: BTreeMap<ResourceKey, Endpoint>,
+    /// Endpoint id → the WorkloadEndpoint resources that have it (lookups by id).
+    wep_ids: BTreeMap<EndpointId, std::collections::BTreeSet<ResourceKey>>,
     heps: BTreeMap<String, Endpoint>,
     network_sets: BTreeMap<ResourceKey, NetworkSet>,
+    /// FelixConfiguration name → its failsafe settings.
+    felix: BTreeMap<String, FailsafeConfig>,
     /// Resources that could not be compiled, with why.
     errors: BTreeMap<ResourceKey, ConvertError>,
 }
@@ -131,13 +145,23 @@ impl World {
                 }
             }
             Kind::WorkloadEndpoint => {
-                self.weps.remove(key);
+                if let Some(e) = self.weps.remove(key)
+                    && let Some(keys) = self.wep_ids.get_mut(&e.id)
+                {
+                    keys.remove(key);
+                    if keys.is_empty() {
+                        self.wep_ids.remove(&e.id);
+                    }
+                }
             }
             Kind::HostEndpoint => {
                 self.heps.remove(&key.name);
             }
             Kind::NetworkSet | Kind::GlobalNetworkSet => {
                 self.network_sets.remove(key);
+            }
+            Kind::FelixConfiguration => {
+                self.felix.remove(&key.name);
             }
             _ => {
                 self.policies.remove(key);
@@ -254,13 +278,18 @@ impl World {
                         })
                     })
                     .collect();
+                let id = EndpointId::Workload {
+                    namespace: ns.to_string(),
+                    name: pod,
+                };
+                self.wep_ids
+                    .entry(id.clone())
+                    .or_default()
+                    .insert(key.clone());
                 self.weps.insert(
                     key.clone(),
                     Endpoint {
-                        id: EndpointId::Workload {
-                            namespace: ns.to_string(),
-                            name: pod,
-                        },
+                        id,
                         node: s.node.clone(),
                         labels: o.metadata.labels.clone(),
                         profiles: s.profiles.clone(),
@@ -319,6 +348,10 @@ impl World {
                         nets,
                     },
                 );
+            }
+            Resource::FelixConfiguration(o) => {
+                self.felix
+                    .insert(name.to_string(), FailsafeConfig::of(o.spec()));
             }
             Resource::GlobalNetworkSet(o) => {
                 let nets = parse_nets("spec.nets", &o.body.spec.nets)?;
@@ -406,10 +439,12 @@ impl World {
 
     /// Every endpoint: WorkloadEndpoints, pods without one, and host endpoints.
     pub fn endpoints(&self) -> Vec<&Endpoint> {
-        let wep_ids: std::collections::BTreeSet<&EndpointId> =
-            self.weps.values().map(|e| &e.id).collect();
         let mut out: Vec<&Endpoint> = self.weps.values().collect();
-        out.extend(self.pods.values().filter(|p| !wep_ids.contains(&p.id)));
+        out.extend(
+            self.pods
+                .values()
+                .filter(|p| !self.wep_ids.contains_key(&p.id)),
+        );
         out.extend(self.heps.values());
         out
     }
@@ -432,7 +467,20 @@ impl World {
 
     /// The endpoint with this id.
     pub fn endpoint(&self, id: &EndpointId) -> Option<&Endpoint> {
-        self.endpoints().into_iter().find(|e| &e.id == id)
+        match id {
+            EndpointId::Workload { namespace, name } => self
+                .wep_ids
+                .get(id)
+                .and_then(|keys| keys.iter().next())
+                .and_then(|k| self.weps.get(k))
+                .or_else(|| self.pods.get(&(namespace.clone(), name.clone()))),
+            EndpointId::Host { name } => self.heps.get(name),
+        }
+    }
+
+    /// The endpoint id a stored WorkloadEndpoint resource has, if it is present.
+    pub fn wep_endpoint_id(&self, key: &ResourceKey) -> Option<EndpointId> {
+        self.weps.get(key).map(|e| e.id.clone())
     }
 
     /// The endpoint owning an address, if any.
@@ -442,10 +490,14 @@ impl World {
             .find(|e| e.nets.iter().any(|n| n.contains(&ip)))
     }
 
-    /// A profile: stored, or synthesised for `kns.`/`ksa.` names. `None` = missing.
+    /// A profile: stored, or synthesised for `kns.`/`ksa.` names and
+    /// [`DEFAULT_ALLOW_PROFILE`]. `None` = missing.
     pub fn profile(&self, name: &str) -> Option<Cow<'_, Profile>> {
         if let Some(p) = self.profiles.get(name) {
             return Some(Cow::Borrowed(p));
+        }
+        if name == DEFAULT_ALLOW_PROFILE {
+            return Some(Cow::Owned(Profile::allow_all(name, Labels::new())));
         }
         if let Some(ns) = name.strip_prefix("kns.") {
             let mut labels: Labels = self
@@ -528,6 +580,15 @@ impl World {
         self.contributors()
             .iter()
             .any(|(l, nets, _)| nets.iter().any(|n| n.contains(&ip)) && sel.evaluate(l))
+    }
+
+    /// The failsafe ports of `node`: FelixConfiguration `node.<node>`, then `default`, per
+    /// parameter, then Calico's defaults.
+    pub fn failsafe(&self, node: &str) -> Failsafe {
+        failsafe::resolve(
+            self.felix.get(&format!("node.{node}")),
+            self.felix.get("default"),
+        )
     }
 
     /// Namespace labels, if the Namespace is known.
@@ -613,3 +674,7 @@ fn pod_endpoint(
         interface: String::new(),
     })
 }
+
+#[cfg(test)]
+#[path = "world_tests.rs"]
+mod tests;

@@ -96,17 +96,53 @@ apiVersion: projectcalico.org/v3
 kind: GlobalNetworkSet
 metadata: {name: outside, labels: {kind: outside}}
 spec: {nets: [192.0.2.0/24]}
+---
+apiVersion: projectcalico.org/v3
+kind: HostEndpoint
+metadata: {name: n1-eth0, labels: {role: node}}
+spec: {node: n1, interfaceName: eth0, expectedIPs: [198.18.0.11]}
+---
+apiVersion: projectcalico.org/v3
+kind: HostEndpoint
+metadata: {name: n1-eth0-again, labels: {role: other}}
+spec: {node: n1, interfaceName: eth0, expectedIPs: [198.18.0.31]}
+---
+apiVersion: projectcalico.org/v3
+kind: HostEndpoint
+metadata: {name: n1-by-ip, labels: {role: node}}
+spec: {node: n1, expectedIPs: [198.18.0.21]}
+---
+apiVersion: projectcalico.org/v3
+kind: HostEndpoint
+metadata: {name: n2-all, labels: {role: node}}
+spec: {node: n2, interfaceName: \"*\", expectedIPs: [198.18.0.12], profiles: [projectcalico-default-allow]}
+---
+apiVersion: projectcalico.org/v3
+kind: GlobalNetworkPolicy
+metadata: {name: nodes}
+spec:
+  selector: role == 'node'
+  types: [Ingress]
+  ingress:
+  - action: Allow
+    protocol: TCP
+    source: {selector: pod == 'a'}
+    destination: {ports: [10250]}
+---
+apiVersion: projectcalico.org/v3
+kind: FelixConfiguration
+metadata: {name: default}
+spec: {failsafeInboundHostPorts: [{protocol: TCP, port: 22}]}
 ",
     );
     resources(&text)
 }
 
 fn config(node: &str) -> NodeConfig {
-    NodeConfig {
-        node: node.to_string(),
-        endpoint_to_host: EndpointToHost::Drop,
-        nat: NatOutgoing::default(),
-    }
+    let c = NodeConfig::new(node);
+    assert_eq!(c.endpoint_to_host, EndpointToHost::Drop);
+    assert_eq!(c.nat, NatOutgoing::default());
+    c
 }
 
 fn pps() -> Vec<PortProto> {
@@ -174,6 +210,50 @@ fn golden_dataplane_model_of_n1() {
     );
 }
 
+#[test]
+fn host_endpoints_in_the_dataplane_model() {
+    let world = World::from_resources(&cluster());
+    assert!(world.errors().is_empty(), "{:?}", world.errors());
+    let n1 = dataplane::build(&world, &config("n1"));
+    // The named one only: the expectedIPs-only one is not enforced by the kernel, and of two
+    // claiming eth0 the first by name wins.
+    let keys: Vec<&String> = n1.host_endpoints.keys().collect();
+    assert_eq!(keys, ["eth0"]);
+    let hep = &n1.host_endpoints["eth0"];
+    assert_eq!(
+        hep.endpoint,
+        tortie_calc::model::EndpointId::Host {
+            name: "n1-eth0".into()
+        }
+    );
+    assert_eq!(hep.ingress.len(), 1);
+    assert_eq!(hep.ingress[0].policies, ["pi-gnp/nodes"]);
+    assert!(hep.ingress[0].end_drop);
+    assert!(hep.egress.is_empty(), "types: [Ingress]");
+    assert!(hep.ingress_profiles.is_empty() && hep.egress_profiles.is_empty());
+    // One rendered rule per family, like any policy chain.
+    assert_eq!(n1.chains["pi-gnp/nodes"].rules.len(), 2);
+    // Failsafe ports are the node config's (the caller resolves FelixConfiguration).
+    assert_eq!(
+        n1.failsafe_inbound,
+        tortie_calc::failsafe::default_inbound()
+    );
+
+    let n2 = dataplane::build(&world, &config("n2"));
+    let all = &n2.host_endpoints[dataplane::ALL_INTERFACES];
+    assert!(all.ingress.iter().all(|t| t.policies == ["pi-gnp/nodes"]));
+    assert_eq!(all.ingress_profiles, ["pri-projectcalico-default-allow"]);
+    assert_eq!(all.egress_profiles, ["pro-projectcalico-default-allow"]);
+    assert!(n2.chains.contains_key("pro-projectcalico-default-allow"));
+    // The world resolves FelixConfiguration for nodes (what the agent passes in).
+    let fs = world.failsafe("n1");
+    assert_eq!(
+        fs.inbound,
+        [tortie_calc::failsafe::FailsafePort::new(proto::TCP, 22)]
+    );
+    assert_eq!(fs.outbound, tortie_calc::failsafe::default_outbound());
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(24))]
 
@@ -234,4 +314,67 @@ fn kubernetes_policy_compiles_to_calicos_selectors() {
     assert_eq!(rules[1].source.nets, ["10.0.0.0/8".parse().unwrap()]);
     assert_eq!(rules[1].source.not_nets, ["10.9.0.0/16".parse().unwrap()]);
     assert!(p.egress.is_none(), "policyTypes defaulted to [Ingress]");
+}
+
+mod incremental {
+    use super::*;
+    use tortie_calc::graph::CalcGraph;
+
+    /// A relabelled copy of a WorkloadEndpoint (or the resource unchanged).
+    fn relabel(r: &Resource, pod: &str) -> Resource {
+        let mut r = r.clone();
+        if let Resource::WorkloadEndpoint(o) = &mut r {
+            o.metadata.labels.insert("pod".into(), pod.into());
+        }
+        r
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(32))]
+
+        /// The incremental graph, fed the same changes in any order (with relabels and
+        /// deletions on the way), builds exactly the model a from-scratch evaluation does.
+        #[test]
+        fn graph_matches_full_evaluation(
+            seed in any::<u64>(),
+            ops in proptest::collection::vec((0usize..64, 0u8..3), 0..24),
+        ) {
+            let base = cluster();
+            let mut order: Vec<usize> = (0..base.len()).collect();
+            let mut s = seed | 1;
+            for i in (1..order.len()).rev() {
+                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                order.swap(i, (s >> 33) as usize % (i + 1));
+            }
+            let mut g = CalcGraph::new();
+            for i in &order {
+                g.upsert(&base[*i]);
+            }
+            let mut truth: Vec<Option<Resource>> = base.iter().cloned().map(Some).collect();
+            for (idx, op) in ops {
+                let i = idx % base.len();
+                match op {
+                    0 => {
+                        g.remove(&ResourceKey::of(&base[i]));
+                        truth[i] = None;
+                    }
+                    1 => {
+                        let r = relabel(&base[i], "b");
+                        g.upsert(&r);
+                        truth[i] = Some(r);
+                    }
+                    _ => {
+                        g.upsert(&base[i]);
+                        truth[i] = Some(base[i].clone());
+                    }
+                }
+            }
+            let fresh = World::from_resources(truth.iter().flatten());
+            for node in ["n1", "n2"] {
+                let want = dataplane::build(&fresh, &config(node));
+                let got = dataplane::build_with(g.world(), &config(node), &g);
+                prop_assert_eq!(got, want);
+            }
+        }
+    }
 }

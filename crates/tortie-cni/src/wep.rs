@@ -242,3 +242,33 @@ pub fn stored_spec(value: &[u8]) -> Option<WorkloadEndpointSpec> {
 #[cfg(test)]
 #[path = "wep_tests.rs"]
 mod tests;
+
+/// The profile Calico's CNI plugin creates for a network used outside Kubernetes (if it does
+/// not exist yet): everything on the network carries the label `<network>` and may reach the
+/// others; egress is open. Without it, such endpoints would be denied everything (a missing
+/// profile fails closed).
+pub fn network_profile(network: &str) -> tortie_api::Resource {
+    use tortie_api::policy::ProfileSpec;
+    use tortie_api::rule::{Action, EntityRule, Rule};
+    let allow = |source: EntityRule| Rule {
+        action: Action::Allow,
+        ip_version: None,
+        protocol: None,
+        not_protocol: None,
+        icmp: None,
+        not_icmp: None,
+        source,
+        destination: EntityRule::default(),
+        http: None,
+        metadata: None,
+    };
+    let spec = ProfileSpec {
+        ingress: vec![allow(EntityRule {
+            selector: format!("has({network})"),
+            ..EntityRule::default()
+        })],
+        egress: vec![allow(EntityRule::default())],
+        labels_to_apply: BTreeMap::from([(network.to_string(), String::new())]),
+    };
+    tortie_api::Resource::Profile(Object::new(network, None, spec))
+}

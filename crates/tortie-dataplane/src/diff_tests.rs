@@ -3,7 +3,7 @@ use std::collections::BTreeSet;
 use proptest::prelude::*;
 
 use super::*;
-use crate::fixtures::model;
+use crate::fixtures::{host_endpoint, model};
 use crate::render::render;
 use crate::table::{ChainDef, MapDef, NftTable, SetDef};
 
@@ -377,6 +377,42 @@ fn adding_a_workload_declares_chains_first() {
     k.exec(&script(None, &a)).expect("full");
     k.exec(&s).expect("incremental");
     assert_eq!(k.table.as_ref(), Some(&b));
+}
+
+#[test]
+fn host_endpoints_come_and_go_incrementally() {
+    let plain = render(&model());
+    let mut m = model();
+    m.host_endpoints.insert(
+        "eth0".into(),
+        host_endpoint("n1-eth0", &["pi-knp/x/allow-a"], &[]),
+    );
+    m.host_endpoints
+        .insert("*".into(), host_endpoint("n1-all", &[], &["kns.x"]));
+    let heps = render(&m);
+    let mut fewer = m.clone();
+    fewer.host_endpoints.remove("*");
+    fewer.failsafe_inbound.clear();
+    let fewer = render(&fewer);
+    for (a, b) in [
+        (&plain, &heps),
+        (&heps, &fewer),
+        (&fewer, &plain),
+        (&heps, &plain),
+    ] {
+        let s = script(Some(a), b);
+        assert!(!s.contains("delete table"), "{s}");
+        let mut k = Kernel::default();
+        k.exec(&script(None, a)).expect("full");
+        k.exec(&s).unwrap_or_else(|e| panic!("{e}\n{s}"));
+        assert_eq!(k.table.as_ref(), Some(b), "{s}");
+    }
+    // Adding them hooks `output` and fills the maps; dropping them unhooks it again.
+    let s = script(Some(&plain), &heps);
+    assert!(s.contains("add chain inet tortie output { type filter hook output priority filter; policy accept; }"), "{s}");
+    assert!(s.contains("add map inet tortie fh-dispatch"), "{s}");
+    let s = script(Some(&heps), &plain);
+    assert!(s.contains("delete chain inet tortie output"), "{s}");
 }
 
 #[test]

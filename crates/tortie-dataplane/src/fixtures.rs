@@ -110,7 +110,19 @@ pub(crate) fn model() -> DataplaneModel {
         ip_sets,
         chains,
         workloads,
+        host_endpoints: BTreeMap::new(),
+        failsafe_inbound: tortie_calc::failsafe::default_inbound(),
+        failsafe_outbound: tortie_calc::failsafe::default_outbound(),
         endpoint_to_host: EndpointToHost::Drop,
         nat: NatOutgoing::default(),
+    }
+}
+
+/// A host endpoint on `eth0` whose ingress is `ingress` (default tier) and with `profiles`;
+/// no egress policy.
+pub(crate) fn host_endpoint(name: &str, ingress: &[&str], profiles: &[&str]) -> WorkloadChains {
+    WorkloadChains {
+        endpoint: EndpointId::Host { name: name.into() },
+        ..workload("unused", ingress, profiles)
     }
 }

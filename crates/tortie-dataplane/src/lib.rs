@@ -40,7 +40,8 @@
 //!   check; finally `drop` "no profile matched".
 //! - Policy and profile chains (`pi-`/`po-`/`pri-`/`pro-` + id, shared by every endpoint
 //!   that uses them): one or more nft rules per rendered rule. Allow sets ACCEPT and returns,
-//!   Pass sets PASS and returns, Deny drops, Log logs (prefix `tortie <rule>: `) and
+//!   Pass sets PASS and returns, Deny drops, Log sends the packet to NFLOG group
+//!   [`LOG_GROUP`] (prefix `tortie <rule>: `, read by the agent's `policy_log` listener) and
 //!   continues. Each carries its rule's identity as a comment (`knp/x/allow ingress[0]`).
 //!   Numeric ports and each named-port set are alternatives, so such a rule becomes one nft
 //!   rule per combination of source and destination alternatives.
@@ -56,10 +57,26 @@
 //! identifier is rewritten with a hash ([`table::nft_name`]). Workloads whose interface name
 //! nft cannot match exactly are left out (and so dropped by the dispatch chains).
 //!
-//! Not rendered (yet): host endpoints, the OUTPUT path (host → local pod is not policed, as
-//! in Calico), raw/mangle chains (untracked and pre-DNAT policy, failsafe ports), the
-//! IPIP/VXLAN-from-workload drops, REJECT as deny action, and `cali*` prefixes other than
-//! `cali`.
+//! - Host endpoints (only when the model has some; otherwise none of this exists and the
+//!   table is exactly the workload-only one): `input` continues, for traffic that is not
+//!   from a workload (`iifname "cali*" accept` catches the endpoint-to-host `return`) and
+//!   not on `lo` (never policed), with `iifname vmap @fh-dispatch` (→ `goto fh-<iface>`) and,
+//!   when an all-interfaces (`*`) host endpoint exists, `goto from-hep-all`. A new `output`
+//!   base chain (filter hook output, priority filter, policy accept) accepts
+//!   established/related, lets the host reach its own pods (`oifname "cali*" accept`, as
+//!   Calico) and `lo`, then `oifname vmap @th-dispatch` (→ `goto th-<iface>`) and
+//!   `goto to-hep-all`. Interfaces with no host endpoint fall through to the accept policy.
+//!   The host endpoint chains are built like the workload ones (clear marks, tiers,
+//!   profiles, final drop, so no policy and no profile = deny), preceded by
+//!   `ct state invalid drop` and `jump failsafe-in` / `jump failsafe-out`, whose rules
+//!   accept the failsafe ports in one set lookup (`meta l4proto . th dport { tcp . 22, … }`)
+//!   plus one rule per port restricted to a `net`. Reached by `goto` from a base chain, an
+//!   endpoint chain's `return` on allow ends the base chain with its accept policy.
+//!
+//! Not rendered (yet): raw/mangle chains (untracked and pre-DNAT policy), host endpoint
+//! policy for forwarded traffic (`applyOnForward`), host endpoints without `interfaceName`
+//! (matched by `expectedIPs`), the IPIP/VXLAN-from-workload drops, REJECT as deny action,
+//! and `cali*` prefixes other than `cali`.
 
 pub mod diff;
 pub mod manager;
@@ -74,6 +91,6 @@ mod fixtures;
 pub use manager::{ApplyMode, ApplyStats, NftManager};
 pub use nft::{NftCommand, NftError, NftRunner, RecordingNft};
 pub use render::render;
-pub use rule::{MARK_ACCEPT, MARK_PASS};
+pub use rule::{LOG_GROUP, LOG_PREFIX_START, MARK_ACCEPT, MARK_PASS};
 pub use table::{ChainDef, MapDef, NftTable, SetDef};
 pub use tortie_calc::dataplane::DataplaneModel;

@@ -2,17 +2,24 @@
 //!
 //! See the crate documentation for the layout. Names from the model pass through
 //! [`nft_name`]; workloads whose interface name nft cannot match exactly are left out (their
-//! traffic then meets the dispatch chains' fail-closed drop).
+//! traffic then meets the dispatch chains' fail-closed drop). Host endpoints on such
+//! interfaces, on `lo` or on `cali*` are left out too (that traffic is then not host endpoint
+//! traffic at all). Everything about host endpoints is rendered only when the model has
+//! some, so a node without them gets exactly the table it had before they existed.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use ipnet::IpNet;
 use tortie_calc::dataplane::{
-    DataplaneModel, EndpointToHost, Family, IpSetMembers, PolicyChain, TierChains, WorkloadChains,
+    ALL_INTERFACES, DataplaneModel, EndpointToHost, Family, HostEndpointChains, IpSetMembers,
+    PolicyChain, TierChains, WorkloadChains,
 };
+use tortie_calc::failsafe::FailsafePort;
 
-use crate::rule::{MARK_ACCEPT, MARK_PASS, SetKind, SetRefs, net_elements, render_rule};
-use crate::table::{ChainDef, MapDef, NftTable, SetDef, comment, ifname_literal, nft_name};
+use crate::rule::{
+    MARK_ACCEPT, MARK_PASS, SetKind, SetRefs, net_elements, proto_name, render_rule,
+};
+use crate::table::{ChainDef, MapDef, NftTable, SetDef, comment, ifname_literal, join, nft_name};
 
 /// Base chain on the forward hook.
 pub const CHAIN_FORWARD: &str = "forward";
@@ -32,6 +39,23 @@ pub const MAP_FROM_WL: &str = "fw-dispatch";
 pub const MAP_TO_WL: &str = "tw-dispatch";
 /// Interface pattern of workload veths.
 pub const WORKLOAD_IFACE_PATTERN: &str = "cali*";
+/// Base chain on the output hook (present only with host endpoints).
+pub const CHAIN_OUTPUT: &str = "output";
+/// Verdict map: interface → `goto fh-<iface>` (traffic from a host endpoint to the host).
+pub const MAP_FROM_HEP: &str = "fh-dispatch";
+/// Verdict map: interface → `goto th-<iface>` (traffic from the host to a host endpoint).
+pub const MAP_TO_HEP: &str = "th-dispatch";
+/// Ingress chain of the all-interfaces (`*`) host endpoint. (No `fh-` prefix: that would
+/// collide with an interface of that name.)
+pub const CHAIN_FROM_ALL_HEP: &str = "from-hep-all";
+/// Egress chain of the all-interfaces (`*`) host endpoint.
+pub const CHAIN_TO_ALL_HEP: &str = "to-hep-all";
+/// Inbound failsafe ports, jumped to by every host endpoint ingress chain.
+pub const CHAIN_FAILSAFE_IN: &str = "failsafe-in";
+/// Outbound failsafe ports, jumped to by every host endpoint egress chain.
+pub const CHAIN_FAILSAFE_OUT: &str = "failsafe-out";
+/// The loopback interface, never policed.
+pub const LOOPBACK: &str = "lo";
 
 /// Renders the whole table.
 pub fn render(model: &DataplaneModel) -> NftTable {
@@ -62,12 +86,186 @@ pub fn render(model: &DataplaneModel) -> NftTable {
         t.chains.insert(tw_name, to);
         t.chains.insert(fw_name, from);
     }
+    let heps = host_endpoints(&mut t, model, &mut wanted_chains);
     fail_closed_stand_ins(&mut t, &wanted_chains, &refs);
     t.maps.insert(MAP_FROM_WL.to_string(), dispatch_map(fw));
     t.maps.insert(MAP_TO_WL.to_string(), dispatch_map(tw));
     static_chains(&mut t, model.endpoint_to_host);
+    if let Some(heps) = heps {
+        host_endpoint_base_chains(&mut t, heps);
+    }
     nat(&mut t, &model.nat.masquerade_pools, &model.nat.all_pools);
     t
+}
+
+/// What the base chains need to know about the rendered host endpoints.
+#[derive(Debug, Clone, Copy)]
+struct Heps {
+    /// An all-interfaces (`*`) host endpoint exists.
+    all: bool,
+}
+
+/// Host endpoint chains, dispatch maps and failsafe chains; `None` (and nothing rendered)
+/// when the model has no host endpoints.
+fn host_endpoints(
+    t: &mut NftTable,
+    model: &DataplaneModel,
+    wanted: &mut BTreeSet<String>,
+) -> Option<Heps> {
+    if model.host_endpoints.is_empty() {
+        return None;
+    }
+    let failsafe_in = failsafe_rules(&model.failsafe_inbound, "saddr", "failsafe inbound");
+    let failsafe_out = failsafe_rules(&model.failsafe_outbound, "daddr", "failsafe outbound");
+    let mut fh = BTreeMap::new();
+    let mut th = BTreeMap::new();
+    let mut all = false;
+    for (iface, hep) in &model.host_endpoints {
+        let (fh_name, th_name) = if iface == ALL_INTERFACES {
+            all = true;
+            (CHAIN_FROM_ALL_HEP.to_string(), CHAIN_TO_ALL_HEP.to_string())
+        } else {
+            let key = match ifname_literal(iface) {
+                Some(_) if iface == LOOPBACK || iface.starts_with("cali") => None,
+                k => k,
+            };
+            let Some(key) = key else {
+                tracing::warn!(iface, endpoint = %hep.endpoint, "host endpoint on an interface that is never policed as one (loopback, workload or unmatchable name); ignored");
+                continue;
+            };
+            let fh_name = nft_name(&format!("fh-{iface}"));
+            let th_name = nft_name(&format!("th-{iface}"));
+            fh.insert(key.clone(), format!("goto {fh_name}"));
+            th.insert(key, format!("goto {th_name}"));
+            (fh_name, th_name)
+        };
+        let from = hep_chain(hep, Dir::To, !failsafe_in.is_empty(), wanted);
+        let to = hep_chain(hep, Dir::From, !failsafe_out.is_empty(), wanted);
+        t.chains.insert(fh_name, from);
+        t.chains.insert(th_name, to);
+    }
+    for (name, rules) in [
+        (CHAIN_FAILSAFE_IN, failsafe_in),
+        (CHAIN_FAILSAFE_OUT, failsafe_out),
+    ] {
+        if !rules.is_empty() {
+            t.chains
+                .insert(name.to_string(), ChainDef { hook: None, rules });
+        }
+    }
+    t.maps.insert(MAP_FROM_HEP.to_string(), dispatch_map(fh));
+    t.maps.insert(MAP_TO_HEP.to_string(), dispatch_map(th));
+    Some(Heps { all })
+}
+
+/// `fh-<iface>` (`dir` To: ingress policy, traffic to the host) / `th-<iface>` (From:
+/// egress, traffic from the host): drop INVALID, accept failsafe ports, then tiers and
+/// profiles exactly as for a workload, ending in a drop. These chains are reached by `goto`
+/// from a base chain, so the endpoint chain's "return" on allow ends the base chain with its
+/// accept policy.
+fn hep_chain(
+    hep: &HostEndpointChains,
+    dir: Dir,
+    failsafe: bool,
+    wanted: &mut BTreeSet<String>,
+) -> ChainDef {
+    let mut rules = vec!["ct state invalid drop".to_string()];
+    if failsafe {
+        let chain = match dir {
+            Dir::To => CHAIN_FAILSAFE_IN,
+            Dir::From => CHAIN_FAILSAFE_OUT,
+        };
+        rules.push(format!("jump {chain}"));
+    }
+    rules.extend(endpoint_chain(hep, dir, wanted).rules);
+    ChainDef { hook: None, rules }
+}
+
+/// Failsafe accepts: every entry without a `net` in one set lookup
+/// (`meta l4proto . th dport { tcp . 22, ... }`), one rule per entry with a `net` (its
+/// `peer` address: the source inbound, the destination outbound).
+fn failsafe_rules(ports: &[FailsafePort], peer: &str, what: &str) -> Vec<String> {
+    let plain: Vec<String> = ports
+        .iter()
+        .filter(|p| p.net.is_none())
+        .map(|p| (p.protocol, p.port))
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .map(|(proto, port)| format!("{} . {port}", proto_name(proto)))
+        .collect();
+    let mut rules = Vec::new();
+    if !plain.is_empty() {
+        rules.push(format!(
+            "meta l4proto . th dport {{ {} }} accept {}",
+            join(&plain),
+            comment(what)
+        ));
+    }
+    let with_net: BTreeSet<String> = ports
+        .iter()
+        .filter_map(|p| {
+            let net = p.net?;
+            let ip = match Family::of_net(&net) {
+                Family::V4 => "ip",
+                Family::V6 => "ip6",
+            };
+            Some(format!(
+                "{ip} {peer} {net} meta l4proto {} th dport {} accept {}",
+                proto_name(p.protocol),
+                p.port,
+                comment(what)
+            ))
+        })
+        .collect();
+    rules.extend(with_net);
+    rules
+}
+
+/// With host endpoints: `input` gains host endpoint dispatch after the workload rules, and
+/// an `output` base chain polices the host's own traffic.
+fn host_endpoint_base_chains(t: &mut NftTable, heps: Heps) {
+    let wl = WORKLOAD_IFACE_PATTERN;
+    if let Some(input) = t.chains.get_mut(CHAIN_INPUT) {
+        input.rules.extend([
+            // Reached only when the endpoint-to-host action is `return`: as Calico's RETURN,
+            // the packet leaves our rules without meeting host endpoint policy.
+            format!(
+                "iifname \"{wl}\" accept {}",
+                comment("workload to host: not host endpoint traffic")
+            ),
+            format!(
+                "iifname \"{LOOPBACK}\" accept {}",
+                comment("loopback is never policed")
+            ),
+            format!("iifname vmap @{MAP_FROM_HEP}"),
+        ]);
+        if heps.all {
+            input.rules.push(format!("goto {CHAIN_FROM_ALL_HEP}"));
+        }
+    }
+    let mut rules = vec![
+        "ct state established,related accept".to_string(),
+        // As Calico: the host's traffic to its own pods is not policed.
+        format!(
+            "oifname \"{wl}\" accept {}",
+            comment("host to workload: not policed")
+        ),
+        format!(
+            "oifname \"{LOOPBACK}\" accept {}",
+            comment("loopback is never policed")
+        ),
+        format!("oifname vmap @{MAP_TO_HEP}"),
+    ];
+    if heps.all {
+        rules.push(format!("goto {CHAIN_TO_ALL_HEP}"));
+    }
+    t.chains.insert(
+        CHAIN_OUTPUT.to_string(),
+        ChainDef {
+            hook: base_hook("filter", "output", "filter"),
+            rules,
+        },
+    );
 }
 
 fn set_type(kind: SetKind) -> (&'static str, bool) {

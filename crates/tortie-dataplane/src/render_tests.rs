@@ -1,6 +1,8 @@
 use super::*;
-use crate::fixtures::{allow_all, model, workload};
+use crate::fixtures::{allow_all, host_endpoint, model, workload};
 use tortie_calc::dataplane::{NatOutgoing, PolicyChain};
+use tortie_calc::failsafe::FailsafePort;
+use tortie_calc::model::proto;
 
 /// The whole table for the fixture model, as reviewed and as accepted by nft 1.0.6 (the
 /// root tests apply the same renderer's output to a real kernel).
@@ -145,4 +147,139 @@ fn endpoint_to_host_and_nat() {
     assert_eq!(t.sets["all-pools6"].elements.len(), 1);
     assert!(t.sets["masq-pools6"].elements.is_empty());
     assert!(!render(&model()).chains.contains_key("postrouting"));
+}
+
+/// The fixture with a host endpoint on eth0 (ingress: the `allow-a` policy chain reused, no
+/// profile) and an all-interfaces one with the allow-all profile.
+fn model_with_heps() -> tortie_calc::dataplane::DataplaneModel {
+    let mut m = model();
+    m.host_endpoints.insert(
+        "eth0".into(),
+        host_endpoint("n1-eth0", &["pi-knp/x/allow-a"], &[]),
+    );
+    m.host_endpoints
+        .insert("*".into(), host_endpoint("n1-all", &[], &["kns.x"]));
+    m
+}
+
+/// The host endpoint parts of the table, as reviewed; the rest is the fixture's golden.
+#[test]
+fn golden_definition_with_host_endpoints() {
+    let got = render(&model_with_heps()).definition();
+    let want = include_str!("testdata/fixture-model-heps.nft");
+    assert_eq!(got, want, "got:\n{got}");
+}
+
+#[test]
+fn without_host_endpoints_nothing_of_them_is_rendered() {
+    let t = render(&model());
+    for name in [
+        "output",
+        "failsafe-in",
+        "failsafe-out",
+        "from-hep-all",
+        "to-hep-all",
+    ] {
+        assert!(!t.chains.contains_key(name), "{name}");
+    }
+    assert!(!t.maps.contains_key("fh-dispatch") && !t.maps.contains_key("th-dispatch"));
+    assert_eq!(t.chains["input"].rules.len(), 2);
+}
+
+#[test]
+fn host_endpoint_interfaces_that_are_never_policed_are_left_out() {
+    let mut m = model();
+    for iface in ["lo", "cali123", "a\"b", "eth0"] {
+        m.host_endpoints
+            .insert(iface.into(), host_endpoint(iface, &[], &[]));
+    }
+    let t = render(&m);
+    let keys: Vec<&String> = t.maps["fh-dispatch"].elements.keys().collect();
+    assert_eq!(keys, ["\"eth0\""]);
+    assert_eq!(t.maps["th-dispatch"].elements.len(), 1);
+    assert!(!t.chains.contains_key("fh-lo") && !t.chains.contains_key("fh-cali123"));
+    // No `*` host endpoint: interfaces without one fall off the end of `input`/`output`,
+    // i.e. are accepted by the base chain policy.
+    let input = &t.chains["input"].rules;
+    assert_eq!(
+        input.last().map(String::as_str),
+        Some("iifname vmap @fh-dispatch")
+    );
+    let output = &t.chains["output"].rules;
+    assert_eq!(
+        output.last().map(String::as_str),
+        Some("oifname vmap @th-dispatch")
+    );
+    // Loopback and workloads are accepted before any host endpoint dispatch.
+    let pos = |rules: &[String], needle: &str| rules.iter().position(|r| r.contains(needle));
+    assert!(pos(input, "iifname \"lo\" accept") < pos(input, "@fh-dispatch"));
+    assert!(pos(output, "oifname \"cali*\" accept") < pos(output, "@th-dispatch"));
+    assert!(pos(output, "oifname \"lo\" accept") < pos(output, "@th-dispatch"));
+    // With no policy and no profile, the chain denies all but the failsafe ports.
+    assert_eq!(
+        t.chains["fh-eth0"].rules,
+        [
+            "ct state invalid drop",
+            "jump failsafe-in",
+            "meta mark set meta mark & 0xfffcffff comment \"clear accept and pass marks\"",
+            "drop comment \"no profile matched\"",
+        ]
+    );
+}
+
+#[test]
+fn failsafe_ports_with_nets_and_none_at_all() {
+    let mut m = model();
+    m.host_endpoints
+        .insert("eth0".into(), host_endpoint("n1-eth0", &[], &["kns.gone"]));
+    let net = |s: &str| Some(s.parse().expect("net"));
+    m.failsafe_inbound = vec![
+        FailsafePort::new(proto::TCP, 22),
+        FailsafePort::new(proto::TCP, 22),
+        FailsafePort::new(proto::SCTP, 9),
+        FailsafePort {
+            net: net("10.0.0.0/8"),
+            ..FailsafePort::new(proto::TCP, 8080)
+        },
+        FailsafePort {
+            net: net("fd00::/64"),
+            ..FailsafePort::new(proto::UDP, 53)
+        },
+    ];
+    m.failsafe_outbound.clear();
+    let t = render(&m);
+    assert_eq!(
+        t.chains["failsafe-in"].rules,
+        [
+            "meta l4proto . th dport { tcp . 22, sctp . 9 } accept comment \"failsafe inbound\"",
+            "ip saddr 10.0.0.0/8 meta l4proto tcp th dport 8080 accept comment \"failsafe inbound\"",
+            "ip6 saddr fd00::/64 meta l4proto udp th dport 53 accept comment \"failsafe inbound\"",
+        ]
+    );
+    // No outbound failsafe ports: no chain and no jump.
+    assert!(!t.chains.contains_key("failsafe-out"));
+    assert!(
+        !t.chains["th-eth0"]
+            .rules
+            .iter()
+            .any(|r| r.contains("failsafe"))
+    );
+    // A missing profile is a deny-all stand-in, as for workloads.
+    assert_eq!(
+        t.chains["pri-kns.gone"].rules,
+        ["drop comment \"chain missing from model\""]
+    );
+}
+
+#[test]
+fn endpoint_to_host_return_skips_host_endpoint_policy() {
+    let mut m = model_with_heps();
+    m.endpoint_to_host = EndpointToHost::Return;
+    let t = render(&m);
+    let input = &t.chains["input"].rules;
+    assert_eq!(input[1], "iifname \"cali*\" jump wl-to-host");
+    assert_eq!(
+        input[2],
+        "iifname \"cali*\" accept comment \"workload to host: not host endpoint traffic\""
+    );
 }

@@ -21,6 +21,11 @@ use crate::table::{comment, log_prefix, nft_name};
 pub const MARK_ACCEPT: u32 = 0x10000;
 /// Mark bit: a policy passed the packet to the next tier.
 pub const MARK_PASS: u32 = 0x20000;
+/// NFLOG group that Log rules send packets to (the agent's `policy_log` listener reads it).
+pub const LOG_GROUP: u16 = 1;
+/// Start of every Log rule's prefix: `tortie <rule comment>: ` (for example
+/// `tortie knp/x/allow-web ingress[0]: `), cut to nft's 127 bytes.
+pub const LOG_PREFIX_START: &str = "tortie ";
 
 /// What kind of named set a rule refers to (to declare it if the model lacks it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -119,7 +124,7 @@ fn head(r: &RenderedRule, refs: &mut SetRefs) -> Option<Vec<String>> {
 }
 
 /// nft spells a few protocols by name (`tcp`); numbers work for the rest.
-fn proto_name(p: u8) -> String {
+pub(crate) fn proto_name(p: u8) -> String {
     match p {
         proto::ICMPV6 => "ipv6-icmp".to_string(),
         proto::ICMP | proto::TCP | proto::UDP | proto::SCTP | proto::UDPLITE => proto::name(p),
@@ -277,8 +282,8 @@ fn action(r: &RenderedRule) -> String {
         Action::Pass => format!("meta mark set meta mark | {MARK_PASS:#x} return"),
         Action::Deny => "drop".to_string(),
         Action::Log => format!(
-            "log prefix {}",
-            log_prefix(&format!("tortie {}: ", r.comment))
+            "log prefix {} group {LOG_GROUP}",
+            log_prefix(&format!("{LOG_PREFIX_START}{}: ", r.comment))
         ),
     }
 }
@@ -320,7 +325,7 @@ mod tests {
         assert!(one(&rule(Action::Pass, Family::V6)).contains("meta mark | 0x20000 return"));
         assert!(
             one(&rule(Action::Log, Family::V4))
-                .contains("log prefix \"tortie knp/x/allow ingress[0]: \" comment")
+                .contains("log prefix \"tortie knp/x/allow ingress[0]: \" group 1 comment")
         );
     }
 

@@ -390,3 +390,141 @@ fn packets_follow_policy() {
     mgr.remove().expect("remove");
     assert_eq!(lab.connect("a", "b", 81, &b81), Ok(()));
 }
+
+/// A host endpoint `n1-eth1` on the host's `eth1` (or `*`), labelled role=node.
+fn hep(iface: &str, profiles: &str) -> String {
+    format!(
+        "apiVersion: projectcalico.org/v3
+kind: HostEndpoint
+metadata:
+  name: n1-hep
+  labels:
+    role: node
+spec:
+  node: {}
+  interfaceName: \"{iface}\"
+  expectedIPs: [{}]
+  profiles: [{profiles}]
+",
+        models::NODE,
+        lab::HOST_IP
+    )
+}
+
+const DENY_NODE_INGRESS: &str = "apiVersion: projectcalico.org/v3
+kind: GlobalNetworkPolicy
+metadata:
+  name: hep-deny
+spec:
+  selector: role == 'node'
+  types: [Ingress]
+";
+
+/// Host endpoints with real packets: failsafe ports pass, the rest follows host endpoint
+/// policy (default deny without profile), forwarded and host-to-pod traffic and loopback
+/// are not policed.
+#[test]
+fn host_endpoint_packets_follow_policy() {
+    if !is_root() {
+        return;
+    }
+    let lab = lab();
+    let h22 = lab.listen("host", 22);
+    let h8080 = lab.listen("host", 8080);
+    let e2379 = lab.listen("ext", 2379);
+    let e8081 = lab.listen("ext", 8081);
+    let b80 = lab.listen("b", 80);
+    let timed_out = Err(std::io::ErrorKind::TimedOut);
+    assert_eq!(lab.connect("ext", "host", 8080, &h8080), Ok(()), "plumbing");
+    assert_eq!(lab.connect("host", "ext", 8081, &e8081), Ok(()), "plumbing");
+
+    let pods = || {
+        vec![
+            namespace(),
+            wep("a", "a", "calia1", "10.244.1.10", ""),
+            wep("b", "b", "calib2", "10.244.2.11", HTTP_PORT),
+            policy("80"),
+        ]
+    };
+    let mut mgr = NftManager::new(NftCommand::in_netns(path(&lab.host)));
+    let mut docs = pods();
+    docs.extend([hep("eth1", ""), DENY_NODE_INGRESS.to_string()]);
+    let m = model_of(&docs);
+    assert_eq!(m.host_endpoints.len(), 1);
+    mgr.apply(&m).expect("apply");
+    assert_eq!(
+        lab.connect("ext", "host", 22, &h22),
+        Ok(()),
+        "failsafe tcp/22"
+    );
+    assert_eq!(
+        lab.connect("ext", "host", 8080, &h8080),
+        timed_out,
+        "policy denies"
+    );
+    assert_eq!(
+        lab.connect("host", "ext", 2379, &e2379),
+        Ok(()),
+        "failsafe out tcp/2379"
+    );
+    assert_eq!(
+        lab.connect("host", "ext", 8081, &e8081),
+        timed_out,
+        "no egress policy, no profile: denied"
+    );
+    assert_eq!(
+        lab.connect("a", "b", 80, &b80),
+        Ok(()),
+        "forwarded: not host traffic"
+    );
+    assert_eq!(
+        lab.connect("host", "b", 80, &b80),
+        Ok(()),
+        "host → pod is not policed"
+    );
+    assert_eq!(
+        lab.connect("host", "host", 8080, &h8080),
+        Ok(()),
+        "loopback"
+    );
+
+    // The all-interfaces host endpoint with Calico's default-allow profile, applied
+    // incrementally: the deny policy still applies to ingress, egress is allowed.
+    let mut docs = pods();
+    docs.extend([
+        hep("*", "projectcalico-default-allow"),
+        DENY_NODE_INGRESS.to_string(),
+    ]);
+    let stats = mgr.apply(&model_of(&docs)).expect("apply *");
+    assert_eq!(stats.mode, ApplyMode::Incremental, "{}", stats.script);
+    assert_eq!(
+        lab.connect("ext", "host", 8080, &h8080),
+        timed_out,
+        "policy first"
+    );
+    assert_eq!(lab.connect("ext", "host", 22, &h22), Ok(()), "failsafe");
+    assert_eq!(
+        lab.connect("host", "ext", 8081, &e8081),
+        Ok(()),
+        "profile allows"
+    );
+    assert_eq!(
+        lab.connect("host", "host", 8080, &h8080),
+        Ok(()),
+        "loopback"
+    );
+    assert_eq!(lab.connect("a", "b", 80, &b80), Ok(()), "forwarded");
+
+    // Without the policy the profile decides: everything is allowed.
+    let mut docs = pods();
+    docs.push(hep("*", "projectcalico-default-allow"));
+    mgr.apply(&model_of(&docs)).expect("apply without policy");
+    assert_eq!(lab.connect("ext", "host", 8080, &h8080), Ok(()));
+
+    // Without host endpoints the table is the plain one again (no output chain).
+    let stats = mgr.apply(&model_of(&pods())).expect("apply without heps");
+    assert_eq!(stats.mode, ApplyMode::Incremental, "{}", stats.script);
+    let listing = nft_in(&lab.host, &["list", "table", "inet", "tortie"]);
+    assert!(!listing.contains("chain output"), "{listing}");
+    assert!(!mgr.check_drift().expect("drift check"));
+}

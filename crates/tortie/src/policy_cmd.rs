@@ -224,6 +224,9 @@ fn decider_text(v: &Verdict, dir: &str) -> String {
         }
         Decider::NotAnEndpoint => "not a Calico endpoint: no policy applies".into(),
         Decider::SameEndpoint => "same endpoint: traffic does not leave the pod".into(),
+        Decider::Failsafe { protocol, port } => format!(
+            "failsafe port {protocol}/{port}: host endpoint traffic allowed before any policy"
+        ),
     }
 }
 

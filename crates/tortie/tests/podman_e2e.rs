@@ -606,8 +606,37 @@ fn podman_containers_on_a_tortie_cni_network() {
         host_veths.push(veth);
     }
 
+    // Outside Kubernetes the CNI plugin gives the network a profile, as Calico's does: its
+    // members reach each other and anything else is denied until a policy allows it.
+    let profile = lab.ok(&["get", "profile", &podman.network, "-o", "json"]);
+    assert!(
+        profile.contains(&format!("has({})", podman.network)),
+        "network profile: {profile}"
+    );
+    let first = a.ip.parse::<IpAddr>().expect("ip");
+    let denied = NetNs::named(&pod_netns)
+        .expect("pod netns")
+        .run(move || {
+            TcpStream::connect_timeout(&SocketAddr::new(first, HTTP_PORT), Duration::from_secs(1))
+                .is_ok()
+        })
+        .expect("run in pod netns");
+    assert!(
+        !denied,
+        "a lab pod reached a container before any policy allowed it"
+    );
+    let allow = format!(
+        "apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata: {{name: lab-pods-to-containers}}\n\
+         spec:\n  selector: has({net})\n  ingress:\n  - action: Allow\n    source: {{selector: projectcalico.org/orchestrator == 'k8s'}}\n  - action: Allow\n    source: {{selector: has({net})}}\n  egress:\n  - action: Allow\n",
+        net = podman.network
+    );
+    let file = std::env::temp_dir().join(format!("podman-e2e-allow-{}.yaml", std::process::id()));
+    std::fs::write(&file, allow).expect("write policy");
+    lab.ok(&["apply", "-f", file.to_str().expect("utf8 path")]);
+    let _ = std::fs::remove_file(&file);
+
     // IPv4 and IPv6: container <-> container on the same node, container -> lab pod on n2,
-    // lab pod -> container.
+    // lab pod -> container (allowed by the policy above).
     for (family, pod_ip) in [(4, &pod_ips[0]), (6, &pod_ips[1])] {
         let ip_of = |c: &Container| {
             if family == 4 {

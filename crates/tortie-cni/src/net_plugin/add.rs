@@ -108,6 +108,24 @@ async fn steps(
         pod_info: pod_info.as_ref(),
         arg_labels: &arg_labels,
     })?;
+    if pod.is_none() {
+        // Outside Kubernetes the endpoint's profile is the network's: create it once.
+        let profile = wep::network_profile(&ctx.inv.conf.name);
+        let pkey = profile.key();
+        match store
+            .create(&pkey, &tortie_api::codec::to_stored(&profile))
+            .await
+        {
+            Ok(_) | Err(tortie_store::StoreError::AlreadyExists { .. }) => {}
+            Err(e) => {
+                return Err(CniError::new(
+                    code::TRY_AGAIN_LATER,
+                    format!("cannot create the network's profile {pkey}"),
+                )
+                .with_details(e.to_string()));
+            }
+        }
+    }
     let bytes =
         tortie_api::codec::to_stored(&tortie_api::Resource::WorkloadEndpoint(endpoint.clone()));
     let key = wep::key(&endpoint);

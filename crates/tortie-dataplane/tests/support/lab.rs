@@ -15,6 +15,10 @@ use super::netns::{Namespaces, run};
 /// which (as with Calico) is nobody's address: the pod has a permanent neighbour entry for it
 /// with the host veth's MAC. The host has /32 routes to the pods and permanent neighbours for
 /// them, so no ARP is needed.
+///
+/// Two more names for host endpoint tests: `host` is the host namespace itself (its address
+/// 198.18.0.11 on `eth1`) and `ext` a plain namespace on the other end of `eth1`
+/// (198.18.0.101/24), an outside peer of the host.
 pub struct Lab {
     _nss: Namespaces,
     pub host: String,
@@ -22,6 +26,10 @@ pub struct Lab {
 }
 
 pub const HOST_MAC: &str = "ee:ee:ee:ee:ee:ee";
+/// The host namespace's address on `eth1`.
+pub const HOST_IP: &str = "198.18.0.11";
+/// The outside peer's address.
+pub const EXT_IP: &str = "198.18.0.101";
 
 pub fn lab() -> Lab {
     let mut nss = Namespaces::new();
@@ -125,6 +133,27 @@ pub fn lab() -> Lab {
         );
         pods.insert(pod, (NetNs::named(&ns).expect("open pod netns"), ip));
     }
+    let ext = nss.add();
+    run(
+        "ip",
+        &[
+            "-n", &host, "link", "add", "eth1", "type", "veth", "peer", "name", "eth0", "netns",
+            &ext,
+        ],
+    );
+    for (ns, dev, ip) in [(&host, "eth1", HOST_IP), (&ext, "eth0", EXT_IP)] {
+        run("ip", &["-n", ns, "link", "set", "lo", "up"]);
+        run(
+            "ip",
+            &["-n", ns, "addr", "add", &format!("{ip}/24"), "dev", dev],
+        );
+        run("ip", &["-n", ns, "link", "set", dev, "up"]);
+    }
+    pods.insert("ext", (NetNs::named(&ext).expect("open ext netns"), EXT_IP));
+    pods.insert(
+        "host",
+        (NetNs::named(&host).expect("open host netns"), HOST_IP),
+    );
     let host_ns = NetNs::named(&host).expect("open host netns");
     write_sysctls(&host_ns, &[("net/ipv4/ip_forward".into(), "1".into())]).expect("forwarding");
     Lab {

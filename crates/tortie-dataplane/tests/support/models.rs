@@ -73,12 +73,12 @@ pub fn model_of(docs: &[String]) -> DataplaneModel {
     let m = dataplane::build(
         &world,
         &NodeConfig {
-            node: NODE.into(),
             endpoint_to_host: EndpointToHost::Drop,
             nat: NatOutgoing {
                 masquerade_pools: ["10.244.0.0/16".parse().expect("net")].into(),
                 all_pools: ["10.244.0.0/16".parse().expect("net")].into(),
             },
+            ..NodeConfig::new(NODE)
         },
     );
     assert_eq!(
