@@ -9,6 +9,7 @@ PACKAGES=(
   etcd-server etcd-client    # real etcd for the datastore conformance tests
   iproute2 nftables iptables # kernel networking (namespaced tests)
   conntrack                  # policy conformance: forget old flows between steps
+  iputils-ping               # policy conformance: ICMP rules
   containernetworking-plugins # reference CNI plugins (host-local) for benchmark baselines
   iperf3 jq                  # scripts/bench-throughput.sh (B1 throughput, B7 CNI latency)
   podman runc conmon         # real container runtime on a tortie-cni network (podman_e2e)

@@ -763,6 +763,104 @@ fn lab_matrix_matches_every_case() {
         failures.len(),
         failures.join("\n")
     );
+
+    icmp_and_bad_input(&lab, n + 1);
+}
+
+/// One ping from a pod's namespace (bounded: one echo, 1 s).
+fn ping(lab: &Lab, from: &str, to: &str) -> bool {
+    let state = lab.state();
+    let netns = state["pods"][from]["netns"]
+        .as_str()
+        .expect("pod netns")
+        .to_string();
+    let ip = state["pods"][to]["ips"][0]
+        .as_str()
+        .expect("pod ip")
+        .to_string();
+    Command::new("ip")
+        .args([
+            "netns", "exec", &netns, "ping", "-n", "-q", "-c", "1", "-W", "1", &ip,
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("run ping")
+        .success()
+}
+
+/// ICMP type matching in the kernel and in `policy explain`; then a bad policy is refused and
+/// the running rules stay as they were.
+fn icmp_and_bad_input(lab: &Lab, n: usize) {
+    let policy = "apiVersion: projectcalico.org/v3
+kind: NetworkPolicy
+metadata: {name: no-ping-from-x, namespace: \"y\"}
+spec:
+  selector: all()
+  ingress:
+  - action: Deny
+    protocol: ICMP
+    icmp: {type: 8}
+    source: {namespaceSelector: ns == 'x'}
+  - action: Allow
+";
+    lab.ok_stdin(&["apply", "-f", "-"], policy);
+    lab.wait_synced(n);
+    assert!(
+        !ping(lab, "x/a", "y/a"),
+        "echo request from x must be denied"
+    );
+    assert!(ping(lab, "z/a", "y/a"), "echo request from z must pass");
+    assert!(ping(lab, "y/b", "x/a"), "x is not policed");
+    let tcp = lab.ok(&[
+        "lab",
+        "probe",
+        "x/a",
+        "y/a",
+        "--port",
+        "80",
+        "--timeout-ms",
+        "500",
+    ]);
+    assert_eq!(tcp.trim(), "allowed", "only ICMP is denied");
+    let explained = lab.ok(&[
+        "policy",
+        "explain",
+        "--from",
+        "x/a",
+        "--to",
+        "y/a",
+        "--protocol",
+        "icmp",
+        "--icmp-type",
+        "8",
+        "-o",
+        "json",
+    ]);
+    let e: Value = serde_json::from_str(&explained).expect("explain json");
+    assert_eq!(e["outcome"], "deny", "{e}");
+    assert_eq!(e["ingress"]["policy"]["name"], "no-ping-from-x", "{e}");
+    assert_eq!(e["ingress"]["rule"], 0, "{e}");
+
+    // A bad policy is refused with the field named, and nothing changes in the kernel.
+    let bad = cases_dir().join("invalid/03-ipblock-except-outside-cidr.yaml");
+    let out = run_tortie(&["apply", "-f", bad.to_str().unwrap()], &lab.envs(), None);
+    assert!(!out.status.success(), "bad policy accepted");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("except"), "error names the field: {err}");
+    lab.wait_synced(n + 1);
+    assert!(
+        !ping(lab, "x/a", "y/a"),
+        "rules changed after a refused apply"
+    );
+    assert!(
+        ping(lab, "z/a", "y/a"),
+        "rules changed after a refused apply"
+    );
+    lab.ok_stdin(
+        &["delete", "-f", "-"],
+        "apiVersion: projectcalico.org/v3\nkind: NetworkPolicy\nmetadata: {name: no-ping-from-x, namespace: \"y\"}\n",
+    );
 }
 
 fn all_allowed_matrix() -> Matrix {
