@@ -312,6 +312,12 @@ fn agent_restart_keeps_flows(lab: &Lab) {
         .output()
         .expect("ip")
         .stdout;
+    let node_ns = node["netns"].as_str().expect("netns").to_string();
+    let rules_before = nft_listing(&node_ns);
+    assert!(
+        rules_before.contains("chain forward") && rules_before.contains("fw-dispatch"),
+        "the agent programmed its policy table:\n{rules_before}"
+    );
     Command::new("kill")
         .args(["-9", &pid.to_string()])
         .status()
@@ -321,6 +327,11 @@ fn agent_restart_keeps_flows(lab: &Lab) {
         std::thread::sleep(Duration::from_millis(20));
     }
     ping(2); // rules and routes stay while the agent is down
+    assert_eq!(
+        nft_listing(&node_ns),
+        rules_before,
+        "policy rules changed while the agent was down"
+    );
 
     let log =
         std::fs::File::create(std::env::temp_dir().join(format!("{}-agent-restart.log", lab.name)))
@@ -352,6 +363,25 @@ fn agent_restart_keeps_flows(lab: &Lab) {
     }
     assert!(ready, "restarted agent never became ready");
     ping(3);
+    // The restarted agent reconciles (an atomic replace with the same content): same rules.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut applied = 0;
+    while applied == 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+        applied = http_get(&health, "/status")
+            .and_then(|b| serde_json::from_str::<Value>(&b).ok())
+            .and_then(|v| v["policyRevision"].as_u64())
+            .unwrap_or(0);
+    }
+    assert!(
+        applied > 0,
+        "restarted agent never applied its policy table"
+    );
+    assert_eq!(
+        nft_listing(&node_ns),
+        rules_before,
+        "restart changed policy rules"
+    );
     let routes_after = Command::new("ip")
         .args(["-n", node["netns"].as_str().expect("netns"), "route"])
         .output()
@@ -364,6 +394,53 @@ fn agent_restart_keeps_flows(lab: &Lab) {
     );
     restarted.kill().ok();
     restarted.wait().ok();
+}
+
+/// `nft list table inet tortie` in a namespace.
+fn nft_listing(netns: &str) -> String {
+    let out = Command::new("ip")
+        .args([
+            "netns", "exec", netns, "nft", "list", "table", "inet", "tortie",
+        ])
+        .output()
+        .expect("nft");
+    assert!(
+        out.status.success(),
+        "nft list in {netns}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The kernel lists objects in creation order, which differs between incremental and full
+    // applies: compare the sets, maps and chains sorted.
+    let text = String::from_utf8(out.stdout).expect("utf8");
+    let mut blocks: Vec<String> = Vec::new();
+    for line in text.lines() {
+        // The table's own open and close lines and blank separators carry no content.
+        if line.trim().is_empty() || line == "}" || line.starts_with("table ") {
+            continue;
+        }
+        let object_start = ["\tchain ", "\tset ", "\tmap "]
+            .iter()
+            .any(|p| line.starts_with(p));
+        if object_start || blocks.is_empty() {
+            blocks.push(String::new());
+        }
+        let cur = blocks.last_mut().expect("a block");
+        cur.push_str(line.trim_end());
+        cur.push('\n');
+    }
+    blocks.sort();
+    blocks.concat()
+}
+
+/// The body of an HTTP/1.0 GET, if the server answered.
+fn http_get(addr: &str, path: &str) -> Option<String> {
+    let mut s = TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    s.write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes())
+        .ok()?;
+    let mut r = String::new();
+    s.read_to_string(&mut r).ok()?;
+    r.split("\r\n\r\n").nth(1).map(str::to_string)
 }
 
 #[test]
