@@ -8,6 +8,8 @@
 //! - Without the policy, a host endpoint with neither policy nor profile still denies; with
 //!   Calico's `projectcalico-default-allow` profile it allows.
 //! - `tortie policy explain` tells the same story (Failsafe for 22, denied for 8080).
+//! - natOutgoing: a pod reaches the plain host (which has no route to the pools) only while
+//!   its pool masquerades.
 //!
 //! The listeners are sockets of this test process bound inside n1's namespace (no extra
 //! processes); the lab is torn down on drop, even on failure. Not root: prints why and
@@ -383,4 +385,64 @@ fn host_endpoint_failsafe_ports_and_policy() {
     lab.wait_synced(n);
     assert!(!lab.nft(&n1_netns).contains("chain output"));
     assert!(lab.probe("ext", "n1", 8080));
+}
+
+/// Sets `natOutgoing` on the lab's default IPv4 pool.
+fn set_nat_outgoing(lab: &Lab, on: bool) {
+    let got = lab.ok(&["get", "ippool", "default-ipv4-ippool", "-o", "json"]);
+    let mut pool: Value = serde_json::from_str(&got).expect("pool json");
+    pool["spec"]["natOutgoing"] = json!(on);
+    if let Some(m) = pool["metadata"].as_object_mut() {
+        m.remove("resourceVersion");
+    }
+    lab.ok_stdin(&["apply", "-f", "-"], &pool.to_string());
+}
+
+/// natOutgoing in the kernel: a plain host on the fabric has no route to the pod pools (there
+/// is no BGP yet), so a pod reaches it only when the node masquerades the pod's address.
+/// With `natOutgoing: true` (the lab's default pools) the probe connects; with `false` it
+/// cannot; back to `true`, it connects again.
+#[test]
+fn nat_outgoing_lets_pods_reach_hosts_outside_the_pools() {
+    if !is_root() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "nat_outgoing e2e needs root, and CI=true forbids skipping"
+        );
+        eprintln!("skipping nat_outgoing e2e: needs root (network namespaces)");
+        return;
+    }
+    let lab = Lab::up(&format!("tnat{}", std::process::id() % 10_000));
+    lab.ok(&["lab", "host", "add", "ext", "--serve", "80/tcp"]);
+    lab.ok(&[
+        "lab", "pod", "add", "x/a", "--node", "n1", "--serve", "80/tcp",
+    ]);
+    lab.wait_synced(1);
+    assert!(
+        lab.probe("x/a", "ext", 80),
+        "masqueraded pod reaches the host"
+    );
+    let n1 = lab.state()["nodes"][0]["netns"]
+        .as_str()
+        .expect("netns")
+        .to_string();
+    assert!(
+        lab.nft(&n1).contains("masquerade"),
+        "the node masquerades pool traffic leaving the pools"
+    );
+
+    set_nat_outgoing(&lab, false);
+    lab.wait_synced(2);
+    assert!(
+        !lab.nft(&n1).contains("masquerade"),
+        "no masquerade without natOutgoing"
+    );
+    assert!(
+        !lab.probe("x/a", "ext", 80),
+        "without natOutgoing the host cannot answer a pod address it has no route to"
+    );
+
+    set_nat_outgoing(&lab, true);
+    lab.wait_synced(3);
+    assert!(lab.probe("x/a", "ext", 80), "natOutgoing restored");
 }
