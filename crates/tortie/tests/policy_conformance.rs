@@ -11,16 +11,17 @@
 //!   `tortie lab matrix`. Needs root; with `CI=true` it must not skip.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
 
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-const BIN: &str = env!("CARGO_BIN_EXE_tortie");
+mod support {
+    pub mod lab;
+}
+
+use support::lab::{BIN, Lab, is_root, must, run_tortie};
 const NAMESPACES: [&str; 3] = ["x", "y", "z"];
 const PODS: [&str; 3] = ["a", "b", "c"];
 const PORT_PROTOS: [&str; 4] = ["80/tcp", "81/tcp", "80/udp", "81/udp"];
@@ -267,41 +268,6 @@ fn doc_keys(text: &str) -> Vec<(String, String, String)> {
         .collect()
 }
 
-fn run_tortie(args: &[&str], envs: &[(&str, &str)], stdin: Option<&str>) -> Output {
-    let mut cmd = Command::new(BIN);
-    cmd.args(args).env_remove("TORTIE_DATASTORE");
-    for (k, v) in envs {
-        cmd.env(k, v);
-    }
-    cmd.stdin(if stdin.is_some() {
-        Stdio::piped()
-    } else {
-        Stdio::null()
-    })
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped());
-    let mut child = cmd.spawn().expect("run tortie");
-    if let Some(s) = stdin {
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(s.as_bytes())
-            .expect("write stdin");
-    }
-    child.wait_with_output().expect("tortie output")
-}
-
-fn must(out: Output, what: &str) -> String {
-    assert!(
-        out.status.success(),
-        "{what} failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("utf8")
-}
-
 #[test]
 fn offline_matrix_matches_every_case() {
     let dir = tempfile::tempdir().unwrap();
@@ -480,129 +446,21 @@ fn invalid_policies_are_rejected_with_the_field() {
 // ---------------------------------------------------------------------------------------
 // The kernel side.
 
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .map(|l| l.split_whitespace().nth(1) == Some("0"))
-        })
-        .unwrap_or(false)
-}
-
-/// A lab torn down on drop.
-struct Lab {
-    name: String,
-    datastore: String,
-}
-
-impl Lab {
-    fn envs(&self) -> Vec<(&str, &str)> {
-        vec![
-            ("TORTIE_LAB", self.name.as_str()),
-            ("TORTIE_DATASTORE", self.datastore.as_str()),
-        ]
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        must(
-            run_tortie(args, &self.envs(), None),
-            &format!("tortie {args:?}"),
-        )
-    }
-
-    fn ok_stdin(&self, args: &[&str], stdin: &str) -> String {
-        must(
-            run_tortie(args, &self.envs(), Some(stdin)),
-            &format!("tortie {args:?} <<{stdin}"),
-        )
-    }
-
-    fn state(&self) -> Value {
-        let p = format!("/run/tortie/lab/{}/state.json", self.name);
-        serde_json::from_str(&std::fs::read_to_string(p).expect("state.json")).expect("json")
-    }
-
-    /// Waits until every agent's policy dataplane reflects the store as of now: writes a
-    /// marker, reads its revision, polls each agent's `/status` (bounded).
-    fn wait_synced(&self, n: usize) {
-        let marker = json!({"apiVersion": "projectcalico.org/v3", "kind": "Profile",
-            "metadata": {"name": "conformance-sync-marker", "labels": {"n": n.to_string()}},
-            "spec": {}});
-        self.ok_stdin(&["apply", "-f", "-"], &marker.to_string());
-        let got = self.ok(&["get", "profile", "conformance-sync-marker", "-o", "json"]);
-        let v: Value = serde_json::from_str(&got).expect("profile json");
-        let rev: u64 = v["metadata"]["resourceVersion"]
-            .as_str()
-            .and_then(|s| s.parse().ok())
-            .expect("resourceVersion");
-        let state = self.state();
-        let nodes = state["nodes"].as_array().expect("nodes");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        for node in nodes {
-            let addr = node
-                .pointer("/agent/health")
-                .and_then(Value::as_str)
-                .expect("agent health address")
-                .to_string();
-            loop {
-                let applied = agent_status(&addr)
-                    .and_then(|s| s["policyRevision"].as_u64())
-                    .unwrap_or(0);
-                if applied >= rev {
-                    break;
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "agent {addr} did not apply revision {rev} within 30s (at {applied})"
-                );
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
-        // Policy applies to new flows: forget the old ones so probes start fresh.
-        for node in nodes {
-            if let Some(ns) = node["netns"].as_str() {
-                let _ = Command::new("ip")
-                    .args(["netns", "exec", ns, "conntrack", "-F"])
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .status();
-            }
-        }
-    }
-
-    fn matrix(&self) -> Matrix {
-        let out = self.ok(&[
-            "lab",
-            "matrix",
-            "-o",
-            "json",
-            "--ports",
-            "80,81",
-            "--protocols",
-            "tcp,udp",
-            "--timeout-ms",
-            "300",
-        ]);
-        serde_json::from_str(&out).expect("lab matrix json")
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        let _ = run_tortie(&["lab", "down"], &self.envs(), None);
-    }
-}
-
-fn agent_status(addr: &str) -> Option<Value> {
-    let mut s = TcpStream::connect_timeout(&addr.parse().ok()?, Duration::from_secs(1)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    s.write_all(b"GET /status HTTP/1.0\r\n\r\n").ok()?;
-    let mut body = String::new();
-    s.read_to_string(&mut body).ok()?;
-    let json = body.split("\r\n\r\n").nth(1)?;
-    serde_json::from_str(json).ok()
+/// `lab matrix` over 80/81 TCP/UDP, as JSON.
+fn lab_matrix(lab: &Lab) -> Matrix {
+    let out = lab.ok(&[
+        "lab",
+        "matrix",
+        "-o",
+        "json",
+        "--ports",
+        "80,81",
+        "--protocols",
+        "tcp,udp",
+        "--timeout-ms",
+        "300",
+    ]);
+    serde_json::from_str(&out).expect("lab matrix json")
 }
 
 /// Sets a pod's labels wholesale through the Pod record, as a kubelet-backed API would.
@@ -633,29 +491,7 @@ fn lab_matrix_matches_every_case() {
         "{} missing: cargo build --workspace --bins",
         cni.display()
     );
-    let name = "tpc";
-    let _ = run_tortie(&["lab", "down"], &[("TORTIE_LAB", name)], None);
-    must(
-        run_tortie(
-            &["lab", "up", "--nodes", "3"],
-            &[("TORTIE_LAB", name)],
-            None,
-        ),
-        "lab up",
-    );
-    let env = must(
-        run_tortie(&["lab", "env"], &[("TORTIE_LAB", name)], None),
-        "lab env",
-    );
-    let datastore = env
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("TORTIE_DATASTORE="))
-        .map(|s| s.trim_matches(|c| c == '"' || c == '\'').to_string())
-        .expect("lab env prints TORTIE_DATASTORE");
-    let lab = Lab {
-        name: name.to_string(),
-        datastore,
-    };
+    let lab = Lab::up("tpc", 3);
     let base = Cluster::base();
     let mut setup: Vec<Value> = Vec::new();
     for ns in NAMESPACES {
@@ -687,7 +523,7 @@ fn lab_matrix_matches_every_case() {
     }
     let mut n = 0;
     lab.wait_synced(n);
-    let everything = lab.matrix();
+    let everything = lab_matrix(&lab);
     let all_allowed: Vec<String> = diff(&all_allowed_matrix(), &everything);
     assert!(
         all_allowed.is_empty(),
@@ -729,7 +565,7 @@ fn lab_matrix_matches_every_case() {
             }
             n += 1;
             lab.wait_synced(n);
-            let got = lab.matrix();
+            let got = lab_matrix(&lab);
             let d = diff(&expected(&case_name, i, step), &got);
             if !d.is_empty() {
                 failures.push(format!(

@@ -1,0 +1,208 @@
+//! Shared helpers of the CLI-driven lab tests: run `tortie`, a lab torn down on drop, and
+//! waiting for every agent's policy dataplane to catch up with the datastore.
+
+#![allow(dead_code, reason = "each test binary uses a different subset")]
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_tortie");
+
+pub fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(1) == Some("0"))
+        })
+        .unwrap_or(false)
+}
+
+pub fn run_tortie(args: &[&str], envs: &[(&str, &str)], stdin: Option<&str>) -> Output {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args).env_remove("TORTIE_DATASTORE");
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    cmd.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("run tortie");
+    if let Some(s) = stdin {
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(s.as_bytes())
+            .expect("write stdin");
+    }
+    child.wait_with_output().expect("tortie output")
+}
+
+pub fn must(out: Output, what: &str) -> String {
+    assert!(
+        out.status.success(),
+        "{what} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf8")
+}
+
+/// A lab torn down on drop.
+pub struct Lab {
+    pub name: String,
+    pub datastore: String,
+}
+
+impl Lab {
+    pub fn up(name: &str, nodes: usize) -> Lab {
+        let envs = [("TORTIE_LAB", name)];
+        let _ = run_tortie(&["lab", "down"], &envs, None);
+        // From here on the guard removes the lab, whatever happens.
+        let mut lab = Lab {
+            name: name.to_string(),
+            datastore: String::new(),
+        };
+        must(
+            run_tortie(&["lab", "up", "--nodes", &nodes.to_string()], &envs, None),
+            "lab up",
+        );
+        let env = must(run_tortie(&["lab", "env"], &envs, None), "lab env");
+        lab.datastore = env
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("TORTIE_DATASTORE="))
+            .map(|s| s.trim_matches(|c| c == '"' || c == '\'').to_string())
+            .expect("lab env prints TORTIE_DATASTORE");
+        lab
+    }
+
+    pub fn envs(&self) -> Vec<(&str, &str)> {
+        vec![
+            ("TORTIE_LAB", self.name.as_str()),
+            ("TORTIE_DATASTORE", self.datastore.as_str()),
+        ]
+    }
+
+    pub fn ok(&self, args: &[&str]) -> String {
+        must(
+            run_tortie(args, &self.envs(), None),
+            &format!("tortie {args:?}"),
+        )
+    }
+
+    pub fn ok_stdin(&self, args: &[&str], stdin: &str) -> String {
+        must(
+            run_tortie(args, &self.envs(), Some(stdin)),
+            &format!("tortie {args:?} <<{stdin}"),
+        )
+    }
+
+    pub fn state(&self) -> Value {
+        let p = format!("/run/tortie/lab/{}/state.json", self.name);
+        serde_json::from_str(&std::fs::read_to_string(p).expect("state.json")).expect("json")
+    }
+
+    /// Waits until every agent's policy dataplane reflects the store as of now: writes a
+    /// marker, reads its revision, polls each agent's `/status` (bounded), then forgets the
+    /// nodes' conntrack entries so that probes start fresh flows.
+    pub fn wait_synced(&self, n: usize) {
+        let marker = json!({"apiVersion": "projectcalico.org/v3", "kind": "Profile",
+            "metadata": {"name": "test-sync-marker", "labels": {"n": n.to_string()}},
+            "spec": {}});
+        self.ok_stdin(&["apply", "-f", "-"], &marker.to_string());
+        let got = self.ok(&["get", "profile", "test-sync-marker", "-o", "json"]);
+        let v: Value = serde_json::from_str(&got).expect("profile json");
+        let rev: u64 = v["metadata"]["resourceVersion"]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .expect("resourceVersion");
+        let state = self.state();
+        let nodes = state["nodes"].as_array().expect("nodes");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        for node in nodes {
+            let addr = node
+                .pointer("/agent/health")
+                .and_then(Value::as_str)
+                .expect("agent health address")
+                .to_string();
+            loop {
+                let applied = agent_status(&addr)
+                    .and_then(|s| s["policyRevision"].as_u64())
+                    .unwrap_or(0);
+                if applied >= rev {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "agent {addr} did not apply revision {rev} within 30s (at {applied})"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        for node in nodes {
+            if let Some(ns) = node["netns"].as_str() {
+                let _ = Command::new("ip")
+                    .args(["netns", "exec", ns, "conntrack", "-F"])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status();
+            }
+        }
+    }
+
+    /// `lab probe` of TCP `port`: true when allowed.
+    pub fn probe(&self, from: &str, to: &str, port: u16) -> bool {
+        let out = self.ok(&[
+            "lab",
+            "probe",
+            from,
+            to,
+            "--port",
+            &port.to_string(),
+            "--timeout-ms",
+            "700",
+        ]);
+        match out.trim() {
+            "allowed" => true,
+            "denied" => false,
+            other => panic!("lab probe printed {other:?}"),
+        }
+    }
+
+    /// The node's nft table listing.
+    pub fn nft(&self, netns: &str) -> String {
+        let out = Command::new("ip")
+            .args([
+                "netns", "exec", netns, "nft", "list", "table", "inet", "tortie",
+            ])
+            .output()
+            .expect("nft");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let _ = run_tortie(&["lab", "down"], &self.envs(), None);
+    }
+}
+
+pub fn agent_status(addr: &str) -> Option<Value> {
+    let mut s = TcpStream::connect_timeout(&addr.parse().ok()?, Duration::from_secs(1)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    s.write_all(b"GET /status HTTP/1.0\r\n\r\n").ok()?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).ok()?;
+    let json = body.split("\r\n\r\n").nth(1)?;
+    serde_json::from_str(json).ok()
+}
