@@ -420,7 +420,7 @@ fn incompatible_changes_rebuild() {
     let a = render(&model());
     let mut b = a.clone();
     if let Some(s) = b.sets.get_mut("s4-a") {
-        s.interval = false;
+        s.interval = !s.interval;
     }
     assert_eq!(script(Some(&a), &b), full_script(&b));
     let mut b = a.clone();

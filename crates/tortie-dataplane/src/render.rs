@@ -278,6 +278,21 @@ fn set_type(kind: SetKind) -> (&'static str, bool) {
 }
 
 fn set_def(family: Family, members: &IpSetMembers) -> SetDef {
+    // A selector set of single addresses (the common case: endpoint IPs) is a plain hash set.
+    // nft reads back every element of every interval set in the table before it changes one,
+    // which makes element changes cost O(set size); hash sets change in O(1). A set that
+    // holds a CIDR (a network set's) needs intervals; moving between the two is a full
+    // (atomic) replace, which the diff handles.
+    if let IpSetMembers::Nets(nets) = members
+        && nets.iter().all(|n| n.prefix_len() == n.max_prefix_len())
+    {
+        let (type_, _) = set_type(SetKind::Nets(family));
+        return SetDef {
+            type_: type_.to_string(),
+            interval: false,
+            elements: nets.iter().map(|n| n.addr().to_string()).collect(),
+        };
+    }
     let (kind, elements) = match members {
         IpSetMembers::Nets(nets) => (
             SetKind::Nets(family),

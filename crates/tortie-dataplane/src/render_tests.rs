@@ -6,9 +6,20 @@ use tortie_calc::model::proto;
 
 /// The whole table for the fixture model, as reviewed and as accepted by nft 1.0.6 (the
 /// root tests apply the same renderer's output to a real kernel).
+/// With `UPDATE_GOLDEN=1`, rewrites a golden file (review the diff before committing).
+fn update_golden(name: &str, got: &str) {
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("src/testdata")
+            .join(name);
+        std::fs::write(path, got).expect("write golden");
+    }
+}
+
 #[test]
 fn golden_definition() {
     let got = render(&model()).definition();
+    update_golden("fixture-model.nft", &got);
     let want = include_str!("testdata/fixture-model.nft");
     assert_eq!(got, want, "got:\n{got}");
 }
@@ -166,6 +177,7 @@ fn model_with_heps() -> tortie_calc::dataplane::DataplaneModel {
 #[test]
 fn golden_definition_with_host_endpoints() {
     let got = render(&model_with_heps()).definition();
+    update_golden("fixture-model-heps.nft", &got);
     let want = include_str!("testdata/fixture-model-heps.nft");
     assert_eq!(got, want, "got:\n{got}");
 }
