@@ -143,12 +143,15 @@ fn add_rules(s: &mut String, chain: &str, rules: &[String]) {
 fn add_set(s: &mut String, name: &str, set: &SetDef) {
     let mut body = set_body(set).join("; ");
     if !set.elements.is_empty() {
-        let _ = write!(body, "; elements = {{ {} }}", join(&set.elements));
+        let _ = write!(body, "; elements = {{ {} }}", join(set.elements.iter()));
     }
     let _ = writeln!(s, "add set {TABLE} {name} {{ {body}; }}");
 }
 
 fn update_set(s: &mut String, name: &str, old: &SetDef, new: &SetDef) {
+    if std::sync::Arc::ptr_eq(&old.elements, &new.elements) {
+        return; // carried over unchanged from the previous rendering
+    }
     let gone: BTreeSet<&String> = old.elements.difference(&new.elements).collect();
     let fresh: BTreeSet<&String> = new.elements.difference(&old.elements).collect();
     if !gone.is_empty() {

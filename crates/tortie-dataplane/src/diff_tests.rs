@@ -98,7 +98,7 @@ fn parse_set_parts<'a>(parts: impl Iterator<Item = &'a str>) -> SetDef {
     let mut s = SetDef {
         type_: String::new(),
         interval: false,
-        elements: BTreeSet::new(),
+        elements: BTreeSet::new().into(),
     };
     for p in parts.map(str::trim) {
         if let Some(ty) = p.strip_prefix("type ") {
@@ -106,7 +106,7 @@ fn parse_set_parts<'a>(parts: impl Iterator<Item = &'a str>) -> SetDef {
         } else if p == "flags interval" {
             s.interval = true;
         } else if let Some(e) = p.strip_prefix("elements = ") {
-            s.elements = items(e).into_iter().collect();
+            s.elements = std::sync::Arc::new(items(e).into_iter().collect());
         }
     }
     s
@@ -222,7 +222,7 @@ fn command(t: &mut NftTable, line: &str) -> Result<(), String> {
         ("add", "element") => {
             for it in items(rest) {
                 if let Some(s) = t.sets.get_mut(&name) {
-                    if !s.elements.insert(it.clone()) {
+                    if !std::sync::Arc::make_mut(&mut s.elements).insert(it.clone()) {
                         return Err(format!("{line}: {it} exists"));
                     }
                 } else {
@@ -238,7 +238,7 @@ fn command(t: &mut NftTable, line: &str) -> Result<(), String> {
         ("delete", "element") => {
             for it in items(rest) {
                 let gone = match (t.sets.get_mut(&name), t.maps.get_mut(&name)) {
-                    (Some(s), _) => s.elements.remove(&it),
+                    (Some(s), _) => std::sync::Arc::make_mut(&mut s.elements).remove(&it),
                     (None, Some(m)) => m.elements.remove(&it).is_some(),
                     _ => false,
                 };

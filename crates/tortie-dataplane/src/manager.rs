@@ -5,11 +5,13 @@
 //! On start it knows nothing, so its first apply replaces whatever a previous agent left in
 //! one transaction: the old rules enforce until the new ones commit.
 
-use tortie_calc::dataplane::DataplaneModel;
+use std::collections::BTreeMap;
+
+use tortie_calc::dataplane::{DataplaneModel, IpSet};
 
 use crate::diff;
 use crate::nft::{NftError, NftRunner};
-use crate::render::render;
+use crate::render::{render, render_reusing};
 use crate::table::{NftTable, TABLE};
 
 /// How an apply changed the kernel.
@@ -50,6 +52,8 @@ pub struct NftManager<R> {
     last_listing: Option<String>,
     /// The table last asked for (kept across failures, for drift repair).
     desired: Option<NftTable>,
+    /// The model's IP sets behind `last_applied` (to reuse unchanged sets' rendering).
+    last_sets: Option<BTreeMap<String, IpSet>>,
 }
 
 impl<R: NftRunner> NftManager<R> {
@@ -58,6 +62,7 @@ impl<R: NftRunner> NftManager<R> {
         NftManager {
             runner,
             last_applied: None,
+            last_sets: None,
             last_listing: None,
             desired: None,
         }
@@ -84,7 +89,11 @@ impl<R: NftRunner> NftManager<R> {
     /// If only the read-back fails, the commit stands, the error is returned and the next
     /// [`check_drift`](Self::check_drift) replaces the table (it has nothing to compare with).
     pub fn apply(&mut self, model: &DataplaneModel) -> Result<ApplyStats, NftError> {
-        let table = render(model);
+        // Sets unchanged since the last commit are carried over, not rendered again.
+        let table = match (&self.last_sets, &self.last_applied) {
+            (Some(sets), Some(prev)) => render_reusing(model, Some((sets, prev))),
+            _ => render(model),
+        };
         self.desired = Some(table.clone());
         let script = diff::script(self.last_applied.as_ref(), &table);
         if script.is_empty() {
@@ -111,6 +120,7 @@ impl<R: NftRunner> NftManager<R> {
             Err(e) => return Err(e),
         };
         self.last_applied = Some(table);
+        self.last_sets = Some(model.ip_sets.clone());
         self.read_back()?;
         tracing::debug!(?mode, retried_full, "nft table applied");
         Ok(ApplyStats {

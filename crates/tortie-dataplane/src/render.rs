@@ -8,11 +8,12 @@
 //! some, so a node without them gets exactly the table it had before they existed.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use ipnet::IpNet;
 use tortie_calc::dataplane::{
-    ALL_INTERFACES, DataplaneModel, EndpointToHost, Family, HostEndpointChains, IpSetMembers,
-    PolicyChain, TierChains, WorkloadChains,
+    ALL_INTERFACES, DataplaneModel, EndpointToHost, Family, HostEndpointChains, IpSet,
+    IpSetMembers, PolicyChain, TierChains, WorkloadChains,
 };
 use tortie_calc::failsafe::FailsafePort;
 
@@ -59,11 +60,28 @@ pub const LOOPBACK: &str = "lo";
 
 /// Renders the whole table.
 pub fn render(model: &DataplaneModel) -> NftTable {
+    render_reusing(model, None)
+}
+
+/// [`render`], taking each IP set that is unchanged since `prev` (the model's sets and the
+/// table rendered from them) from `prev` instead of rendering it again: with large sets most
+/// of a change's cost would otherwise be re-rendering and re-comparing sets that did not
+/// change.
+pub fn render_reusing(
+    model: &DataplaneModel,
+    prev: Option<(&BTreeMap<String, IpSet>, &NftTable)>,
+) -> NftTable {
     let mut t = NftTable::default();
     let mut refs = SetRefs::new();
     for (name, set) in &model.ip_sets {
-        t.sets
-            .insert(nft_name(name), set_def(set.family, &set.members));
+        let nft = nft_name(name);
+        let reused = prev.and_then(|(sets, table)| {
+            (sets.get(name) == Some(set))
+                .then(|| table.sets.get(&nft).cloned())
+                .flatten()
+        });
+        let def = reused.unwrap_or_else(|| set_def(set.family, &set.members));
+        t.sets.insert(nft, def);
     }
     for (name, chain) in &model.chains {
         t.chains
@@ -290,7 +308,7 @@ fn set_def(family: Family, members: &IpSetMembers) -> SetDef {
         return SetDef {
             type_: type_.to_string(),
             interval: false,
-            elements: nets.iter().map(|n| n.addr().to_string()).collect(),
+            elements: Arc::new(nets.iter().map(|n| n.addr().to_string()).collect()),
         };
     }
     let (kind, elements) = match members {
@@ -312,7 +330,7 @@ fn set_def(family: Family, members: &IpSetMembers) -> SetDef {
     SetDef {
         type_: type_.to_string(),
         interval,
-        elements,
+        elements: Arc::new(elements),
     }
 }
 
@@ -351,7 +369,7 @@ fn fail_closed_stand_ins(t: &mut NftTable, chains: &BTreeSet<String>, refs: &Set
                 SetDef {
                     type_: type_.to_string(),
                     interval,
-                    elements: BTreeSet::new(),
+                    elements: Arc::default(),
                 },
             );
         }
@@ -513,7 +531,7 @@ fn pool_set(pools: &BTreeSet<IpNet>, f: Family) -> SetDef {
     SetDef {
         type_: type_.to_string(),
         interval,
-        elements: net_elements(&nets).into_iter().collect(),
+        elements: Arc::new(net_elements(&nets).into_iter().collect()),
     }
 }
 

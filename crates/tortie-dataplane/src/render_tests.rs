@@ -295,3 +295,37 @@ fn endpoint_to_host_return_skips_host_endpoint_policy() {
         "iifname \"cali*\" accept comment \"workload to host: not host endpoint traffic\""
     );
 }
+
+#[test]
+fn reusing_unchanged_sets_renders_the_same_table() {
+    let m = model();
+    let first = render(&m);
+    assert!(!m.ip_sets.is_empty());
+    // Unchanged: every model set is carried over (same elements, shared).
+    let again = render_reusing(&m, Some((&m.ip_sets, &first)));
+    assert_eq!(again, first);
+    for name in m.ip_sets.keys() {
+        let n = crate::table::nft_name(name);
+        assert!(std::sync::Arc::ptr_eq(
+            &again.sets[&n].elements,
+            &first.sets[&n].elements
+        ));
+    }
+    // One set changes: it is rendered again, the result equals a fresh rendering, and the
+    // diff touches only that set.
+    let mut changed = model();
+    let (name, set) = changed
+        .ip_sets
+        .iter_mut()
+        .find(|(_, s)| matches!(s.members, tortie_calc::dataplane::IpSetMembers::Nets(_)))
+        .expect("a selector set");
+    if let tortie_calc::dataplane::IpSetMembers::Nets(nets) = &mut set.members {
+        nets.insert("10.244.9.9/32".parse().expect("net"));
+    }
+    let name = crate::table::nft_name(name);
+    let reused = render_reusing(&changed, Some((&m.ip_sets, &first)));
+    assert_eq!(reused, render(&changed));
+    let s = crate::diff::script(Some(&first), &reused);
+    assert_eq!(s.lines().count(), 1, "{s}");
+    assert!(s.contains(&name) && s.contains("10.244.9.9"), "{s}");
+}

@@ -14,6 +14,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
+use std::sync::Arc;
 
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -40,8 +41,10 @@ pub struct SetDef {
     pub type_: String,
     /// `flags interval` (sets of CIDRs).
     pub interval: bool,
-    /// Elements as nft literals (`10.0.0.0/8`, `10.244.1.10 . 6 . 80`).
-    pub elements: BTreeSet<String>,
+    /// Elements as nft literals (`10.0.0.0/8`, `10.244.1.10 . 6 . 80`). Shared, so that an
+    /// unchanged set is carried from one rendering to the next without copying or comparing
+    /// its elements (`Arc` equality checks the pointer first).
+    pub elements: Arc<BTreeSet<String>>,
 }
 
 /// A named verdict map.
@@ -82,7 +85,7 @@ impl NftTable {
                 let _ = writeln!(out, "\t\t{line}");
             }
             if !s.elements.is_empty() {
-                let _ = writeln!(out, "\t\telements = {{ {} }}", join(&s.elements));
+                let _ = writeln!(out, "\t\telements = {{ {} }}", join(s.elements.iter()));
             }
             out.push_str("\t}\n");
         }

@@ -74,7 +74,7 @@ pub fn build(c: &Choices) -> NftTable {
     let interval = |els: BTreeSet<String>| SetDef {
         type_: "ipv4_addr".into(),
         interval: true,
-        elements: els,
+        elements: els.into(),
     };
     let addrs: Vec<String> = ADDRS.iter().map(|s| s.to_string()).collect();
     let triples: Vec<String> = TRIPLES.iter().map(|s| s.to_string()).collect();
@@ -92,7 +92,7 @@ pub fn build(c: &Choices) -> NftTable {
             SetDef {
                 type_: "ipv4_addr . inet_proto . inet_service".into(),
                 interval: false,
-                elements: subset(&triples, c.sets[2].1),
+                elements: subset(&triples, c.sets[2].1).into(),
             },
         );
     }
