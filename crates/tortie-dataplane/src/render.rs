@@ -80,7 +80,12 @@ pub fn render_reusing(
                 .then(|| table.sets.get(&nft).cloned())
                 .flatten()
         });
-        let def = reused.unwrap_or_else(|| set_def(set.family, &set.members));
+        let def = reused
+            .or_else(|| {
+                let (sets, table) = prev?;
+                patch_address_set(sets.get(name)?, table.sets.get(&nft)?, set)
+            })
+            .unwrap_or_else(|| set_def(set.family, &set.members));
         t.sets.insert(nft, def);
     }
     for (name, chain) in &model.chains {
@@ -284,6 +289,28 @@ fn host_endpoint_base_chains(t: &mut NftTable, heps: Heps) {
             rules,
         },
     );
+}
+
+/// A changed set of single addresses, rendered by patching its previous rendering with the
+/// addresses that came and went (a change to a 50k-address set renders two elements, not
+/// 50k). `None` when the set is not (or was not) a plain address set of the same family.
+fn patch_address_set(old: &IpSet, old_def: &SetDef, new: &IpSet) -> Option<SetDef> {
+    let (IpSetMembers::Nets(was), IpSetMembers::Nets(now)) = (&old.members, &new.members) else {
+        return None;
+    };
+    let single = |n: &IpNet| n.prefix_len() == n.max_prefix_len();
+    if old.family != new.family || old_def.interval || !now.iter().all(single) {
+        return None;
+    }
+    let mut def = old_def.clone();
+    let elements = Arc::make_mut(&mut def.elements);
+    for gone in was.difference(now) {
+        elements.remove(&gone.addr().to_string());
+    }
+    for fresh in now.difference(was) {
+        elements.insert(fresh.addr().to_string());
+    }
+    Some(def)
 }
 
 fn set_type(kind: SetKind) -> (&'static str, bool) {

@@ -329,3 +329,41 @@ fn reusing_unchanged_sets_renders_the_same_table() {
     assert_eq!(s.lines().count(), 1, "{s}");
     assert!(s.contains(&name) && s.contains("10.244.9.9"), "{s}");
 }
+
+#[test]
+fn patched_address_sets_equal_fresh_renderings() {
+    use tortie_calc::dataplane::IpSetMembers;
+    let base = model();
+    let name = base
+        .ip_sets
+        .iter()
+        .find(|(_, s)| matches!(s.members, IpSetMembers::Nets(_)))
+        .map(|(n, _)| n.clone())
+        .expect("a selector set");
+    let mut prev_model = base.clone();
+    let mut prev = render(&prev_model);
+    // A deterministic walk of adds, removes, and one CIDR (which needs an interval set).
+    for step in 0u32..40 {
+        let mut next = prev_model.clone();
+        if let Some(set) = next.ip_sets.get_mut(&name)
+            && let IpSetMembers::Nets(nets) = &mut set.members
+        {
+            let ip: ipnet::IpNet = format!("10.250.{}.{}/32", step % 3, (step * 7) % 11)
+                .parse()
+                .expect("net");
+            if !nets.remove(&ip) {
+                nets.insert(ip);
+            }
+            if step == 20 {
+                nets.insert("10.251.0.0/24".parse().expect("net"));
+            }
+            if step == 30 {
+                nets.remove(&"10.251.0.0/24".parse().expect("net"));
+            }
+        }
+        let got = render_reusing(&next, Some((&prev_model.ip_sets, &prev)));
+        assert_eq!(got, render(&next), "step {step}");
+        prev = got;
+        prev_model = next;
+    }
+}
