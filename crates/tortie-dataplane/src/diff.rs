@@ -35,6 +35,19 @@ pub fn script(old: Option<&NftTable>, new: &NftTable) -> String {
     }
 }
 
+/// [`script`] when some sets' element changes are already known (`deltas`, from
+/// [`crate::render::render_moving`]): those sets are not compared, their deltas are written.
+pub fn script_with_deltas(
+    old: &NftTable,
+    new: &NftTable,
+    deltas: &BTreeMap<String, crate::render::SetDelta>,
+) -> String {
+    if !compatible(old, new) {
+        return full_script(new);
+    }
+    incremental_with(old, new, deltas)
+}
+
 /// Atomic replace of the whole table; works whether or not it exists.
 pub fn full_script(new: &NftTable) -> String {
     format!(
@@ -73,6 +86,14 @@ fn removed<'a, V>(old: &'a BTreeMap<String, V>, new: &BTreeMap<String, V>) -> Ve
 }
 
 fn incremental(old: &NftTable, new: &NftTable) -> String {
+    incremental_with(old, new, &BTreeMap::new())
+}
+
+fn incremental_with(
+    old: &NftTable,
+    new: &NftTable,
+    deltas: &BTreeMap<String, crate::render::SetDelta>,
+) -> String {
     let mut s = String::new();
     for (name, c) in added(&old.chains, &new.chains) {
         add_chain(&mut s, name, c);
@@ -81,7 +102,22 @@ fn incremental(old: &NftTable, new: &NftTable) -> String {
         add_set(&mut s, name, set);
     }
     for (name, set) in &new.sets {
-        if let Some(o) = old.sets.get(name) {
+        if let Some(d) = deltas.get(name) {
+            if !d.removed.is_empty() {
+                let _ = writeln!(
+                    s,
+                    "delete element {TABLE} {name} {{ {} }}",
+                    join(d.removed.iter())
+                );
+            }
+            if !d.added.is_empty() {
+                let _ = writeln!(
+                    s,
+                    "add element {TABLE} {name} {{ {} }}",
+                    join(d.added.iter())
+                );
+            }
+        } else if let Some(o) = old.sets.get(name) {
             update_set(&mut s, name, o, set);
         }
     }

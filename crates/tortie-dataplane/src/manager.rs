@@ -11,7 +11,7 @@ use tortie_calc::dataplane::{DataplaneModel, IpSet};
 
 use crate::diff;
 use crate::nft::{NftError, NftRunner};
-use crate::render::{render, render_reusing};
+use crate::render::{render, render_moving};
 use crate::table::{NftTable, TABLE};
 
 /// How an apply changed the kernel.
@@ -89,14 +89,30 @@ impl<R: NftRunner> NftManager<R> {
     /// If only the read-back fails, the commit stands, the error is returned and the next
     /// [`check_drift`](Self::check_drift) replaces the table (it has nothing to compare with).
     pub fn apply(&mut self, model: &DataplaneModel) -> Result<ApplyStats, NftError> {
-        // Sets unchanged since the last commit are carried over, not rendered again.
-        let table = match (&self.last_sets, &self.last_applied) {
-            (Some(sets), Some(prev)) => render_reusing(model, Some((sets, prev))),
-            _ => render(model),
+        // Sets unchanged since the last commit are carried over, not rendered again; a changed
+        // address set is patched in place and its delta handed to the diff. `desired` shares
+        // the last table's sets: drop it first so they can be patched without a copy.
+        self.desired = None;
+        let (table, script) = match (&self.last_sets, self.last_applied.as_mut()) {
+            (Some(sets), Some(prev)) => {
+                let (table, deltas) = render_moving(model, sets, prev);
+                let script = if deltas.is_empty() {
+                    diff::script(Some(prev), &table)
+                } else {
+                    diff::script_with_deltas(prev, &table, &deltas)
+                };
+                (table, script)
+            }
+            _ => {
+                let table = render(model);
+                let script = diff::script(self.last_applied.as_ref(), &table);
+                (table, script)
+            }
         };
         self.desired = Some(table.clone());
-        let script = diff::script(self.last_applied.as_ref(), &table);
         if script.is_empty() {
+            self.last_applied = Some(table);
+            self.last_sets = Some(model.ip_sets.clone());
             return Ok(ApplyStats {
                 mode: ApplyMode::Unchanged,
                 retried_full: false,
@@ -134,6 +150,7 @@ impl<R: NftRunner> NftManager<R> {
     fn commit(&mut self, script: &str) -> Result<(), NftError> {
         self.runner.run(script).inspect_err(|_| {
             self.last_applied = None;
+            self.last_sets = None;
             self.last_listing = None;
         })
     }

@@ -114,3 +114,45 @@ fn remove_forgets_everything() {
     );
     assert!(!mgr.check_drift().expect("nothing desired"));
 }
+
+/// Patching sets in place (with deltas handed to the diff) sends exactly the script a fresh
+/// render-and-diff would, over a walk of adds, removes and a CIDR coming and going.
+#[test]
+fn patched_applies_send_what_a_fresh_diff_would() {
+    use tortie_calc::dataplane::IpSetMembers;
+    let mut m = NftManager::new(RecordingNft::new());
+    let mut prev = model();
+    m.apply(&prev).expect("first apply");
+    let name = prev
+        .ip_sets
+        .iter()
+        .find(|(_, s)| matches!(s.members, IpSetMembers::Nets(_)))
+        .map(|(n, _)| n.clone())
+        .expect("a selector set");
+    for step in 0u32..40 {
+        let mut next = prev.clone();
+        if let Some(set) = next.ip_sets.get_mut(&name)
+            && let IpSetMembers::Nets(nets) = &mut set.members
+        {
+            for k in 0..(1 + step % 3) {
+                let ip: ipnet::IpNet = format!("10.250.{}.{}/32", k, (step * 7 + k) % 13)
+                    .parse()
+                    .expect("net");
+                if !nets.remove(&ip) {
+                    nets.insert(ip);
+                }
+            }
+            if step == 20 {
+                nets.insert("10.251.0.0/24".parse().expect("net"));
+            }
+            if step == 30 {
+                nets.remove(&"10.251.0.0/24".parse().expect("net"));
+            }
+        }
+        let want = crate::diff::script(Some(&render(&prev)), &render(&next));
+        let stats = m.apply(&next).expect("apply");
+        assert_eq!(stats.script, want, "step {step}");
+        assert_eq!(m.last_applied(), Some(&render(&next)), "step {step}");
+        prev = next;
+    }
+}

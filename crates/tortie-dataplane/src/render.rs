@@ -291,6 +291,74 @@ fn host_endpoint_base_chains(t: &mut NftTable, heps: Heps) {
     );
 }
 
+/// Elements that left and joined one set, as nft literals.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SetDelta {
+    pub removed: BTreeSet<String>,
+    pub added: BTreeSet<String>,
+}
+
+/// [`render_reusing`] for the manager, which owns the previous table and is about to replace
+/// it: a changed address set takes its elements *out of* `prev` and patches them in place (no
+/// copy of a large set), and the returned deltas tell the diff what changed in those sets, so
+/// it does not compare them either. `prev` must not be used as a description of the kernel
+/// afterwards except through [`crate::diff::script_with_deltas`].
+pub fn render_moving(
+    model: &DataplaneModel,
+    prev_sets: &BTreeMap<String, IpSet>,
+    prev: &mut NftTable,
+) -> (NftTable, BTreeMap<String, SetDelta>) {
+    let mut deltas = BTreeMap::new();
+    let mut patched = BTreeMap::new();
+    for (name, set) in &model.ip_sets {
+        let Some(old) = prev_sets.get(name) else {
+            continue;
+        };
+        if old == set {
+            continue;
+        }
+        let nft = nft_name(name);
+        let Some(def) = prev.sets.get_mut(&nft) else {
+            continue;
+        };
+        let (IpSetMembers::Nets(was), IpSetMembers::Nets(now)) = (&old.members, &set.members)
+        else {
+            continue;
+        };
+        let single = |n: &IpNet| n.prefix_len() == n.max_prefix_len();
+        if old.family != set.family || def.interval || !now.iter().all(single) {
+            continue;
+        }
+        let mut elements = std::mem::take(&mut def.elements);
+        let els = Arc::make_mut(&mut elements);
+        let mut delta = SetDelta::default();
+        for gone in was.difference(now) {
+            let e = gone.addr().to_string();
+            els.remove(&e);
+            delta.removed.insert(e);
+        }
+        for fresh in now.difference(was) {
+            let e = fresh.addr().to_string();
+            els.insert(e.clone());
+            delta.added.insert(e);
+        }
+        patched.insert(
+            nft.clone(),
+            SetDef {
+                type_: def.type_.clone(),
+                interval: false,
+                elements,
+            },
+        );
+        deltas.insert(nft, delta);
+    }
+    let mut table = render_reusing(model, Some((prev_sets, prev)));
+    for (nft, def) in patched {
+        table.sets.insert(nft, def);
+    }
+    (table, deltas)
+}
+
 /// A changed set of single addresses, rendered by patching its previous rendering with the
 /// addresses that came and went (a change to a 50k-address set renders two elements, not
 /// 50k). `None` when the set is not (or was not) a plain address set of the same family.
