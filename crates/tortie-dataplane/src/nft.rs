@@ -10,7 +10,8 @@ use std::collections::VecDeque;
 use std::io::{self, Write as _};
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
-use std::sync::Mutex;
+use std::sync::{Mutex, mpsc};
+use std::time::Duration;
 
 use crate::table::{TABLE_FAMILY, TABLE_NAME};
 
@@ -18,6 +19,8 @@ use crate::table::{TABLE_FAMILY, TABLE_NAME};
 pub const NFT: &str = "nft";
 /// The program that enters a namespace (util-linux).
 pub const NSENTER: &str = "nsenter";
+/// Longest one nft call may take before it is killed.
+pub const NFT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A failure to run `nft` or a rejection by it.
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +45,9 @@ pub enum NftError {
         /// That line's text.
         script_line: Option<String>,
     },
+    /// nft did not finish in time and was killed (a stuck call must not stall the agent).
+    #[error("{program} did not finish within {after:?} and was killed")]
+    TimedOut { program: String, after: Duration },
 }
 
 fn at_line(line: Option<usize>, text: Option<&str>) -> String {
@@ -72,7 +78,7 @@ impl NftError {
     pub fn stderr(&self) -> Option<&str> {
         match self {
             NftError::Failed { stderr, .. } => Some(stderr),
-            NftError::Spawn { .. } => None,
+            NftError::Spawn { .. } | NftError::TimedOut { .. } => None,
         }
     }
 }
@@ -107,10 +113,24 @@ impl<T: NftRunner + ?Sized> NftRunner for &T {
 
 /// The real runner: the `nft` binary, inside a network namespace when `netns` is set
 /// (`nsenter --net=<netns> nft ...`).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct NftCommand {
     /// A namespace file (`/run/netns/NAME`); `None` = the caller's namespace.
     pub netns: Option<PathBuf>,
+    /// The nft program ([`NFT`], found on `PATH`).
+    pub program: PathBuf,
+    /// How long one call may take before it is killed ([`NFT_TIMEOUT`]).
+    pub timeout: Duration,
+}
+
+impl Default for NftCommand {
+    fn default() -> Self {
+        NftCommand {
+            netns: None,
+            program: PathBuf::from(NFT),
+            timeout: NFT_TIMEOUT,
+        }
+    }
 }
 
 impl NftCommand {
@@ -123,6 +143,7 @@ impl NftCommand {
     pub fn in_netns(path: impl Into<PathBuf>) -> Self {
         NftCommand {
             netns: Some(path.into()),
+            ..Self::default()
         }
     }
 
@@ -130,14 +151,16 @@ impl NftCommand {
         match &self.netns {
             Some(ns) => {
                 let mut c = Command::new(NSENTER);
-                c.arg(format!("--net={}", ns.display())).arg("--").arg(NFT);
+                c.arg(format!("--net={}", ns.display()))
+                    .arg("--")
+                    .arg(&self.program);
                 c.args(args);
                 (c, NSENTER.to_string())
             }
             None => {
-                let mut c = Command::new(NFT);
+                let mut c = Command::new(&self.program);
                 c.args(args);
-                (c, NFT.to_string())
+                (c, self.program.display().to_string())
             }
         }
     }
@@ -158,7 +181,10 @@ impl NftCommand {
         };
         let mut child = cmd.spawn().map_err(spawn_err)?;
         let input = child.stdin.take();
-        // Write on another thread so that a chatty nft can never block us on a full pipe.
+        let pid = child.id();
+        // Write on another thread so that a chatty nft can never block us on a full pipe, and
+        // wait on another so that a stuck nft is killed after NFT_TIMEOUT. The child is reaped
+        // only by that waiter, so its PID cannot be reused before the kill.
         std::thread::scope(|s| {
             if let (Some(mut pipe), Some(text)) = (input, stdin) {
                 s.spawn(move || {
@@ -166,7 +192,25 @@ impl NftCommand {
                     let _ = pipe.write_all(text.as_bytes());
                 });
             }
-            child.wait_with_output().map_err(spawn_err)
+            let (tx, rx) = mpsc::channel();
+            s.spawn(move || {
+                let _ = tx.send(child.wait_with_output());
+            });
+            match rx.recv_timeout(self.timeout) {
+                Ok(out) => out.map_err(spawn_err),
+                Err(_) => {
+                    if let Ok(pid) = i32::try_from(pid) {
+                        let _ = nix::sys::signal::kill(
+                            nix::unistd::Pid::from_raw(pid),
+                            nix::sys::signal::Signal::SIGKILL,
+                        );
+                    }
+                    Err(NftError::TimedOut {
+                        program: program.clone(),
+                        after: self.timeout,
+                    })
+                }
+            }
         })
     }
 }
@@ -276,6 +320,34 @@ impl NftRunner for RecordingNft {
 
 #[cfg(test)]
 mod tests {
+
+    /// A stuck nft is killed after the timeout instead of stalling its caller forever.
+    #[test]
+    fn a_stuck_nft_is_killed_after_the_timeout() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = std::env::temp_dir().join(format!("tortie-nft-stuck-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let fake = dir.join("nft");
+        // `exec`, so the killed process is the one holding the pipes (as nft itself would be).
+        std::fs::write(&fake, "#!/bin/sh\nexec sleep 30\n").expect("write fake");
+        std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let cmd = NftCommand {
+            program: fake,
+            timeout: Duration::from_millis(200),
+            ..NftCommand::new()
+        };
+        let start = std::time::Instant::now();
+        let err = cmd.list().expect_err("a stuck nft times out");
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(matches!(err, NftError::TimedOut { .. }), "{err}");
+        assert!(err.to_string().contains("200ms"), "{err}");
+        // Killed, not waited for: well under the fake's 30 s.
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "{:?}",
+            start.elapsed()
+        );
+    }
     use super::*;
 
     #[test]
@@ -307,9 +379,7 @@ mod tests {
 
     #[test]
     fn missing_programs_are_spawn_errors() {
-        let r = NftCommand {
-            netns: Some(PathBuf::from("/nonexistent/netns")),
-        };
+        let r = NftCommand::in_netns("/nonexistent/netns");
         // nsenter exists but fails on the path: that is a Failed, not a Spawn.
         match r.list() {
             Err(NftError::Failed { .. }) | Err(NftError::Spawn { .. }) => {}
