@@ -37,6 +37,7 @@ pub mod neigh;
 pub mod netns;
 pub mod route;
 pub mod sysctl;
+pub mod testing;
 
 pub use error::Error;
 pub use netns::{NetNs, netlink_handle_in};

@@ -155,20 +155,7 @@ mod tests {
 
     /// Entering a namespace needs CAP_SYS_ADMIN: skip when not root, but fail under CI.
     fn root_or_skip() -> bool {
-        let root = std::fs::read_to_string("/proc/self/status")
-            .map(|s| {
-                s.lines()
-                    .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"))
-            })
-            .unwrap_or(false);
-        if !root {
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "CI=true: this test must run as root"
-            );
-            eprintln!("skipping: entering a network namespace needs root");
-        }
-        root
+        crate::testing::root_or_skip("entering a network namespace")
     }
 
     #[test]

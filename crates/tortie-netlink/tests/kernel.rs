@@ -14,20 +14,7 @@ use tortie_netlink::sysctl::{read_sysctl, write_sysctls};
 use tortie_netlink::{NetNs, WORKLOAD_ROUTE_PROTOCOL, netlink_handle_in};
 
 fn is_root() -> bool {
-    let root = std::fs::read_to_string("/proc/self/status")
-        .map(|s| {
-            s.lines()
-                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"))
-        })
-        .unwrap_or(false);
-    if !root {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "CI=true: this test needs root to create network namespaces"
-        );
-        eprintln!("skipping: creating network namespaces needs root");
-    }
-    root
+    tortie_netlink::testing::root_or_skip("creating network namespaces")
 }
 
 /// Deletes the namespaces it created, by name, even on panic.

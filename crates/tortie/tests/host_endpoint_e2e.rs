@@ -24,7 +24,7 @@ mod support {
     pub mod lab;
 }
 
-use support::lab::{BIN, Lab, is_root};
+use support::lab::{BIN, Lab, root_or_skip};
 const HEP: &str = "n1-eth0";
 
 /// `policy explain` from `src` to the host endpoint on TCP `port`, as JSON.
@@ -68,12 +68,7 @@ fn assert_pods_connected(lab: &Lab, when: &str) {
 
 #[test]
 fn host_endpoint_failsafe_ports_and_policy() {
-    if !is_root() {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "host endpoint e2e needs root, and CI=true forbids skipping"
-        );
-        eprintln!("skipping host endpoint e2e: needs root (network namespaces)");
+    if !root_or_skip("host endpoint e2e") {
         return;
     }
     let cni = std::path::Path::new(BIN).with_file_name("tortie-cni");
@@ -210,12 +205,7 @@ fn set_nat_outgoing(lab: &Lab, on: bool) {
 /// cannot; back to `true`, it connects again.
 #[test]
 fn nat_outgoing_lets_pods_reach_hosts_outside_the_pools() {
-    if !is_root() {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "nat_outgoing e2e needs root, and CI=true forbids skipping"
-        );
-        eprintln!("skipping nat_outgoing e2e: needs root (network namespaces)");
+    if !root_or_skip("nat_outgoing e2e") {
         return;
     }
     let lab = Lab::up(&format!("tnat{}", std::process::id() % 10_000), 2);

@@ -15,31 +15,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tortie_netlink::NetNs;
+use tortie_netlink::testing::root_or_skip;
 
 const BIN: &str = env!("CARGO_BIN_EXE_tortie");
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .map(|l| l.split_whitespace().nth(1) == Some("0"))
-        })
-        .unwrap_or(false)
-}
-
-fn root_or_skip(what: &str) -> bool {
-    if is_root() {
-        return true;
-    }
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "{what}: needs root, and CI=true forbids skipping"
-    );
-    eprintln!("skipping {what}: needs root (network namespaces)");
-    false
-}
 
 fn cni_bin_present() -> bool {
     let cni = std::path::Path::new(BIN).with_file_name("tortie-cni");

@@ -27,6 +27,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tortie_netlink::NetNs;
+use tortie_netlink::testing::in_ci as ci;
+use tortie_netlink::testing::root_or_skip;
 
 const BIN: &str = env!("CARGO_BIN_EXE_tortie");
 const BUSYBOX: &str = "/bin/busybox";
@@ -34,30 +36,6 @@ const CNI_CACHE: &str = "/var/lib/cni/results";
 /// Every podman call is ended by `timeout` (by PID) after this long.
 const PODMAN_TIMEOUT_S: &str = "90";
 const HTTP_PORT: u16 = 8080;
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .map(|l| l.split_whitespace().nth(1) == Some("0"))
-        })
-        .unwrap_or(false)
-}
-
-fn ci() -> bool {
-    std::env::var("CI").as_deref() == Ok("true")
-}
-
-fn root_or_skip(what: &str) -> bool {
-    if is_root() {
-        return true;
-    }
-    assert!(!ci(), "{what}: needs root, and CI=true forbids skipping");
-    eprintln!("skipping {what}: needs root (network namespaces)");
-    false
-}
 
 /// podman, nsenter, timeout and a static busybox; missing ones skip, or fail under CI.
 fn tools_or_skip(what: &str) -> bool {

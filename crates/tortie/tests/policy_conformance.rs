@@ -21,7 +21,7 @@ mod support {
     pub mod lab;
 }
 
-use support::lab::{BIN, Lab, is_root, must, run_tortie};
+use support::lab::{BIN, Lab, must, root_or_skip, run_tortie};
 const NAMESPACES: [&str; 3] = ["x", "y", "z"];
 const PODS: [&str; 3] = ["a", "b", "c"];
 const PORT_PROTOS: [&str; 4] = ["80/tcp", "81/tcp", "80/udp", "81/udp"];
@@ -477,12 +477,7 @@ fn set_pod_labels(lab: &Lab, pod: &str, labels: &BTreeMap<String, String>) {
 
 #[test]
 fn lab_matrix_matches_every_case() {
-    if !is_root() {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "policy conformance in the lab needs root, and CI=true forbids skipping"
-        );
-        eprintln!("skipping lab policy conformance: needs root (network namespaces)");
+    if !root_or_skip("policy conformance in the lab") {
         return;
     }
     let cni = Path::new(BIN).with_file_name("tortie-cni");

@@ -206,20 +206,7 @@ where
 /// True when running as root. Otherwise prints why the test is skipped, and fails under
 /// `CI=true` (CI runs as root, so a skip there would hide a broken setup).
 pub fn root_or_skip(test: &str) -> bool {
-    let root = std::fs::read_to_string("/proc/self/status")
-        .map(|s| {
-            s.lines()
-                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"))
-        })
-        .unwrap_or(false);
-    if !root {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "{test}: CI=true but not root; this test needs network namespaces"
-        );
-        eprintln!("skipping {test}: needs root for network namespaces");
-    }
-    root
+    tortie_netlink::testing::root_or_skip(test)
 }
 
 /// Runs `ip ARGS`; panics with its stderr on failure.

@@ -18,20 +18,7 @@ pub const CNI_BIN: &str = env!("CARGO_BIN_EXE_tortie-cni");
 /// True when running as root. Otherwise prints why the test is skipped, or fails under
 /// `CI=true`, where every test must really run.
 pub fn is_root() -> bool {
-    let root = std::fs::read_to_string("/proc/self/status")
-        .map(|s| {
-            s.lines()
-                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"))
-        })
-        .unwrap_or(false);
-    if !root {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "CI=true: this test needs root to create network namespaces"
-        );
-        eprintln!("skipping: creating network namespaces needs root");
-    }
-    root
+    tortie_netlink::testing::root_or_skip("creating network namespaces")
 }
 
 fn ip(args: &[&str]) -> Output {

@@ -9,20 +9,7 @@ use serde_json::Value;
 use tortie_netlink::NetNs;
 
 pub fn is_root() -> bool {
-    let root = std::fs::read_to_string("/proc/self/status")
-        .map(|s| {
-            s.lines()
-                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"))
-        })
-        .unwrap_or(false);
-    if !root {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "CI=true: these tests need root to create network namespaces"
-        );
-        eprintln!("skipping: creating network namespaces and nft tables needs root");
-    }
-    root
+    tortie_netlink::testing::root_or_skip("creating network namespaces and nft tables")
 }
 
 static NEXT: AtomicUsize = AtomicUsize::new(0);
