@@ -170,7 +170,8 @@ fn entity_selector(
     parse_sel(&format!("{field}.selector"), &sel).map(Some)
 }
 
-fn nets(field: &str, list: &[String]) -> Result<Vec<IpNet>, ConvertError> {
+/// Parses a list of CIDRs or bare IPs, naming the bad entry `field[i]`.
+pub fn nets(field: &str, list: &[String]) -> Result<Vec<IpNet>, ConvertError> {
     list.iter()
         .enumerate()
         .map(|(i, s)| {
@@ -313,6 +314,68 @@ fn tier_name(t: &str) -> String {
     }
 }
 
+/// The user's `selector` (checked), if set.
+fn own_selector(spec_selector: &str) -> Result<Option<String>, ConvertError> {
+    if spec_selector.trim().is_empty() {
+        return Ok(None);
+    }
+    parse_sel("spec.selector", spec_selector)?;
+    Ok(Some(spec_selector.to_string()))
+}
+
+/// `serviceAccountSelector`, its labels `pcsa.`-prefixed, if set.
+fn service_account_part(sa_selector: &str) -> Result<Option<String>, ConvertError> {
+    if sa_selector.trim().is_empty() {
+        return Ok(None);
+    }
+    prefix_selector(
+        "spec.serviceAccountSelector",
+        sa_selector,
+        SERVICE_ACCOUNT_PREFIX,
+        false,
+    )
+    .map(Some)
+}
+
+/// What the two v3 policy kinds share once their endpoint selector is built.
+struct V3Parts<'a> {
+    id: PolicyId,
+    tier: &'a str,
+    order: Option<f64>,
+    selector: Selector,
+    types: &'a Option<Vec<PolicyType>>,
+    ingress: &'a [tortie_api::rule::Rule],
+    egress: &'a [tortie_api::rule::Rule],
+    /// The namespace rule selectors are scoped to (namespaced policies).
+    rule_ns: Option<&'a str>,
+}
+
+impl V3Parts<'_> {
+    /// The policy, with `types` defaulted and the rules of each applied direction compiled.
+    fn into_policy(self) -> Result<Policy, ConvertError> {
+        let (ing, egr) = types_or_default(
+            self.types,
+            !self.ingress.is_empty(),
+            !self.egress.is_empty(),
+        );
+        Ok(Policy {
+            id: self.id,
+            tier: tier_name(self.tier),
+            order: self.order,
+            selector: self.selector,
+            ingress: ing
+                .then(|| rules("spec.ingress", self.ingress, self.rule_ns))
+                .transpose()?,
+            egress: egr
+                .then(|| rules("spec.egress", self.egress, self.rule_ns))
+                .transpose()?,
+            do_not_track: false,
+            pre_dnat: false,
+            apply_on_forward: false,
+        })
+    }
+}
+
 /// A Calico NetworkPolicy (or the spec of a StagedNetworkPolicy).
 pub fn network_policy(
     kind: PolicyKind,
@@ -320,46 +383,30 @@ pub fn network_policy(
     name: &str,
     spec: &NetworkPolicySpec,
 ) -> Result<Policy, ConvertError> {
-    let ns = Some(namespace);
-    let mut parts = Vec::new();
-    if !spec.selector.trim().is_empty() {
-        parse_sel("spec.selector", &spec.selector)?;
-        parts.push(spec.selector.clone());
-    }
-    parts.push(format!("{LABEL_NAMESPACE} == {}", quote(namespace)));
-    if !spec.service_account_selector.trim().is_empty() {
-        parts.push(prefix_selector(
-            "spec.serviceAccountSelector",
-            &spec.service_account_selector,
-            SERVICE_ACCOUNT_PREFIX,
-            false,
-        )?);
-    }
-    let selector = parse_sel("spec.selector", &and_all(parts))?;
-    let (ing, egr) = types_or_default(
-        &spec.types,
-        !spec.ingress.is_empty(),
-        !spec.egress.is_empty(),
-    );
-    Ok(Policy {
+    // Calico's order: selector, namespace scope, service accounts.
+    let parts: Vec<String> = [
+        own_selector(&spec.selector)?,
+        Some(format!("{LABEL_NAMESPACE} == {}", quote(namespace))),
+        service_account_part(&spec.service_account_selector)?,
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    V3Parts {
         id: PolicyId {
             kind,
             namespace: Some(namespace.to_string()),
             name: name.to_string(),
         },
-        tier: tier_name(&spec.tier),
+        tier: &spec.tier,
         order: spec.order,
-        selector,
-        ingress: ing
-            .then(|| rules("spec.ingress", &spec.ingress, ns))
-            .transpose()?,
-        egress: egr
-            .then(|| rules("spec.egress", &spec.egress, ns))
-            .transpose()?,
-        do_not_track: false,
-        pre_dnat: false,
-        apply_on_forward: false,
-    })
+        selector: parse_sel("spec.selector", &and_all(parts))?,
+        types: &spec.types,
+        ingress: &spec.ingress,
+        egress: &spec.egress,
+        rule_ns: Some(namespace),
+    }
+    .into_policy()
 }
 
 /// A GlobalNetworkPolicy (or the spec of a StagedGlobalNetworkPolicy).
@@ -368,55 +415,50 @@ pub fn global_network_policy(
     name: &str,
     spec: &GlobalNetworkPolicySpec,
 ) -> Result<Policy, ConvertError> {
-    let mut parts = Vec::new();
-    if !spec.selector.trim().is_empty() {
-        parse_sel("spec.selector", &spec.selector)?;
-        parts.push(spec.selector.clone());
-    }
-    if !spec.service_account_selector.trim().is_empty() {
-        parts.push(prefix_selector(
-            "spec.serviceAccountSelector",
-            &spec.service_account_selector,
-            SERVICE_ACCOUNT_PREFIX,
-            false,
-        )?);
-    }
-    if !spec.namespace_selector.trim().is_empty() {
-        parts.push(prefix_selector(
+    // Calico's order: selector, service accounts, namespace selector.
+    let ns_part = if spec.namespace_selector.trim().is_empty() {
+        None
+    } else {
+        Some(prefix_selector(
             "spec.namespaceSelector",
             &spec.namespace_selector,
             NAMESPACE_PREFIX,
             true,
-        )?);
-    }
+        )?)
+    };
+    let parts: Vec<String> = [
+        own_selector(&spec.selector)?,
+        service_account_part(&spec.service_account_selector)?,
+        ns_part,
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
     let selector = if parts.is_empty() {
         Selector::all()
     } else {
         parse_sel("spec.selector", &and_all(parts))?
     };
-    let (ing, egr) = types_or_default(
-        &spec.types,
-        !spec.ingress.is_empty(),
-        !spec.egress.is_empty(),
-    );
-    Ok(Policy {
+    let policy = V3Parts {
         id: PolicyId {
             kind,
             namespace: None,
             name: name.to_string(),
         },
-        tier: tier_name(&spec.tier),
+        tier: &spec.tier,
         order: spec.order,
         selector,
-        ingress: ing
-            .then(|| rules("spec.ingress", &spec.ingress, None))
-            .transpose()?,
-        egress: egr
-            .then(|| rules("spec.egress", &spec.egress, None))
-            .transpose()?,
+        types: &spec.types,
+        ingress: &spec.ingress,
+        egress: &spec.egress,
+        rule_ns: None,
+    }
+    .into_policy()?;
+    Ok(Policy {
         do_not_track: spec.do_not_track,
         pre_dnat: spec.pre_dnat,
         apply_on_forward: spec.apply_on_forward,
+        ..policy
     })
 }
 

@@ -259,25 +259,8 @@ impl World {
                 } else {
                     s.pod.clone()
                 };
-                let mut nets = Vec::new();
-                for (i, n) in s.ip_networks.iter().enumerate() {
-                    nets.push(convert::parse_net(n).ok_or_else(|| ConvertError {
-                        field: format!("spec.ipNetworks[{i}]"),
-                        value: n.clone(),
-                        reason: "not a CIDR".into(),
-                    })?);
-                }
-                let ports = s
-                    .ports
-                    .iter()
-                    .filter_map(|p| {
-                        Some(NamedPort {
-                            name: p.name.clone(),
-                            protocol: p.protocol.number()?,
-                            port: p.port,
-                        })
-                    })
-                    .collect();
+                let nets = convert::nets("spec.ipNetworks", &s.ip_networks)?;
+                let ports = named_ports(&s.ports);
                 let id = EndpointId::Workload {
                     namespace: ns.to_string(),
                     name: pod,
@@ -301,25 +284,8 @@ impl World {
             }
             Resource::HostEndpoint(o) => {
                 let s = &o.body.spec;
-                let mut nets = Vec::new();
-                for (i, n) in s.expected_ips.iter().enumerate() {
-                    nets.push(convert::parse_net(n).ok_or_else(|| ConvertError {
-                        field: format!("spec.expectedIPs[{i}]"),
-                        value: n.clone(),
-                        reason: "not an IP".into(),
-                    })?);
-                }
-                let ports = s
-                    .ports
-                    .iter()
-                    .filter_map(|p| {
-                        Some(NamedPort {
-                            name: p.name.clone(),
-                            protocol: p.protocol.number()?,
-                            port: p.port,
-                        })
-                    })
-                    .collect();
+                let nets = convert::nets("spec.expectedIPs", &s.expected_ips)?;
+                let ports = named_ports(&s.ports);
                 self.heps.insert(
                     name.to_string(),
                     Endpoint {
@@ -336,7 +302,7 @@ impl World {
                 );
             }
             Resource::NetworkSet(o) => {
-                let nets = parse_nets("spec.nets", &o.body.spec.nets)?;
+                let nets = convert::nets("spec.nets", &o.body.spec.nets)?;
                 let mut labels = o.metadata.labels.clone();
                 labels.insert(LABEL_NAMESPACE.into(), ns.to_string());
                 self.network_sets.insert(
@@ -354,7 +320,7 @@ impl World {
                     .insert(name.to_string(), FailsafeConfig::of(o.spec()));
             }
             Resource::GlobalNetworkSet(o) => {
-                let nets = parse_nets("spec.nets", &o.body.spec.nets)?;
+                let nets = convert::nets("spec.nets", &o.body.spec.nets)?;
                 self.network_sets.insert(
                     key.clone(),
                     NetworkSet {
@@ -597,14 +563,15 @@ impl World {
     }
 }
 
-fn parse_nets(field: &str, list: &[String]) -> Result<Vec<IpNet>, ConvertError> {
-    list.iter()
-        .enumerate()
-        .map(|(i, s)| {
-            convert::parse_net(s).ok_or_else(|| ConvertError {
-                field: format!("{field}[{i}]"),
-                value: s.clone(),
-                reason: "not an IP or CIDR".into(),
+/// An endpoint's declared named ports (ports with an unknown protocol are left out).
+fn named_ports(ports: &[tortie_api::endpoint::EndpointPort]) -> Vec<NamedPort> {
+    ports
+        .iter()
+        .filter_map(|p| {
+            Some(NamedPort {
+                name: p.name.clone(),
+                protocol: p.protocol.number()?,
+                port: p.port,
             })
         })
         .collect()
