@@ -195,11 +195,6 @@ pub fn rule_from_prefix(prefix: &str) -> Option<&str> {
     (!rule.is_empty()).then_some(rule)
 }
 
-/// IP protocol numbers whose header starts with 16-bit source and destination ports.
-fn has_ports(p: u8) -> bool {
-    matches!(p, proto::TCP | proto::UDP | proto::SCTP | proto::UDPLITE)
-}
-
 /// Reads the IPv4 or IPv6 header (chosen by the version nibble) and the transport ports
 /// from the start of a packet. Whatever is cut off or malformed stays `None`.
 pub fn parse_packet(p: &[u8]) -> PacketSummary {
@@ -239,7 +234,7 @@ fn parse_ipv4(p: &[u8]) -> PacketSummary {
     s.protocol = Some(head[9]);
     // Only the first fragment carries the transport header.
     let fragment_offset = u16::from_be_bytes([head[6], head[7]]) & 0x1fff;
-    if fragment_offset == 0 && has_ports(head[9]) {
+    if fragment_offset == 0 && proto::has_ports(head[9]) {
         (s.src_port, s.dst_port) = ports(p, ihl);
     }
     s
@@ -278,7 +273,7 @@ fn parse_ipv6(p: &[u8]) -> PacketSummary {
             }
             _ => {
                 s.protocol = Some(next);
-                if has_ports(next) {
+                if proto::has_ports(next) {
                     (s.src_port, s.dst_port) = ports(p, at);
                 }
                 return s;

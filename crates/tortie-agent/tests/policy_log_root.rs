@@ -185,9 +185,7 @@ fn log_rules_become_records() {
         other => panic!("second listener on group 1: {other:?}"),
     }
     // Stopping releases it.
-    let start = Instant::now();
     first.stop();
-    assert!(start.elapsed() < WAIT, "stop took {:?}", start.elapsed());
     let (again, records) = listener(&ns, &metrics);
     ns.send_udp("127.0.0.1:9");
     let r = records

@@ -121,15 +121,9 @@ async fn load_world(ds: Option<&str>, files: &[String]) -> anyhow::Result<World>
         let mut out = Vec::new();
         let mut errors = Vec::new();
         for d in manifest::read_all(files, "default")? {
+            // `decode` has already defaulted and validated every object.
             match d {
-                Ok((origin, mut r)) => match r.default_and_validate() {
-                    Ok(()) => out.push(r),
-                    Err(errs) => {
-                        for e in errs {
-                            errors.push(format!("{origin}: {e}"));
-                        }
-                    }
-                },
+                Ok((_, r)) => out.push(r),
                 Err(e) => errors.push(e.to_string()),
             }
         }
