@@ -27,13 +27,14 @@ use ipnet::IpNet;
 use serde::Serialize;
 use tortie_selector::Selector;
 
+use crate::eval::Addresses;
 use crate::failsafe::FailsafePort;
 use crate::graph::Membership;
 use crate::model::{
     Action, Direction, Endpoint, EndpointId, EntityMatch, IcmpMatch, Policy, PortMatch, Rule,
     TierDefault,
 };
-use crate::world::{Labels, World};
+use crate::world::World;
 
 /// IPv4 or IPv6.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -243,16 +244,10 @@ pub fn named_port_set_name(sel: Option<&Selector>, port: &str, f: Family) -> Str
     format!("n{}-{}", fam_tag(f), id.trim_start_matches("n:"))
 }
 
-/// Pre-computed labels and addresses of everything a selector can match; answers membership
-/// by evaluating selectors (the non-incremental [`Membership`], for one-off builds).
-struct Contributors {
-    list: Vec<(Labels, Vec<IpNet>, Vec<crate::model::NamedPort>)>,
-}
-
 /// Addresses of family `f` of everything `sel` selects, by evaluating it against every
 /// contributor.
 pub fn scan_members(world: &World, sel: &Selector, f: Family) -> BTreeSet<IpNet> {
-    Contributors::of(world).selector_members(sel, f)
+    Addresses::new(world).selector_members(sel, f)
 }
 
 /// Named-port members, by evaluation.
@@ -262,66 +257,7 @@ pub fn scan_named_ports(
     port: &str,
     f: Family,
 ) -> BTreeSet<(IpAddr, u8, u16)> {
-    Contributors::of(world).named_port_members(sel, port, f)
-}
-
-impl Membership for Contributors {
-    fn selector_members(&self, sel: &Selector, f: Family) -> BTreeSet<IpNet> {
-        Contributors::selector_members(self, sel, f)
-    }
-
-    fn named_port_members(
-        &self,
-        sel: Option<&Selector>,
-        port: &str,
-        f: Family,
-    ) -> BTreeSet<(IpAddr, u8, u16)> {
-        Contributors::named_port_members(self, sel, port, f)
-    }
-
-    fn candidate_policies(&self, _ep: &Endpoint) -> Option<BTreeSet<crate::model::PolicyId>> {
-        None
-    }
-}
-
-impl Contributors {
-    fn of(world: &World) -> Self {
-        Contributors {
-            list: world
-                .contributors()
-                .into_iter()
-                .map(|(l, n, p)| (l, n.to_vec(), p.to_vec()))
-                .collect(),
-        }
-    }
-
-    fn selector_members(&self, sel: &Selector, f: Family) -> BTreeSet<IpNet> {
-        self.list
-            .iter()
-            .filter(|(l, _, _)| sel.evaluate(l))
-            .flat_map(|(_, nets, _)| nets.iter().filter(|n| Family::of_net(n) == f).copied())
-            .collect()
-    }
-
-    fn named_port_members(
-        &self,
-        sel: Option<&Selector>,
-        port: &str,
-        f: Family,
-    ) -> BTreeSet<(IpAddr, u8, u16)> {
-        let mut out = BTreeSet::new();
-        for (l, nets, ports) in &self.list {
-            if sel.is_some_and(|s| !s.evaluate(l)) {
-                continue;
-            }
-            for p in ports.iter().filter(|p| p.name == port) {
-                for n in nets.iter().filter(|n| Family::of_net(n) == f) {
-                    out.insert((n.addr(), p.protocol, p.port));
-                }
-            }
-        }
-        out
-    }
+    Addresses::new(world).named_port_members(sel, port, f)
 }
 
 struct Builder<'a> {
@@ -431,7 +367,7 @@ impl Builder<'_> {
 /// Only what the node needs is rendered: chains of policies and profiles that select a local
 /// endpoint, and the IP sets their rules reference.
 pub fn build(world: &World, cfg: &NodeConfig) -> DataplaneModel {
-    build_with(world, cfg, &Contributors::of(world))
+    build_with(world, cfg, &Addresses::new(world))
 }
 
 /// [`build`] with membership answered by `m` (the agent passes its incremental
@@ -493,9 +429,8 @@ fn endpoint_chains(
     chains: &mut BTreeMap<String, PolicyChain>,
 ) -> WorkloadChains {
     let labels = world.effective_labels(ep);
-    let host = matches!(ep.id, EndpointId::Host { .. });
     let mut tiers_of = |dir: Direction, chains: &mut BTreeMap<String, PolicyChain>| {
-        crate::eval::applicable(world, policies.iter().copied(), &labels, dir, host)
+        crate::eval::applicable(world, policies.iter().copied(), &labels, dir)
             .into_iter()
             .map(|(tier, ps)| {
                 let names = ps

@@ -11,12 +11,15 @@
 //! decided as if the packet used its interface; host endpoints without `interfaceName` are
 //! decided too, although the kernel dataplane does not enforce them.
 
+use std::collections::BTreeSet;
 use std::net::IpAddr;
 
 use ipnet::IpNet;
 use serde::Serialize;
 use tortie_selector::Selector;
 
+use crate::dataplane::Family;
+use crate::graph::Membership;
 use crate::model::{
     Action, Direction, EndpointId, EntityMatch, NamedPort, Policy, PolicyId, PortMatch, Rule,
     TierDefault, proto,
@@ -138,6 +141,36 @@ impl Addresses {
             .any(|(l, nets, _)| nets.iter().any(|n| n.contains(&ip)) && sel.evaluate(l))
     }
 
+    /// Addresses of family `f` of everything `sel` selects.
+    pub fn selector_members(&self, sel: &Selector, f: Family) -> BTreeSet<IpNet> {
+        self.contributors
+            .iter()
+            .filter(|(l, _, _)| sel.evaluate(l))
+            .flat_map(|(_, nets, _)| nets.iter().filter(|n| Family::of_net(n) == f).copied())
+            .collect()
+    }
+
+    /// `(addr, protocol, port)` of named port `port` on what `sel` (or everything) selects.
+    pub fn named_port_members(
+        &self,
+        sel: Option<&Selector>,
+        port: &str,
+        f: Family,
+    ) -> BTreeSet<(IpAddr, u8, u16)> {
+        let mut out = BTreeSet::new();
+        for (l, nets, ports) in &self.contributors {
+            if sel.is_some_and(|s| !s.evaluate(l)) {
+                continue;
+            }
+            for p in ports.iter().filter(|p| p.name == port) {
+                for n in nets.iter().filter(|n| Family::of_net(n) == f) {
+                    out.insert((n.addr(), p.protocol, p.port));
+                }
+            }
+        }
+        out
+    }
+
     fn named_port(
         &self,
         sel: Option<&Selector>,
@@ -153,6 +186,26 @@ impl Addresses {
                     .any(|p| p.name == name && p.protocol == proto && p.port == port)
                 && sel.is_none_or(|s| s.evaluate(l))
         })
+    }
+}
+
+/// Membership by evaluation: the non-incremental [`Membership`], for one-off builds.
+impl Membership for Addresses {
+    fn selector_members(&self, sel: &Selector, f: Family) -> BTreeSet<IpNet> {
+        Addresses::selector_members(self, sel, f)
+    }
+
+    fn named_port_members(
+        &self,
+        sel: Option<&Selector>,
+        port: &str,
+        f: Family,
+    ) -> BTreeSet<(IpAddr, u8, u16)> {
+        Addresses::named_port_members(self, sel, port, f)
+    }
+
+    fn candidate_policies(&self, _ep: &crate::model::Endpoint) -> Option<BTreeSet<PolicyId>> {
+        None
     }
 }
 
@@ -243,7 +296,6 @@ pub fn applicable<'p>(
     policies: impl IntoIterator<Item = &'p Policy>,
     labels: &Labels,
     dir: Direction,
-    host_endpoint: bool,
 ) -> Vec<(crate::model::Tier, Vec<&'p Policy>)> {
     let mut by_tier: std::collections::BTreeMap<String, Vec<&Policy>> = Default::default();
     for p in policies {
@@ -255,9 +307,8 @@ pub fn applicable<'p>(
         if p.pre_dnat || p.do_not_track {
             continue;
         }
-        // Forwarded traffic is not modelled: host endpoint policy here is for the host's own
+        // Forwarded traffic is not modelled: for a host endpoint this decides the host's own
         // traffic (INPUT/OUTPUT), which every other policy, `applyOnForward` or not, governs.
-        let _ = host_endpoint;
         if p.selector.evaluate(labels) {
             by_tier.entry(p.tier.clone()).or_default().push(p);
         }
@@ -317,7 +368,7 @@ pub fn evaluate(
         v.logs = logs;
         v
     };
-    for (tier, ps) in applicable(world, policies, &labels, dir, host) {
+    for (tier, ps) in applicable(world, policies, &labels, dir) {
         let mut passed = false;
         'policies: for p in ps {
             for r in p.rules(dir).unwrap_or_default() {

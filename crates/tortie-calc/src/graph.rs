@@ -18,7 +18,7 @@ use tortie_selector::Selector;
 use tortie_selector::index::LabelIndex;
 
 use crate::dataplane::Family;
-use crate::model::{Direction, Endpoint, EndpointId, NamedPort, PolicyId, PolicyKind, Rule};
+use crate::model::{Direction, Endpoint, EndpointId, NamedPort, PolicyId, Rule};
 use crate::world::{ResourceKey, World};
 
 /// Something whose addresses a selector can match.
@@ -31,8 +31,8 @@ pub enum ContribId {
 /// What the index matches on.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum SelKey {
-    /// The endpoint selector of an enforced policy.
-    Policy(PolicyId),
+    /// The endpoint selector of an enforced policy, by the policy's resource.
+    Policy(ResourceKey),
     /// A rule selector, by canonical form (shared by every rule using it).
     Rule(String),
 }
@@ -72,17 +72,6 @@ pub struct CalcGraph {
     /// Rule selectors registered per owning resource, and how many owners use each.
     owned: BTreeMap<ResourceKey, BTreeSet<String>>,
     refs: BTreeMap<String, usize>,
-    /// WorkloadEndpoint resource → the endpoint id it last had.
-    wep_ids: BTreeMap<ResourceKey, EndpointId>,
-}
-
-fn policy_kind(k: Kind) -> Option<PolicyKind> {
-    Some(match k {
-        Kind::NetworkPolicy => PolicyKind::NetworkPolicy,
-        Kind::GlobalNetworkPolicy => PolicyKind::GlobalNetworkPolicy,
-        Kind::K8sNetworkPolicy => PolicyKind::KubernetesNetworkPolicy,
-        _ => return None,
-    })
 }
 
 fn rule_selectors(rules: &[Rule], out: &mut BTreeMap<String, Selector>) {
@@ -107,17 +96,21 @@ impl CalcGraph {
     /// Adds or replaces a resource.
     pub fn upsert(&mut self, r: &Resource) {
         let key = ResourceKey::of(r);
+        let before = self.world.wep_endpoint_id(&key);
         self.world.upsert(r);
-        self.refresh(&key);
+        self.refresh(&key, before);
     }
 
     /// Removes a resource.
     pub fn remove(&mut self, key: &ResourceKey) {
+        let before = self.world.wep_endpoint_id(key);
         self.world.remove(key);
-        self.refresh(key);
+        self.refresh(key, before);
     }
 
-    fn refresh(&mut self, key: &ResourceKey) {
+    /// Re-indexes what `key` affects; `wep_before` is the endpoint id a WorkloadEndpoint
+    /// had before the change (its pod name may have changed with it).
+    fn refresh(&mut self, key: &ResourceKey, wep_before: Option<EndpointId>) {
         match key.kind {
             Kind::NetworkPolicy | Kind::GlobalNetworkPolicy | Kind::K8sNetworkPolicy => {
                 self.refresh_policy(key)
@@ -147,11 +140,11 @@ impl CalcGraph {
             Kind::WorkloadEndpoint => {
                 // The endpoint's id is (namespace, pod); the pod name is in the WEP's spec.
                 let now = self.world.wep_endpoint_id(key);
-                let before = match &now {
-                    Some(id) => self.wep_ids.insert(key.clone(), id.clone()),
-                    None => self.wep_ids.remove(key),
-                };
-                for id in [before, now].into_iter().flatten().collect::<BTreeSet<_>>() {
+                for id in [wep_before, now]
+                    .into_iter()
+                    .flatten()
+                    .collect::<BTreeSet<_>>()
+                {
                     self.refresh_contrib(&ContribId::Endpoint(id));
                 }
             }
@@ -166,21 +159,12 @@ impl CalcGraph {
                     key.name.clone(),
                 ));
             }
-            Kind::Namespace => {
-                let ns = key.name.clone();
-                let ids: Vec<ContribId> = self
-                    .by_namespace
-                    .get(&ns)
-                    .into_iter()
-                    .flatten()
-                    .cloned()
-                    .collect();
-                for id in ids {
-                    self.refresh_contrib(&id);
-                }
-            }
-            Kind::ServiceAccount => {
-                let ns = key.namespace.clone().unwrap_or_default();
+            // Namespace and service-account labels reach the namespace's members.
+            Kind::Namespace | Kind::ServiceAccount => {
+                let ns = match key.kind {
+                    Kind::Namespace => key.name.clone(),
+                    _ => key.namespace.clone().unwrap_or_default(),
+                };
                 let ids: Vec<ContribId> = self
                     .by_namespace
                     .get(&ns)
@@ -213,25 +197,14 @@ impl CalcGraph {
     }
 
     fn refresh_policy(&mut self, key: &ResourceKey) {
-        let Some(kind) = policy_kind(key.kind) else {
-            return;
-        };
-        let id = PolicyId {
-            kind,
-            namespace: key
-                .namespace
-                .clone()
-                .filter(|_| kind != PolicyKind::GlobalNetworkPolicy),
-            name: key.name.clone(),
-        };
-        let policy = self.world.policies().find(|p| p.id == id).cloned();
+        let policy = self.world.policy(key).cloned();
         match &policy {
             Some(p) => {
                 self.index
-                    .update_selector(SelKey::Policy(id.clone()), p.selector.clone());
+                    .update_selector(SelKey::Policy(key.clone()), p.selector.clone());
             }
             None => {
-                self.index.delete_selector(&SelKey::Policy(id.clone()));
+                self.index.delete_selector(&SelKey::Policy(key.clone()));
             }
         }
         self.refresh_owned(key, |_| {
@@ -392,7 +365,7 @@ impl Membership for CalcGraph {
             self.index
                 .selectors_matching(&ContribId::Endpoint(ep.id.clone()))
                 .filter_map(|k| match k {
-                    SelKey::Policy(id) => Some(id.clone()),
+                    SelKey::Policy(key) => self.world.policy(key).map(|p| p.id.clone()),
                     SelKey::Rule(_) => None,
                 })
                 .collect(),

@@ -21,7 +21,6 @@ use serde_json::Value;
 use tortie_api::Kind;
 use tortie_api::policy::StagedAction;
 use tortie_api::resource::Resource;
-use tortie_selector::Selector;
 
 use crate::convert::{
     self, ConvertError, LABEL_NAME, LABEL_NAMESPACE, LABEL_ORCHESTRATOR, LABEL_SERVICE_ACCOUNT,
@@ -365,6 +364,11 @@ impl World {
         }
     }
 
+    /// The enforced policy stored as `key`, if it compiled.
+    pub fn policy(&self, key: &ResourceKey) -> Option<&Policy> {
+        self.policies.get(key)
+    }
+
     /// Enforced policies.
     pub fn policies(&self) -> impl Iterator<Item = &Policy> {
         self.policies.values()
@@ -541,13 +545,6 @@ impl World {
         out
     }
 
-    /// Whether `sel` selects anything owning `ip`.
-    pub fn selects_ip(&self, sel: &Selector, ip: IpAddr) -> bool {
-        self.contributors()
-            .iter()
-            .any(|(l, nets, _)| nets.iter().any(|n| n.contains(&ip)) && sel.evaluate(l))
-    }
-
     /// The failsafe ports of `node`: FelixConfiguration `node.<node>`, then `default`, per
     /// parameter, then Calico's defaults.
     pub fn failsafe(&self, node: &str) -> Failsafe {
@@ -555,11 +552,6 @@ impl World {
             self.felix.get(&format!("node.{node}")),
             self.felix.get("default"),
         )
-    }
-
-    /// Namespace labels, if the Namespace is known.
-    pub fn namespace_labels(&self, ns: &str) -> Option<&Labels> {
-        self.namespaces.get(ns)
     }
 }
 
