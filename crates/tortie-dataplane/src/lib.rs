@@ -45,8 +45,10 @@
 //!   continues. Each carries its rule's identity as a comment (`knp/x/allow ingress[0]`).
 //!   Numeric ports and each named-port set are alternatives, so such a rule becomes one nft
 //!   rule per combination of source and destination alternatives.
-//! - Sets: selector sets (`s4-…`/`s6-…`, `flags interval`, elements aggregated so that none
-//!   overlap: no `auto-merge`, which would make element-by-element updates impossible) and
+//! - Sets: selector sets (`s4-…`/`s6-…`): plain hash sets when every member is a single
+//!   address (nft re-reads every interval set before changing one), else `flags interval`
+//!   with elements aggregated so that none overlap (no `auto-merge`, which would make
+//!   element-by-element updates impossible); and
 //!   named-port sets (`n4-…`/`n6-…`, `addr . inet_proto . inet_service`).
 //! - NAT: sets `masq-pools4/6` and `all-pools4/6` always; a `postrouting` chain
 //!   (nat hook postrouting, priority srcnat) with

@@ -60,34 +60,36 @@ pub const LOOPBACK: &str = "lo";
 
 /// Renders the whole table.
 pub fn render(model: &DataplaneModel) -> NftTable {
-    render_reusing(model, None)
+    let sets = model
+        .ip_sets
+        .iter()
+        .map(|(name, set)| (nft_name(name), set_def(set.family, &set.members)))
+        .collect();
+    render_with_sets(model, sets)
 }
 
 /// [`render`], taking each IP set that is unchanged since `prev` (the model's sets and the
-/// table rendered from them) from `prev` instead of rendering it again: with large sets most
-/// of a change's cost would otherwise be re-rendering and re-comparing sets that did not
-/// change.
+/// table rendered from them) from `prev` instead of rendering it again, and patching a
+/// changed address set: with large sets most of a change's cost would otherwise be
+/// re-rendering and re-comparing sets that did not change. (`prev` is cloned, which shares
+/// its sets' elements; a patched set's elements are copied once.)
 pub fn render_reusing(
     model: &DataplaneModel,
     prev: Option<(&BTreeMap<String, IpSet>, &NftTable)>,
 ) -> NftTable {
-    let mut t = NftTable::default();
-    let mut refs = SetRefs::new();
-    for (name, set) in &model.ip_sets {
-        let nft = nft_name(name);
-        let reused = prev.and_then(|(sets, table)| {
-            (sets.get(name) == Some(set))
-                .then(|| table.sets.get(&nft).cloned())
-                .flatten()
-        });
-        let def = reused
-            .or_else(|| {
-                let (sets, table) = prev?;
-                patch_address_set(sets.get(name)?, table.sets.get(&nft)?, set)
-            })
-            .unwrap_or_else(|| set_def(set.family, &set.members));
-        t.sets.insert(nft, def);
+    match prev {
+        None => render(model),
+        Some((sets, table)) => render_moving(model, sets, &mut table.clone()).0,
     }
+}
+
+/// The table around already rendered IP sets.
+fn render_with_sets(model: &DataplaneModel, sets: BTreeMap<String, SetDef>) -> NftTable {
+    let mut t = NftTable {
+        sets,
+        ..NftTable::default()
+    };
+    let mut refs = SetRefs::new();
     for (name, chain) in &model.chains {
         t.chains
             .insert(nft_name(name), policy_chain(chain, &mut refs));
@@ -309,76 +311,62 @@ pub fn render_moving(
     prev: &mut NftTable,
 ) -> (NftTable, BTreeMap<String, SetDelta>) {
     let mut deltas = BTreeMap::new();
-    let mut patched = BTreeMap::new();
+    let mut sets = BTreeMap::new();
     for (name, set) in &model.ip_sets {
-        let Some(old) = prev_sets.get(name) else {
-            continue;
-        };
-        if old == set {
-            continue;
-        }
         let nft = nft_name(name);
-        let Some(def) = prev.sets.get_mut(&nft) else {
-            continue;
+        let def = match (prev_sets.get(name), prev.sets.get_mut(&nft)) {
+            (Some(old), Some(def)) if old == set => def.clone(),
+            (Some(old), Some(def)) if patchable(old, def, set) => {
+                let mut elements = std::mem::take(&mut def.elements);
+                let delta = patch(Arc::make_mut(&mut elements), old, set);
+                deltas.insert(nft.clone(), delta);
+                SetDef {
+                    type_: def.type_.clone(),
+                    interval: false,
+                    elements,
+                }
+            }
+            _ => set_def(set.family, &set.members),
         };
-        let (IpSetMembers::Nets(was), IpSetMembers::Nets(now)) = (&old.members, &set.members)
-        else {
-            continue;
-        };
-        let single = |n: &IpNet| n.prefix_len() == n.max_prefix_len();
-        if old.family != set.family || def.interval || !now.iter().all(single) {
-            continue;
-        }
-        let mut elements = std::mem::take(&mut def.elements);
-        let els = Arc::make_mut(&mut elements);
-        let mut delta = SetDelta::default();
+        sets.insert(nft, def);
+    }
+    (render_with_sets(model, sets), deltas)
+}
+
+/// All single addresses (/32, /128): such a set is a plain hash set.
+fn single_addresses<'a>(nets: impl IntoIterator<Item = &'a IpNet>) -> bool {
+    nets.into_iter()
+        .all(|n| n.prefix_len() == n.max_prefix_len())
+}
+
+/// Whether a changed set can be rendered by patching its previous rendering: it was and
+/// stays a hash set of single addresses of the same family.
+fn patchable(old: &IpSet, old_def: &SetDef, new: &IpSet) -> bool {
+    matches!(
+        (&old.members, &new.members),
+        (IpSetMembers::Nets(_), IpSetMembers::Nets(now)) if single_addresses(now)
+    ) && old.family == new.family
+        && !old_def.interval
+}
+
+/// Applies the addresses that left and joined (`old` → `new`, both address sets) to rendered
+/// `elements`, returning them as a delta (a change to a 50k-address set renders two
+/// elements, not 50k).
+fn patch(elements: &mut BTreeSet<String>, old: &IpSet, new: &IpSet) -> SetDelta {
+    let mut delta = SetDelta::default();
+    if let (IpSetMembers::Nets(was), IpSetMembers::Nets(now)) = (&old.members, &new.members) {
         for gone in was.difference(now) {
             let e = gone.addr().to_string();
-            els.remove(&e);
+            elements.remove(&e);
             delta.removed.insert(e);
         }
         for fresh in now.difference(was) {
             let e = fresh.addr().to_string();
-            els.insert(e.clone());
+            elements.insert(e.clone());
             delta.added.insert(e);
         }
-        patched.insert(
-            nft.clone(),
-            SetDef {
-                type_: def.type_.clone(),
-                interval: false,
-                elements,
-            },
-        );
-        deltas.insert(nft, delta);
     }
-    let mut table = render_reusing(model, Some((prev_sets, prev)));
-    for (nft, def) in patched {
-        table.sets.insert(nft, def);
-    }
-    (table, deltas)
-}
-
-/// A changed set of single addresses, rendered by patching its previous rendering with the
-/// addresses that came and went (a change to a 50k-address set renders two elements, not
-/// 50k). `None` when the set is not (or was not) a plain address set of the same family.
-fn patch_address_set(old: &IpSet, old_def: &SetDef, new: &IpSet) -> Option<SetDef> {
-    let (IpSetMembers::Nets(was), IpSetMembers::Nets(now)) = (&old.members, &new.members) else {
-        return None;
-    };
-    let single = |n: &IpNet| n.prefix_len() == n.max_prefix_len();
-    if old.family != new.family || old_def.interval || !now.iter().all(single) {
-        return None;
-    }
-    let mut def = old_def.clone();
-    let elements = Arc::make_mut(&mut def.elements);
-    for gone in was.difference(now) {
-        elements.remove(&gone.addr().to_string());
-    }
-    for fresh in now.difference(was) {
-        elements.insert(fresh.addr().to_string());
-    }
-    Some(def)
+    delta
 }
 
 fn set_type(kind: SetKind) -> (&'static str, bool) {
@@ -397,7 +385,7 @@ fn set_def(family: Family, members: &IpSetMembers) -> SetDef {
     // holds a CIDR (a network set's) needs intervals; moving between the two is a full
     // (atomic) replace, which the diff handles.
     if let IpSetMembers::Nets(nets) = members
-        && nets.iter().all(|n| n.prefix_len() == n.max_prefix_len())
+        && single_addresses(nets)
     {
         let (type_, _) = set_type(SetKind::Nets(family));
         return SetDef {
