@@ -14,8 +14,8 @@
 #     checking verdicts, then `iperf3 -t SECS` A→B and CRR_SECS of sequential new-connection
 #     1-byte request/response.
 # B4: per N (1k, 10k, 50k): REPS timed changes per method (tortie incremental apply, full
-#     `nft -f`, full iptables-nft-restore / iptables-legacy-restore, and a what-if with the
-#     selector set as a hash set), each measured from the change to A's first successful
+#     `nft -f`, full iptables-nft-restore / iptables-legacy-restore, and a naive incremental
+#     peer that re-renders and diffs the whole table), each measured from the change to A's first successful
 #     connect (1 ms probe) and to the end of the apply call.
 #
 # Safety (shared/design/test-network.md): only namespaces this run creates; nothing in the
@@ -24,7 +24,7 @@
 #
 # Usage: sudo scripts/bench-policy.sh            (needs iperf3, nft, iptables; about 11 minutes)
 # Env:   RUNS=3 SECS=5 CRR_SECS=3 REPS=30 B3_SIZES=0,1000,10000,50000 B4_SIZES=1000,10000,50000
-#        LEGACY=1 WHAT_IF=1 ONLY= (b3|b4) SKIP_BUILD=0 MAX_SECS=3600 RAW=<file for raw samples>
+#        LEGACY=1 NAIVE=1 ONLY= (b3|b4) SKIP_BUILD=0 MAX_SECS=3600 RAW=<file for raw samples>
 # Output: a markdown report on stdout; progress on stderr.
 set -euo pipefail
 
@@ -35,7 +35,7 @@ REPS=${REPS:-30}
 B3_SIZES=${B3_SIZES:-0,1000,10000,50000}
 B4_SIZES=${B4_SIZES:-1000,10000,50000}
 LEGACY=${LEGACY:-1}
-WHAT_IF=${WHAT_IF:-1}
+NAIVE=${NAIVE:-1}
 ONLY=${ONLY:-}
 SKIP_BUILD=${SKIP_BUILD:-0}
 MAX_SECS=${MAX_SECS:-3600}
@@ -110,7 +110,7 @@ ARGS=(--prefix "$P" --pid-file "$TMP/pids" --raw "$TMP/raw.tsv"
   --runs "$RUNS" --secs "$SECS" --crr-secs "$CRR_SECS" --reps "$REPS"
   --b3-sizes "$B3_SIZES" --b4-sizes "$B4_SIZES")
 ((LEGACY)) || ARGS+=(--no-legacy)
-((WHAT_IF)) || ARGS+=(--no-what-if)
+((NAIVE)) || ARGS+=(--no-naive)
 [[ -n $ONLY ]] && ARGS+=(--only "$ONLY")
 
 CPU=$(lscpu | awk -F: '/^Model name/ { gsub(/^[ \t]+/, "", $2); print $2; exit }')
@@ -128,7 +128,7 @@ BENCH_PID=""
 
 echo "# B3 / B4 policy dataplane run of $DATE"
 echo
-echo "- command: \`scripts/bench-policy.sh\` (RUNS=$RUNS SECS=$SECS CRR_SECS=$CRR_SECS REPS=$REPS B3_SIZES=$B3_SIZES B4_SIZES=$B4_SIZES LEGACY=$LEGACY WHAT_IF=$WHAT_IF${ONLY:+ ONLY=$ONLY})"
+echo "- command: \`scripts/bench-policy.sh\` (RUNS=$RUNS SECS=$SECS CRR_SECS=$CRR_SECS REPS=$REPS B3_SIZES=$B3_SIZES B4_SIZES=$B4_SIZES LEGACY=$LEGACY NAIVE=$NAIVE${ONLY:+ ONLY=$ONLY})"
 echo "- kernel $(uname -r); CPU: $(nproc) × $CPU; load average at start $LOAD_START, at end $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "- tortie $REV (release example; $DIRTY uncommitted files under tortie-dataplane/src and tortie-calc/src)"
 echo "- $(nft --version); $(iptables-nft --version) via iptables-nft-restore$( ((LEGACY)) && echo "; $(iptables-legacy --version) via iptables-legacy-restore"); $(iperf3 --version | head -1)"

@@ -32,8 +32,8 @@
 //! connect; then take A out again (apply timed, verdict not probed). Methods: tortie (world update + build + incremental
 //! `NftManager::apply`), a full `nft -f` of the whole rendered table (build + render +
 //! `full_script`), a full `iptables-restore` of the linear ruleset (nft and legacy backends),
-//! and a what-if: tortie's table with the selector set as a plain hash set (no `flags
-//! interval`), applied with `diff::script` + one `nft -f`.
+//! and a naive incremental peer: the whole table rendered afresh and diffed against the
+//! last one (`diff::script`, no set reuse or patching), applied with one `nft -f`.
 //!
 //! Every loop is bounded in count or time; every namespace and process is removed on exit
 //! (drop guards; the script's trap covers signals). Output: markdown on stdout, progress on
@@ -97,7 +97,7 @@ struct Opts {
     crr_secs: u32,
     reps: usize,
     legacy: bool,
-    what_if: bool,
+    naive: bool,
     b3: bool,
     b4: bool,
     raw: Option<String>,
@@ -114,7 +114,7 @@ fn parse_opts() -> Res<Opts> {
         crr_secs: 3,
         reps: 30,
         legacy: true,
-        what_if: true,
+        naive: true,
         b3: true,
         b4: true,
         raw: None,
@@ -149,7 +149,7 @@ fn parse_opts() -> Res<Opts> {
             "--crr-secs" => o.crr_secs = u32::try_from(small(&val()?, 60)?).unwrap_or(3),
             "--reps" => o.reps = small(&val()?, 500)?,
             "--no-legacy" => o.legacy = false,
-            "--no-what-if" => o.what_if = false,
+            "--no-naive" => o.naive = false,
             "--only" => match val()?.as_str() {
                 "b3" => o.b4 = false,
                 "b4" => o.b3 = false,
@@ -894,16 +894,6 @@ fn iptables_rules(m: &DataplaneModel) -> Res<String> {
     Ok(s)
 }
 
-/// What-if: the selector sets without `flags interval` (plain hash sets; valid here because
-/// every member is a single address).
-fn hashified(mut t: NftTable) -> NftTable {
-    for (name, set) in &mut t.sets {
-        if name.starts_with("s4-") || name.starts_with("s6-") {
-            set.interval = false;
-        }
-    }
-    t
-}
 
 // ----------------------------------------------------------------------------------------
 // nft runner that times its calls
@@ -1290,7 +1280,7 @@ enum B4Method {
     NftFull,
     IptNft,
     IptLegacy,
-    WhatIfHash,
+    NaiveDiff,
 }
 
 impl B4Method {
@@ -1300,7 +1290,7 @@ impl B4Method {
             B4Method::NftFull => "peer: build + render + full `nft -f` reload",
             B4Method::IptNft => "peer: full `iptables-nft-restore`",
             B4Method::IptLegacy => "peer: full `iptables-legacy-restore`",
-            B4Method::WhatIfHash => "what-if: tortie table, selector set without `flags interval`",
+            B4Method::NaiveDiff => "peer: build + full render + diff + `nft -f` (no set reuse)",
         }
     }
 
@@ -1310,7 +1300,7 @@ impl B4Method {
             B4Method::NftFull => "nft-full",
             B4Method::IptNft => "ipt-nft",
             B4Method::IptLegacy => "ipt-legacy",
-            B4Method::WhatIfHash => "what-if-hash",
+            B4Method::NaiveDiff => "naive-diff",
         }
     }
 }
@@ -1369,9 +1359,8 @@ impl State {
                 s.script_bytes = st.script.len();
             }
             State::Nft { runner, last } => {
-                let mut table = render(&m);
-                let script = if method == B4Method::WhatIfHash {
-                    table = hashified(table);
+                let table = render(&m);
+                let script = if method == B4Method::NaiveDiff {
                     diff::script(last.as_ref(), &table)
                 } else {
                     diff::full_script(&table)
@@ -1423,12 +1412,9 @@ fn b4_method(
                 mgr.apply(&sc.model()).map_err(|e| e.to_string())?;
                 State::Tortie(mgr)
             }
-            B4Method::NftFull | B4Method::WhatIfHash => {
+            B4Method::NftFull | B4Method::NaiveDiff => {
                 let runner = TimedNft::default();
-                let mut t = render(&sc.model());
-                if method == B4Method::WhatIfHash {
-                    t = hashified(t);
-                }
+                let t = render(&sc.model());
                 runner
                     .run(&diff::full_script(&t))
                     .map_err(|e| e.to_string())?;
@@ -1567,8 +1553,8 @@ fn b4(opts: &Opts, main: &Lab, legacy: Option<&Lab>, raw: &mut Raw, out: &mut St
     if legacy.is_some() {
         methods.push(B4Method::IptLegacy);
     }
-    if opts.what_if {
-        methods.push(B4Method::WhatIfHash);
+    if opts.naive {
+        methods.push(B4Method::NaiveDiff);
     }
     let mut rows: Vec<(usize, Vec<B4Row>, Micro)> = Vec::new();
     for &n in &opts.b4_sizes {
