@@ -894,7 +894,6 @@ fn iptables_rules(m: &DataplaneModel) -> Res<String> {
     Ok(s)
 }
 
-
 // ----------------------------------------------------------------------------------------
 // nft runner that times its calls
 

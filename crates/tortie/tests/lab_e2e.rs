@@ -15,7 +15,12 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tortie_netlink::NetNs;
-use tortie_netlink::testing::root_or_skip;
+
+mod support {
+    pub mod lab;
+}
+
+use support::lab::{agent_status, root_or_skip};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tortie");
 
@@ -346,8 +351,7 @@ fn agent_restart_keeps_flows(lab: &Lab) {
     let mut applied = 0;
     while applied == 0 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
-        applied = http_get(&health, "/status")
-            .and_then(|b| serde_json::from_str::<Value>(&b).ok())
+        applied = agent_status(&health)
             .and_then(|v| v["policyRevision"].as_u64())
             .unwrap_or(0);
     }
@@ -408,17 +412,6 @@ fn nft_listing(netns: &str) -> String {
     }
     blocks.sort();
     blocks.concat()
-}
-
-/// The body of an HTTP/1.0 GET, if the server answered.
-fn http_get(addr: &str, path: &str) -> Option<String> {
-    let mut s = TcpStream::connect(addr).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    s.write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes())
-        .ok()?;
-    let mut r = String::new();
-    s.read_to_string(&mut r).ok()?;
-    r.split("\r\n\r\n").nth(1).map(str::to_string)
 }
 
 #[test]
