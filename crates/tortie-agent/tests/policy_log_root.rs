@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
 
-use common::{ip, root_or_skip};
+use common::{NetnsGuard, root_or_skip};
 use tortie_agent::metrics::Metrics;
 use tortie_agent::policy_log::{PolicyLog, PolicyLogConfig, PolicyLogError, PolicyLogRecord};
 use tortie_agent::{Agent, AgentConfig, FakeDataplane};
@@ -34,32 +34,31 @@ const TABLE: &str = r#"table inet tortie_logtest {
 }
 "#;
 
-/// A namespace `tortie-plog-<pid>[-suffix]` with loopback up, deleted on drop.
-struct TestNetns(String);
+/// A namespace with loopback up (common's `NetnsGuard` deletes it on drop).
+struct TestNetns {
+    name: String,
+    _guard: NetnsGuard,
+}
 
 impl TestNetns {
     fn new(suffix: &str) -> Self {
-        let name = format!("tortie-plog-{}{suffix}", std::process::id());
-        // A leftover of an earlier run with the same pid.
-        let _ = Command::new("ip")
-            .args(["netns", "del", &name])
-            .stderr(Stdio::null())
-            .status();
-        ip(&["netns", "add", &name]);
-        let ns = TestNetns(name);
-        ip(&["-n", &ns.0, "link", "set", "lo", "up"]);
-        ns
+        let mut guard = NetnsGuard::new(&format!("plog{suffix}"));
+        let name = guard.add("ns");
+        TestNetns {
+            name,
+            _guard: guard,
+        }
     }
 
     fn path(&self) -> PathBuf {
-        NetNs::path_of(&self.0)
+        NetNs::path_of(&self.name)
     }
 
     /// Loads an nft script inside the namespace.
     fn nft(&self, script: &str) {
         use std::io::Write as _;
         let mut child = Command::new("ip")
-            .args(["netns", "exec", &self.0, "nft", "-f", "-"])
+            .args(["netns", "exec", &self.name, "nft", "-f", "-"])
             .stdin(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -80,7 +79,7 @@ impl TestNetns {
 
     /// Sends one UDP datagram from inside the namespace to its own `to` (a loopback address).
     fn send_udp(&self, to: &str) {
-        let ns = NetNs::named(&self.0).expect("open namespace");
+        let ns = NetNs::named(&self.name).expect("open namespace");
         let dst = to.to_string();
         ns.run(move || {
             let bind = if dst.starts_with('[') {
@@ -93,19 +92,6 @@ impl TestNetns {
         })
         .expect("enter namespace")
         .unwrap_or_else(|e| panic!("send to {to}: {e}"));
-    }
-}
-
-impl Drop for TestNetns {
-    fn drop(&mut self) {
-        // Deleting the namespace also removes its nft table.
-        let ok = Command::new("ip")
-            .args(["netns", "del", &self.0])
-            .status()
-            .is_ok_and(|s| s.success());
-        if !ok {
-            eprintln!("warning: could not delete network namespace {}", self.0);
-        }
     }
 }
 
