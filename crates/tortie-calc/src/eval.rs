@@ -159,13 +159,8 @@ impl Addresses {
     ) -> BTreeSet<(IpAddr, u8, u16)> {
         let mut out = BTreeSet::new();
         for (l, nets, ports) in &self.contributors {
-            if sel.is_some_and(|s| !s.evaluate(l)) {
-                continue;
-            }
-            for p in ports.iter().filter(|p| p.name == port) {
-                for n in nets.iter().filter(|n| Family::of_net(n) == f) {
-                    out.insert((n.addr(), p.protocol, p.port));
-                }
+            if sel.is_none_or(|s| s.evaluate(l)) {
+                add_named_port(&mut out, nets, ports, port, f);
             }
         }
         out
@@ -186,6 +181,21 @@ impl Addresses {
                     .any(|p| p.name == name && p.protocol == proto && p.port == port)
                 && sel.is_none_or(|s| s.evaluate(l))
         })
+    }
+}
+
+/// Adds `(addr, protocol, port)` of the named port `port` of one address owner.
+pub(crate) fn add_named_port(
+    out: &mut BTreeSet<(IpAddr, u8, u16)>,
+    nets: &[IpNet],
+    ports: &[NamedPort],
+    port: &str,
+    f: Family,
+) {
+    for p in ports.iter().filter(|p| p.name == port) {
+        for n in nets.iter().filter(|n| Family::of_net(n) == f) {
+            out.insert((n.addr(), p.protocol, p.port));
+        }
     }
 }
 

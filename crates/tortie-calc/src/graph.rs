@@ -333,13 +333,8 @@ impl Membership for CalcGraph {
         f: Family,
     ) -> BTreeSet<(IpAddr, u8, u16)> {
         let mut out = BTreeSet::new();
-        let mut add = |c: &Contrib| {
-            for p in c.ports.iter().filter(|p| p.name == port) {
-                for n in c.nets.iter().filter(|n| Family::of_net(n) == f) {
-                    out.insert((n.addr(), p.protocol, p.port));
-                }
-            }
-        };
+        let mut add =
+            |c: &Contrib| crate::eval::add_named_port(&mut out, &c.nets, &c.ports, port, f);
         match sel {
             Some(s) => {
                 let key = SelKey::Rule(s.canonical().to_string());
