@@ -67,11 +67,13 @@ impl Agent {
         let (heartbeat_tx, heartbeat) = watch::channel(Instant::now());
         let (shutdown_tx, shutdown) = watch::channel(false);
         let (status_tx, status) = watch::channel(AgentStatus::default());
+        let (bgp_tx, bgp) = watch::channel(Vec::new());
         let view = HealthView {
             readiness: readiness.clone(),
             heartbeat,
             metrics: metrics.clone(),
             status,
+            bgp,
         };
         let mut http_shutdown = shutdown.clone();
         let http = tokio::spawn(http::serve(listener, view, async move {
@@ -92,6 +94,9 @@ impl Agent {
             readiness_tx,
             heartbeat_tx,
             shutdown,
+            routing: config.routing,
+            host_netns: config.host_netns.clone(),
+            bgp_tx,
         };
         let main = tokio::spawn(main_loop::run(wiring));
         tracing::info!(node = %config.node, health = %health_addr, "agent started");

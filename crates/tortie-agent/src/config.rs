@@ -44,6 +44,21 @@ pub struct AgentArgs {
     #[arg(long = "resync-interval", value_name = "DURATION", default_value = "30s",
           value_parser = humantime::parse_duration)]
     pub resync_interval: Duration,
+
+    /// How pods on other nodes are reached: `static` routes from IPAM (Calico without BGP),
+    /// or `bgp`, where the agent's BGP speaker learns them from its peers (Calico's BIRD).
+    #[arg(long, value_enum, default_value_t = Routing::Static)]
+    pub routing: Routing,
+}
+
+/// Where routes to other nodes' pods come from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Routing {
+    /// From IPAM: a route per remote block via its node.
+    #[default]
+    Static,
+    /// From BGP: the speaker's best routes.
+    Bgp,
 }
 
 /// Everything the agent needs to run.
@@ -56,6 +71,7 @@ pub struct AgentConfig {
     pub health_listen: SocketAddr,
     pub datastore: DatastoreUrl,
     pub resync_interval: Duration,
+    pub routing: Routing,
 }
 
 /// A setting that cannot work.
@@ -86,6 +102,7 @@ impl AgentConfig {
                 .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 9099))),
             datastore,
             resync_interval: DEFAULT_RESYNC_INTERVAL,
+            routing: Routing::Static,
         }
     }
 
@@ -123,6 +140,7 @@ impl AgentArgs {
             health_listen: self.health_listen,
             datastore: DatastoreUrl::from_env_or(datastore)?,
             resync_interval: self.resync_interval,
+            routing: self.routing,
         };
         config.validate()?;
         Ok(config)

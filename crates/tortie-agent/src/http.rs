@@ -7,7 +7,8 @@
 //! - `/readiness`: 200 `ready`, or 503 with the reason as plain text;
 //! - `/metrics`: Prometheus/OpenMetrics text;
 //! - `/status`: JSON `{"inSync", "revision", "policyRevision"}` — the datastore revision the
-//!   agent has absorbed and the one its policy dataplane reflects (tests and tools wait on it).
+//!   agent has absorbed and the one its policy dataplane reflects (tests and tools wait on it);
+//! - `/bgp`: JSON `{"peers": [...]}`, one row per BGP peer (`tortie node status` prints it).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -36,6 +37,8 @@ pub struct HealthView {
     pub heartbeat: watch::Receiver<Instant>,
     pub metrics: Arc<Metrics>,
     pub status: watch::Receiver<AgentStatus>,
+    /// BGP peers (empty with static routing).
+    pub bgp: watch::Receiver<Vec<crate::bgp::BgpPeerRow>>,
 }
 
 fn text(status: StatusCode, body: String) -> Response {
@@ -92,6 +95,16 @@ async fn status(State(view): State<HealthView>) -> Response {
         .into_response()
 }
 
+async fn bgp(State(view): State<HealthView>) -> Response {
+    let peers = view.bgp.borrow().clone();
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        serde_json::to_string(&serde_json::json!({ "peers": peers })).unwrap_or_default(),
+    )
+        .into_response()
+}
+
 /// The router over `view`.
 pub fn router(view: HealthView) -> Router {
     Router::new()
@@ -99,6 +112,7 @@ pub fn router(view: HealthView) -> Router {
         .route("/readiness", get(readiness))
         .route("/metrics", get(metrics))
         .route("/status", get(status))
+        .route("/bgp", get(bgp))
         .with_state(view)
 }
 

@@ -10,6 +10,8 @@
 //!   never flushing;
 //! - keeps WorkloadEndpoint labels equal to their Pod's labels for its own pods ([`labels`]);
 //! - serves `/liveness`, `/readiness` and `/metrics` ([`http`], [`metrics`]);
+//! - with `--routing bgp`, runs a BGP speaker ([`bgp`], planned by [`bgp_plan`]) that
+//!   advertises the node's blocks and installs the routes its peers advertise;
 //! - writes packets of Calico `Log` rules as structured `tortie::policy_log` events
 //!   ([`policy_log`]).
 //!
@@ -18,6 +20,8 @@
 //! [`main_loop`] (the one task owning all state), [`agent`] (start/stop, signals).
 
 pub mod agent;
+pub mod bgp;
+pub mod bgp_plan;
 pub mod calc;
 pub mod config;
 pub mod dataplane;
@@ -36,6 +40,6 @@ pub mod route;
 pub mod route_manager;
 
 pub use agent::{Agent, run};
-pub use config::{AgentArgs, AgentConfig, ConfigError};
+pub use config::{AgentArgs, AgentConfig, ConfigError, Routing};
 pub use dataplane::{FakeDataplane, NetlinkDataplane, NodeDataplane};
 pub use route::ROUTE_PROTOCOL;

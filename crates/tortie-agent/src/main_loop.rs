@@ -16,7 +16,10 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::{MissedTickBehavior, sleep_until};
 use tortie_store::{Revision, Store, SyncStatus, SyncUpdate, Syncer};
 
+use crate::bgp::{Bgp, BgpEvent, BgpPeerRow};
+use crate::bgp_plan;
 use crate::calc;
+use crate::config::Routing;
 use crate::dataplane::{NodeDataplane, error_chain};
 use crate::label_writer::{self, WriteOutcome, WriteResult};
 use crate::labels::{LabelWrite, label_writes};
@@ -40,6 +43,10 @@ pub const MIN_BACKOFF: Duration = Duration::from_millis(500);
 pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// How long a registration attempt may take.
 pub const REGISTER_TIMEOUT: Duration = Duration::from_secs(10);
+/// With BGP routing, how long the first route programming after a start waits for every peer
+/// to send its whole table (End-of-RIB), so a restart never withdraws routes that are about
+/// to be learned again.
+pub const BGP_INITIAL_WAIT: Duration = Duration::from_secs(30);
 
 /// Inputs and outputs the loop is wired to.
 #[derive(Debug)]
@@ -56,6 +63,11 @@ pub struct Wiring {
     pub readiness_tx: watch::Sender<Result<(), String>>,
     pub heartbeat_tx: watch::Sender<Instant>,
     pub shutdown: watch::Receiver<bool>,
+    pub routing: Routing,
+    /// The host network namespace (for the BGP speaker's sockets).
+    pub host_netns: Option<std::path::PathBuf>,
+    /// The BGP peers for `/bgp` and `node status`.
+    pub bgp_tx: watch::Sender<Vec<BgpPeerRow>>,
 }
 
 /// What `/status` reports.
@@ -122,6 +134,11 @@ struct MainLoop {
     policy_dirty: bool,
     policy_backoff: Backoff,
     status: AgentStatus,
+    /// The BGP speaker, with `--routing bgp`.
+    bgp: Option<Bgp>,
+    bgp_at: Option<tokio::time::Instant>,
+    /// With BGP: route programming is held until peers have sent their tables, or this time.
+    bgp_hold_until: Option<tokio::time::Instant>,
 }
 
 /// Runs the loop until shutdown.
@@ -130,6 +147,7 @@ pub async fn run(mut w: Wiring) -> anyhow::Result<()> {
     let _label_task = TaskGuard(label_task);
     let node = w.registration.name.clone();
     let policy = std::mem::replace(&mut w.policy, Box::new(crate::policy_dataplane::NoPolicy));
+    let bgp = (w.routing == Routing::Bgp).then(|| Bgp::new(w.host_netns.clone()));
     let mut lp = MainLoop {
         w,
         model: Model::new(node),
@@ -150,6 +168,9 @@ pub async fn run(mut w: Wiring) -> anyhow::Result<()> {
         policy_dirty: true,
         policy_backoff: Backoff::new(),
         status: AgentStatus::default(),
+        bgp,
+        bgp_at: None,
+        bgp_hold_until: None,
     };
     lp.publish();
     lp.run(label_rx).await
@@ -170,6 +191,7 @@ impl MainLoop {
             let apply_at = self.apply_at;
             let label_at = self.label_retry_at;
             let policy_at = self.policy_at;
+            let bgp_at = self.bgp_at;
             tokio::select! {
                 // Timers before the update stream, so a flood of updates cannot starve them.
                 biased;
@@ -184,6 +206,11 @@ impl MainLoop {
                     self.check_policy_drift().await;
                 }
                 () = sleep_until_opt(label_at) => self.retry_labels(),
+                () = sleep_until_opt(bgp_at) => self.apply_bgp().await,
+                ev = next_bgp_event(&mut self.bgp) => match ev {
+                    BgpEvent::Routes(changes) => self.on_bgp_routes(changes),
+                    BgpEvent::Status => self.on_bgp_status(),
+                },
                 Some(result) = label_rx.recv() => self.on_label_result(result),
                 update = sync_rx.recv() => match update {
                     Some(u) => self.on_sync_batch(u, &mut sync_rx),
@@ -192,6 +219,10 @@ impl MainLoop {
             }
         }
         tracing::info!("agent stopping; routes and policy rules stay in place");
+        if let Some(bgp) = &mut self.bgp {
+            // Without a NOTIFICATION: peers with graceful restart keep our routes meanwhile.
+            bgp.shutdown().await;
+        }
         Ok(())
     }
 
@@ -240,6 +271,7 @@ impl MainLoop {
     /// Absorbs `first` and whatever else is already queued, then recomputes once.
     fn on_sync_batch(&mut self, first: SyncUpdate, rx: &mut mpsc::Receiver<SyncUpdate>) {
         let mut routes_changed = false;
+        let mut bgp_changed = false;
         let mut pods = BTreeSet::new();
         let mut reached_sync = false;
         let mut next = Some(first);
@@ -264,6 +296,7 @@ impl MainLoop {
                     self.status.revision = self.status.revision.max(rev);
                     let changed = self.model.apply(&u);
                     routes_changed |= changed.routes;
+                    bgp_changed |= changed.bgp || changed.routes || changed.policy;
                     self.policy_dirty |= changed.policy;
                     pods.extend(changed.pod);
                     if changed.own_node && !self.model.own_node_present() && self.in_sync {
@@ -290,6 +323,9 @@ impl MainLoop {
             }
             if self.policy_dirty {
                 self.schedule_policy(APPLY_COALESCE);
+            }
+            if bgp_changed {
+                self.schedule_bgp(APPLY_COALESCE);
             }
         }
         self.publish_status();
@@ -435,6 +471,11 @@ impl MainLoop {
         self.schedule_apply(Duration::ZERO);
         self.policy_dirty = true;
         self.schedule_policy(Duration::ZERO);
+        if self.bgp.is_some() {
+            self.bgp_hold_until = Some(tokio::time::Instant::now() + BGP_INITIAL_WAIT);
+            self.schedule_bgp(Duration::ZERO);
+            self.on_bgp_status();
+        }
         let pods: Vec<PodId> = self.model.pods().cloned().collect();
         for pod in pods {
             self.sync_labels(&pod);
@@ -442,7 +483,19 @@ impl MainLoop {
     }
 
     fn recalc_routes(&mut self) {
-        let out = calc::desired_routes(self.model.routing(), self.model.node_name());
+        let mut out = calc::desired_routes(self.model.routing(), self.model.node_name());
+        if let Some(bgp) = &self.bgp {
+            // With BGP, other nodes' pods are reached by what the peers advertise; IPAM only
+            // gives this node's own blackholes.
+            out.routes
+                .retain(|_, t| matches!(t, crate::route::RouteTarget::Blackhole));
+            out.unresolved.clear();
+            for (prefix, nh) in bgp.learned() {
+                out.routes
+                    .entry(*prefix)
+                    .or_insert(crate::route::RouteTarget::Via(*nh));
+            }
+        }
         if out.unresolved.len() != self.unresolved {
             for u in &out.unresolved {
                 tracing::debug!(dst = %u.dst, node = %u.node, "no next hop for route");
@@ -498,6 +551,14 @@ impl MainLoop {
         if !self.routes.needs_apply() {
             return;
         }
+        if let Some(until) = self.bgp_hold_until {
+            if tokio::time::Instant::now() < until {
+                // Re-checked when the peers' status changes, and at the deadline.
+                self.schedule_apply(until - tokio::time::Instant::now());
+                return;
+            }
+            self.bgp_hold_until = None;
+        }
         let start = Instant::now();
         let result = self.routes.apply(self.w.dataplane.as_mut()).await;
         let elapsed = start.elapsed();
@@ -548,6 +609,52 @@ impl MainLoop {
         self.schedule_apply(delay);
     }
 
+    fn schedule_bgp(&mut self, delay: Duration) {
+        let at = tokio::time::Instant::now() + delay;
+        self.bgp_at = Some(self.bgp_at.map_or(at, |cur| cur.min(at)));
+    }
+
+    /// Makes the speaker match the datastore.
+    async fn apply_bgp(&mut self) {
+        self.bgp_at = None;
+        if !self.in_sync {
+            return;
+        }
+        let plan = bgp_plan::plan(
+            self.model.bgp(),
+            self.model.routing(),
+            &self.model.policy().pool_cidrs(),
+            self.model.node_name(),
+        );
+        if let Some(bgp) = &mut self.bgp {
+            bgp.apply(plan).await;
+        }
+        self.on_bgp_status();
+    }
+
+    fn on_bgp_routes(&mut self, changes: Vec<tortie_bgp::speaker::RouteChange>) {
+        let changed = self.bgp.as_mut().is_some_and(|b| b.absorb(changes));
+        if changed && self.in_sync {
+            self.recalc_routes();
+        }
+    }
+
+    fn on_bgp_status(&mut self) {
+        let Some(bgp) = &self.bgp else {
+            return;
+        };
+        let peers = bgp.peers();
+        let ready = bgp.readiness();
+        let rows: Vec<BgpPeerRow> = peers.iter().map(BgpPeerRow::from).collect();
+        self.w.metrics.set_bgp_peers(&rows);
+        self.w.bgp_tx.send_replace(rows);
+        if bgp.converged() && self.bgp_hold_until.take().is_some() {
+            tracing::info!("every BGP peer sent its table; programming routes");
+            self.schedule_apply(Duration::ZERO);
+        }
+        self.event(ReadinessEvent::Bgp(ready.err()));
+    }
+
     /// Sends the label writes `pod` needs, if the writer has room; else retries soon.
     fn sync_labels(&mut self, pod: &PodId) {
         for write in label_writes(&self.model, pod, &self.in_flight) {
@@ -595,6 +702,14 @@ impl MainLoop {
                 self.retry_labels_later(r.pod);
             }
         }
+    }
+}
+
+/// The speaker's next report; never with no speaker.
+async fn next_bgp_event(bgp: &mut Option<Bgp>) -> BgpEvent {
+    match bgp {
+        Some(b) => b.next_event().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -71,6 +71,8 @@ pub struct Metrics {
     pub policy_endpoints: Gauge,
     pub policy_log_packets: Family<RuleLabel, Counter>,
     pub policy_log_dropped: Counter,
+    pub bgp_peer_established: Family<PeerLabel, Gauge>,
+    pub bgp_peer_prefixes: Family<PeerPrefixLabel, Gauge>,
 }
 
 impl Default for Metrics {
@@ -79,7 +81,44 @@ impl Default for Metrics {
     }
 }
 
+/// A BGP peer.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PeerLabel {
+    pub peer: String,
+}
+
+/// A BGP peer and a prefix count's direction.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PeerPrefixLabel {
+    pub peer: String,
+    pub direction: &'static str,
+}
+
 impl Metrics {
+    /// Sets the BGP peer series to `rows` (peers no longer configured are dropped).
+    pub fn set_bgp_peers(&self, rows: &[crate::bgp::BgpPeerRow]) {
+        self.bgp_peer_established.clear();
+        self.bgp_peer_prefixes.clear();
+        for r in rows {
+            let peer = r.peer_address.clone();
+            self.bgp_peer_established
+                .get_or_create(&PeerLabel { peer: peer.clone() })
+                .set(i64::from(r.state == "Established"));
+            for (direction, n) in [
+                ("received", r.received),
+                ("accepted", r.accepted),
+                ("advertised", r.advertised),
+            ] {
+                self.bgp_peer_prefixes
+                    .get_or_create(&PeerPrefixLabel {
+                        peer: peer.clone(),
+                        direction,
+                    })
+                    .set(i64::try_from(n).unwrap_or(i64::MAX));
+            }
+        }
+    }
+
     /// A fresh registry with every metric at zero.
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("tortie_agent");
@@ -100,6 +139,8 @@ impl Metrics {
             policy_endpoints: Gauge::default(),
             policy_log_packets: Family::default(),
             policy_log_dropped: Counter::default(),
+            bgp_peer_established: Family::default(),
+            bgp_peer_prefixes: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -136,6 +177,16 @@ impl Metrics {
             "policy_log_dropped",
             "Packets of Log rules dropped unlogged because they came too fast",
             m.policy_log_dropped.clone(),
+        );
+        registry.register(
+            "bgp_peer_established",
+            "1 while the BGP session to the peer is Established",
+            m.bgp_peer_established.clone(),
+        );
+        registry.register(
+            "bgp_peer_prefixes",
+            "Prefixes per BGP peer: received, accepted by import policy, advertised",
+            m.bgp_peer_prefixes.clone(),
         );
         registry.register(
             "datastore_in_sync",

@@ -21,6 +21,7 @@ use tortie_ipam::keys;
 use tortie_ipam::model::{AffinityState, AllocationBlock, BlockAffinity};
 use tortie_store::{KeyValue, Revision, SyncUpdate};
 
+use crate::bgp_plan::{BgpInputs, BgpNode};
 use crate::policy_model::PolicyModel;
 
 /// Where every v3 and Kubernetes resource is stored.
@@ -122,6 +123,8 @@ pub struct Changed {
     pub own_node: bool,
     /// Something policy depends on changed.
     pub policy: bool,
+    /// A BGP input (BGPConfiguration, BGPPeer, BGPFilter, a Node's BGP fields) changed.
+    pub bgp: bool,
 }
 
 /// The agent's whole model.
@@ -135,6 +138,7 @@ pub struct Model {
     weps: BTreeMap<String, WepRecord>,
     own_node_present: bool,
     policy: PolicyModel,
+    bgp: BgpInputs,
 }
 
 enum KeyKind {
@@ -194,12 +198,18 @@ impl Model {
             weps: BTreeMap::new(),
             own_node_present: false,
             policy: PolicyModel::default(),
+            bgp: BgpInputs::default(),
         }
     }
 
     /// The policy inputs.
     pub fn policy(&self) -> &PolicyModel {
         &self.policy
+    }
+
+    /// The BGP inputs.
+    pub fn bgp(&self) -> &BgpInputs {
+        &self.bgp
     }
 
     /// This agent's node name.
@@ -250,14 +260,72 @@ impl Model {
     }
 
     fn set(&mut self, kv: &KeyValue) -> Changed {
-        let policy = kv.key.starts_with(RESOURCES_ROOT) && {
+        let (policy, bgp) = if kv.key.starts_with(RESOURCES_ROOT) {
             let res = decode_resource(kv);
-            self.policy.set(kv, res.as_ref())
+            (
+                self.policy.set(kv, res.as_ref()),
+                self.set_bgp(&kv.key, res.as_ref()),
+            )
+        } else {
+            (false, false)
         };
         Changed {
             policy,
+            bgp,
             ..self.set_routing(kv)
         }
+    }
+
+    /// Keeps the BGP inputs; `res` is the decoded value at `key`, `None` when deleted or bad.
+    fn set_bgp(&mut self, key: &str, res: Option<&Resource>) -> bool {
+        fn put<T: PartialEq>(map: &mut BTreeMap<String, T>, name: &str, v: Option<T>) -> bool {
+            match v {
+                Some(v) if map.get(name) == Some(&v) => false,
+                Some(v) => {
+                    map.insert(name.to_string(), v);
+                    true
+                }
+                None => map.remove(name).is_some(),
+            }
+        }
+        let b = &mut self.bgp;
+        if let Some(name) = key.strip_prefix(&Kind::BGPConfiguration.key_prefix()) {
+            let v = match res {
+                Some(Resource::BGPConfiguration(o)) => Some(o.spec().clone()),
+                _ => None,
+            };
+            return put(&mut b.configs, name, v);
+        }
+        if let Some(name) = key.strip_prefix(&Kind::BGPPeer.key_prefix()) {
+            let v = match res {
+                Some(Resource::BGPPeer(o)) => Some(o.spec().clone()),
+                _ => None,
+            };
+            return put(&mut b.peers, name, v);
+        }
+        if let Some(name) = key.strip_prefix(&Kind::BGPFilter.key_prefix()) {
+            let v = match res {
+                Some(Resource::BGPFilter(o)) => Some(o.spec().clone()),
+                _ => None,
+            };
+            return put(&mut b.filters, name, v);
+        }
+        if let Some(name) = key.strip_prefix(&Kind::Node.key_prefix()) {
+            let v = match res {
+                Some(Resource::Node(n)) => {
+                    let bgp = n.spec().bgp.as_ref();
+                    Some(BgpNode {
+                        addrs: NodeAddrs::from_spec(n.spec()),
+                        labels: n.metadata.labels.clone(),
+                        as_number: bgp.and_then(|b| b.as_number).map(|a| a.0),
+                        rr_cluster_id: bgp.and_then(|b| b.route_reflector_cluster_id.parse().ok()),
+                    })
+                }
+                _ => None,
+            };
+            return put(&mut b.nodes, name, v);
+        }
+        false
     }
 
     fn set_routing(&mut self, kv: &KeyValue) -> Changed {
@@ -300,8 +368,10 @@ impl Model {
 
     fn delete(&mut self, key: &str) -> Changed {
         let policy = self.policy.delete(key);
+        let bgp = self.set_bgp(key, None);
         Changed {
             policy,
+            bgp,
             ..self.delete_routing(key)
         }
     }

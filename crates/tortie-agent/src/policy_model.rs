@@ -122,6 +122,11 @@ impl PolicyModel {
         }
     }
 
+    pub fn pool_cidrs(&self) -> Vec<IpNet> {
+        self.pools.values().map(|(c, _)| *c).collect()
+    }
+
+    /// The compiled policy world.
     pub fn world(&self) -> &World {
         self.graph.world()
     }

@@ -22,6 +22,8 @@ pub enum ReadinessEvent {
     ApplySucceeded,
     /// Route programming failed.
     ApplyFailed(String),
+    /// With BGP: `None` when every configured peer is Established, else why not.
+    Bgp(Option<String>),
 }
 
 /// Readiness inputs seen so far.
@@ -33,6 +35,7 @@ pub struct Readiness {
     unreachable: Option<String>,
     applied_once: bool,
     apply_error: Option<String>,
+    bgp_error: Option<String>,
 }
 
 impl Readiness {
@@ -57,6 +60,7 @@ impl Readiness {
                 self.apply_error = None;
             }
             ReadinessEvent::ApplyFailed(e) => self.apply_error = Some(e),
+            ReadinessEvent::Bgp(e) => self.bgp_error = e,
         }
     }
 
@@ -83,6 +87,9 @@ impl Readiness {
         if !self.applied_once {
             return Err("waiting for first route programming".to_string());
         }
+        if let Some(e) = &self.bgp_error {
+            return Err(e.clone());
+        }
         Ok(())
     }
 
@@ -96,6 +103,19 @@ impl Readiness {
 mod tests {
     use super::ReadinessEvent::*;
     use super::*;
+
+    #[test]
+    fn a_bgp_peer_that_is_not_up_makes_the_node_unready() {
+        let up = [Registered, InSync, ApplySucceeded];
+        let mut events = up.to_vec();
+        events.push(Bgp(Some("BGP peer 198.18.0.2 is not established".into())));
+        assert_eq!(
+            after(&events).unwrap_err(),
+            "BGP peer 198.18.0.2 is not established"
+        );
+        events.push(Bgp(None));
+        assert_eq!(after(&events), Ok(()));
+    }
 
     fn after(events: &[ReadinessEvent]) -> Result<(), String> {
         let mut r = Readiness::new();

@@ -243,6 +243,7 @@ mod tests {
             nodes: vec![],
             hosts: BTreeMap::new(),
             pods,
+            routing: String::new(),
         }
     }
 

@@ -36,6 +36,7 @@ pub use down::{DownReport, down};
 pub use serve::{ServeArgs, serve_main};
 pub use spec::{LabelList, PodRef, PortProto, PortProtoList, Protocol};
 pub use state::{LabState, Plan};
+pub use status::http_get;
 pub use status::{Readiness, readiness, status_value};
 
 /// The lab name used when none is given.
@@ -87,6 +88,10 @@ pub struct UpArgs {
     /// Start no agents (tests of the lab itself).
     #[arg(long, hide = true)]
     pub no_agents: bool,
+    /// How nodes learn routes to other nodes' pods: `static` (from IPAM) or `bgp` (each
+    /// agent's BGP speaker, in a node-to-node mesh).
+    #[arg(long, default_value = "static", value_parser = ["static", "bgp"])]
+    pub routing: String,
 }
 
 /// `-o table|json`.
@@ -287,7 +292,8 @@ mod tests {
             l.command,
             LabCommand::Up(UpArgs {
                 nodes: 2,
-                no_agents: false
+                no_agents: false,
+                ..
             })
         ));
         let l = lab(parse("lab up"));

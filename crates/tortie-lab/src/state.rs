@@ -281,6 +281,9 @@ pub struct LabState {
     /// Keyed by `NS/NAME`.
     #[serde(default)]
     pub pods: BTreeMap<String, PodState>,
+    /// `static` or `bgp` (the agents' `--routing`); empty in labs made before it existed.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub routing: String,
 }
 
 impl LabState {
@@ -451,6 +454,7 @@ mod tests {
             nodes: vec![node],
             hosts: BTreeMap::from([("ext".into(), host)]),
             pods: BTreeMap::from([("x/a".into(), pod)]),
+            routing: String::new(),
         }
     }
 

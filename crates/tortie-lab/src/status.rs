@@ -50,30 +50,30 @@ pub fn parse_response(raw: &[u8]) -> Option<(u16, String)> {
     Some((status, body.trim().to_string()))
 }
 
+/// `GET http://<addr><path>`, with `timeout` for connecting, writing and reading: the status
+/// code and the body.
+pub fn http_get(addr: &str, path: &str, timeout: Duration) -> std::io::Result<(u16, String)> {
+    let sa: SocketAddr = addr
+        .parse()
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    let mut s = TcpStream::connect_timeout(&sa, timeout)?;
+    s.set_read_timeout(Some(timeout))?;
+    s.set_write_timeout(Some(timeout))?;
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )?;
+    let mut out = Vec::new();
+    s.take(4 * 1024 * 1024).read_to_end(&mut out)?;
+    parse_response(&out)
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, "not an HTTP response"))
+}
+
 /// `GET http://<addr>/readiness` with an overall timeout.
 pub fn readiness(addr: &str, timeout: Duration) -> Readiness {
-    let fetch = || -> std::io::Result<Vec<u8>> {
-        let sa: SocketAddr = addr
-            .parse()
-            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
-        let mut s = TcpStream::connect_timeout(&sa, timeout)?;
-        s.set_read_timeout(Some(timeout))?;
-        s.set_write_timeout(Some(timeout))?;
-        s.write_all(
-            format!("GET /readiness HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")
-                .as_bytes(),
-        )?;
-        let mut out = Vec::new();
-        s.take(64 * 1024).read_to_end(&mut out)?;
-        Ok(out)
-    };
-    match fetch() {
+    match http_get(addr, "/readiness", timeout) {
         Err(e) => Readiness::Unreachable(e.to_string()),
-        Ok(raw) => match parse_response(&raw) {
-            Some((200, _)) => Readiness::Ready,
-            Some((status, reason)) => Readiness::NotReady { status, reason },
-            None => Readiness::Unreachable("not an HTTP response".into()),
-        },
+        Ok((200, _)) => Readiness::Ready,
+        Ok((status, reason)) => Readiness::NotReady { status, reason },
     }
 }
 

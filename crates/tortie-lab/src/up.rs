@@ -76,7 +76,7 @@ pub async fn up(plan: &Plan, args: &UpArgs, flag: Option<&str>) -> anyhow::Resul
         Err(e) => return Err(e).context(format!("cannot create {}", plan.state_dir().display())),
     }
     let mut guard = Teardown { plan, armed: true };
-    match build(plan, usize::from(args.nodes), kind, !args.no_agents).await {
+    match build(plan, args, kind).await {
         Ok(state) => {
             guard.armed = false;
             print!("{}", summary(&state));
@@ -101,12 +101,9 @@ fn node_state(plan: &Plan, i: usize) -> NodeState {
     }
 }
 
-async fn build(
-    plan: &Plan,
-    nodes: usize,
-    kind: DatastoreKind,
-    agents: bool,
-) -> anyhow::Result<LabState> {
+async fn build(plan: &Plan, args: &UpArgs, kind: DatastoreKind) -> anyhow::Result<LabState> {
+    let nodes = usize::from(args.nodes);
+    let agents = !args.no_agents;
     let mut state = LabState {
         version: STATE_VERSION,
         name: plan.lab.clone(),
@@ -120,6 +117,7 @@ async fn build(
         nodes: (1..=nodes).map(|i| node_state(plan, i)).collect(),
         hosts: BTreeMap::new(),
         pods: BTreeMap::new(),
+        routing: args.routing.clone(),
     };
     state.save()?;
     topology::run(&topology::fabric_steps(plan))?;
@@ -144,7 +142,7 @@ async fn build(
     }
     if agents {
         for i in 0..state.nodes.len() {
-            let agent = start_agent(plan, &state.nodes[i], &state.datastore.url)?;
+            let agent = start_agent(plan, &state.nodes[i], &state.datastore.url, &state.routing)?;
             state.nodes[i].agent = Some(agent);
             state.save()?;
         }
@@ -153,7 +151,12 @@ async fn build(
     Ok(state)
 }
 
-fn start_agent(plan: &Plan, node: &NodeState, url: &str) -> anyhow::Result<AgentState> {
+fn start_agent(
+    plan: &Plan,
+    node: &NodeState,
+    url: &str,
+    routing: &str,
+) -> anyhow::Result<AgentState> {
     let health = format!("127.0.0.1:{}", datastore::free_port()?);
     let host_netns = netns::path(&node.netns).display().to_string();
     let mut cmd = Command::new(serve::tortie_bin()?);
@@ -165,6 +168,7 @@ fn start_agent(plan: &Plan, node: &NodeState, url: &str) -> anyhow::Result<Agent
         ])
         .args(["--host-netns", &host_netns])
         .args(["--health-listen", &health])
+        .args(["--routing", if routing == "bgp" { "bgp" } else { "static" }])
         .args(["--datastore", url]);
     let log = plan.state_dir().join(format!("agent-{}.log", node.name));
     let child = process::spawn_logged(cmd, &log)

@@ -4,6 +4,7 @@
 
 mod ipam_cmd;
 mod manifest;
+mod node_cmd;
 mod policy_cmd;
 mod resources;
 mod selector_cmd;
@@ -57,6 +58,8 @@ enum Command {
     Ipam(ipam_cmd::IpamArgs),
     /// Policy simulation: explain one flow, or print the pod-to-pod truth table.
     Policy(policy_cmd::PolicyArgs),
+    /// This node's agent: BGP peer status.
+    Node(node_cmd::NodeArgs),
     /// Work with Calico selector expressions.
     Selector(SelectorArgs),
     /// Print the client version.
@@ -128,6 +131,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Validate(a) => resources::validate(a),
         Command::Ipam(a) => ipam_cmd::run(ds, a).await,
         Command::Policy(a) => policy_cmd::run(ds, a).await,
+        Command::Node(a) => node_cmd::run(a),
         Command::Lab(a) => tortie_lab::run(a, ds).await,
         Command::Agent(a) => {
             init_tracing();

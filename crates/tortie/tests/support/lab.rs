@@ -57,6 +57,11 @@ pub struct Lab {
 
 impl Lab {
     pub fn up(name: &str, nodes: usize) -> Lab {
+        Lab::up_with(name, nodes, &[])
+    }
+
+    /// [`Lab::up`] with more `lab up` arguments (e.g. `--routing bgp`).
+    pub fn up_with(name: &str, nodes: usize, extra: &[&str]) -> Lab {
         let envs = [("TORTIE_LAB", name)];
         let _ = run_tortie(&["lab", "down"], &envs, None);
         // From here on the guard removes the lab, whatever happens.
@@ -64,10 +69,10 @@ impl Lab {
             name: name.to_string(),
             datastore: String::new(),
         };
-        must(
-            run_tortie(&["lab", "up", "--nodes", &nodes.to_string()], &envs, None),
-            "lab up",
-        );
+        let nodes = nodes.to_string();
+        let mut args = vec!["lab", "up", "--nodes", nodes.as_str()];
+        args.extend_from_slice(extra);
+        must(run_tortie(&args, &envs, None), "lab up");
         let env = must(run_tortie(&["lab", "env"], &envs, None), "lab env");
         lab.datastore = env
             .split_whitespace()
