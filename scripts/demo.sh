@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The demo: a 3-node virtual cluster on this machine (nodes and pods are network namespaces,
 # the datastore is the embedded SQLite file), pods on every node, the connectivity matrix and
-# the nodes' routes. It leaves the lab up so you can explore; it prints how to tear it down.
+# the nodes' routes, learned over BGP between the nodes' agents. It leaves the lab up so you can explore; it prints how to tear it down.
 # Needs root (network namespaces). Touches no address outside the namespaces it creates.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,7 +15,7 @@ step() { printf '\n\033[1m$ %s\033[0m\n' "$*"; }
 run() { step "tortie $*"; tortie "$@"; }
 
 tortie lab down >/dev/null 2>&1 || true   # a previous demo, if any
-run lab up --nodes 3 --datastore embedded
+run lab up --nodes 3 --datastore embedded --routing bgp
 eval "$(tortie lab env)"
 
 # Calico manifests are accepted unchanged: a security tier, a Calico policy letting web reach
@@ -35,6 +35,10 @@ run lab matrix --timeout-ms 300
 run policy matrix
 run policy explain --from shop/web-1 --to shop/api-1 --port 8080
 run policy explain --from shop/api-1 --to shop/web-2 --port 80
+# Each agent's BGP speaker peers with the others (Calico's node-to-node mesh) and installs the
+# blocks they advertise: `proto 81` routes via the owning node.
+n1_agent=$(tortie lab status -o json | jq -r '.nodes[0].agent.health')
+run node status --agent "$n1_agent"
 for n in n1 n2 n3; do
   step "tortie lab exec $n -- ip route"
   tortie lab exec "$n" -- ip route

@@ -15,6 +15,7 @@ PACKAGES=(
   podman runc conmon         # real container runtime on a tortie-cni network (podman_e2e)
   busybox-static             # the podman_e2e containers' root filesystem (no image pulls)
   sqlite3                    # inspecting the embedded store by hand
+  bird2 frr gobgpd           # real BGP peers: interop tests and the B9/B10 benchmarks
 )
 
 missing=()
@@ -30,7 +31,19 @@ if ((${#missing[@]})); then
   echo "install-deps: installing ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -q
-  apt-get install -y -q --no-install-recommends "${missing[@]}"
+  # The BGP daemons' packages would start system services (bird, frr) in the root namespace;
+  # tests run their own inside namespaces. policy-rc.d tells the packages not to start any.
+  blocker=/usr/sbin/policy-rc.d
+  own_blocker=false
+  if [[ ! -e $blocker ]]; then
+    printf '#!/bin/sh\nexit 101\n' >"$blocker"
+    chmod +x "$blocker"
+    own_blocker=true
+  fi
+  status=0
+  apt-get install -y -q --no-install-recommends "${missing[@]}" || status=$?
+  if $own_blocker; then rm -f "$blocker"; fi
+  ((status == 0)) || exit "$status"
 fi
 
 # The Debian etcd package starts a system etcd on 127.0.0.1:2379; tests start their own on
