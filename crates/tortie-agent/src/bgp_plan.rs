@@ -13,7 +13,10 @@
 //! - BGPPeers apply to `me` when `node` names it, or `nodeSelector` matches its labels, or
 //!   neither is set (a global peer). `peerIP` gives one peer; `peerSelector` gives every other
 //!   matching node (remote AS from that node, passive by the same IP rule, `rr client` when
-//!   `me` is a reflector and the peer is not in its cluster).
+//!   `me` is a reflector and the peer is not in its cluster). A node the `peerSelector`
+//!   selects peers back with every node the BGPPeer applies to (`reversePeering: Auto`, the
+//!   default), so one BGPPeer `nodeSelector: all()`, `peerSelector: route-reflector == 'true'`
+//!   sets up both ends of every client session.
 //! - An explicit BGPPeer wins over a mesh session to the same address.
 //! - Advertised: each block with a confirmed affinity to `me`, plus a /32 (/128) for every
 //!   address `me` holds inside a block that is not its own (borrowed), plus the
@@ -136,9 +139,6 @@ pub fn plan(
     let allowed = calico_export(pools, &plan.originate);
     let mut peers: BTreeMap<IpAddr, PeerConfig> = BTreeMap::new();
     for (name, spec) in &inputs.peers {
-        if !applies_to(spec, me, &own.labels) {
-            continue;
-        }
         match explicit_peers(inputs, spec, me, &own, default_as, addrs) {
             Ok(list) => {
                 for p in list {
@@ -234,6 +234,23 @@ fn explicit_peers(
     } else {
         PeerKind::NodeSpecific
     };
+    let sel = if spec.peer_selector.is_empty() {
+        None
+    } else {
+        Some(
+            tortie_selector::Selector::parse(&spec.peer_selector)
+                .map_err(|e| format!("peerSelector {:?}: {e}", spec.peer_selector))?,
+        )
+    };
+    // Forward: the BGPPeer applies to `me`, so `me` peers with `peerIP` or the nodes it
+    // selects. Reverse (Calico's `reversePeering: Auto`): `me` is selected by the
+    // peerSelector, so it peers back with every node the BGPPeer applies to.
+    let forward = applies_to(spec, me, &own.labels);
+    let reverse = spec.reverse_peering.as_deref() != Some("Manual")
+        && sel.as_ref().is_some_and(|s| s.evaluate(&own.labels));
+    if !forward && !reverse {
+        return Ok(Vec::new());
+    }
     if spec.password.is_some() {
         return Err("password from a Secret is not supported yet (no Secret store)".to_string());
     }
@@ -268,6 +285,9 @@ fn explicit_peers(
         p
     };
     if !spec.peer_ip.is_empty() {
+        if !forward {
+            return Ok(Vec::new());
+        }
         let (ip, port) = tortie_api::bgp::parse_peer_ip(&spec.peer_ip)
             .ok_or_else(|| format!("peerIP {:?} is not an address", spec.peer_ip))?;
         let remote_as = spec
@@ -276,14 +296,14 @@ fn explicit_peers(
             .ok_or_else(|| "asNumber is required with peerIP".to_string())?;
         return Ok(vec![configure(ip, port, remote_as)]);
     }
-    if spec.peer_selector.is_empty() {
+    let Some(sel) = sel else {
         return Err("needs peerIP or peerSelector".to_string());
-    }
-    let sel = tortie_selector::Selector::parse(&spec.peer_selector)
-        .map_err(|e| format!("peerSelector {:?}: {e}", spec.peer_selector))?;
+    };
     let mut out = Vec::new();
     for (other, node) in &inputs.nodes {
-        if other == me || !sel.evaluate(&node.labels) {
+        let chosen = (forward && sel.evaluate(&node.labels))
+            || (reverse && applies_to(spec, other, &node.labels));
+        if other == me || !chosen {
             continue;
         }
         let remote_as = node.as_number.unwrap_or(default_as);

@@ -105,10 +105,6 @@ fn bgp_peers_select_nodes_and_peers() {
         spec(serde_json::json!({"nodeSelector": "all()", "peerSelector": "route-reflector == 'true'"})),
     );
     inputs.peers.insert(
-        "rr-to-all".into(),
-        spec(serde_json::json!({"nodeSelector": "route-reflector == 'true'", "peerSelector": "!has(route-reflector)"})),
-    );
-    inputs.peers.insert(
         "tor".into(),
         spec(serde_json::json!({"node": "n1", "peerIP": "198.18.1.1:1179", "asNumber": 65010, "keepOriginalNextHop": true})),
     );

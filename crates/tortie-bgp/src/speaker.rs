@@ -825,7 +825,7 @@ impl Control {
         let port = p.cfg.port;
         let password = p.cfg.password.clone();
         let password_set = password.is_some();
-        let source: Option<IpAddr> = match addr {
+        let source = match addr {
             IpAddr::V4(_) => self.config.local_v4.map(IpAddr::V4),
             IpAddr::V6(_) => self.config.local_v6.map(IpAddr::V6),
         };
@@ -1027,6 +1027,14 @@ impl Control {
         }
     }
 
+    /// The address outgoing sessions to `peer` are bound to.
+    fn source_for(&self, peer: IpAddr) -> Option<IpAddr> {
+        match peer {
+            IpAddr::V4(_) => self.config.local_v4.map(IpAddr::V4),
+            IpAddr::V6(_) => self.config.local_v6.map(IpAddr::V6),
+        }
+    }
+
     /// Sends the RIB's per-peer updates and reports best-route changes.
     fn dispatch(&mut self, ch: RibChanges) {
         for (peer, update) in ch.to_peers {
@@ -1068,7 +1076,8 @@ impl Control {
                     .conn
                     .and_then(|c| self.conns.get(&c))
                     .and_then(|c| c.local)
-                    .or(p.local_addr),
+                    .or(p.local_addr)
+                    .or_else(|| self.source_for(*addr).map(|ip| SocketAddr::new(ip, 0))),
                 synced: p.established
                     && p.session
                         .negotiated()

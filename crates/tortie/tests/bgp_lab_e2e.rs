@@ -126,4 +126,127 @@ fn three_nodes_reach_every_pod_over_bgp_learned_routes() {
             .sum();
         assert_eq!(accepted, 2, "{name}: one IPv4 block from each other node");
     }
+
+    readiness_names_a_peer_that_is_down(&lab, &nodes[0].2);
+    route_reflector_replaces_the_mesh(&lab, &nodes);
+}
+
+fn http(addr: &str, path: &str) -> (u16, String) {
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "-m",
+            "2",
+            "-w",
+            "\n%{http_code}",
+            &format!("http://{addr}{path}"),
+        ])
+        .output()
+        .expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_string())
+}
+
+/// Polls `check` every 100 ms for up to `secs`.
+fn eventually(secs: u64, what: &str, mut check: impl FnMut() -> Result<(), String>) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        match check() {
+            Ok(()) => return,
+            Err(e) if Instant::now() >= deadline => panic!("{what} within {secs}s: {e}"),
+            Err(_) => std::thread::sleep(Duration::from_millis(100)),
+        }
+    }
+}
+
+/// A BGPPeer nobody answers for makes every node unready, naming the peer, the local
+/// address and the socket error; deleting it makes them ready again. The per-peer metrics
+/// show it too.
+fn readiness_names_a_peer_that_is_down(lab: &Lab, health: &str) {
+    // 198.18.0.250 is on the lab's fabric subnet, where no namespace answers.
+    lab.ok_stdin(
+        &["apply", "-f", "-"],
+        r#"{"apiVersion": "projectcalico.org/v3", "kind": "BGPPeer",
+            "metadata": {"name": "nobody"},
+            "spec": {"peerIP": "198.18.0.250", "asNumber": 65099}}"#,
+    );
+    eventually(20, "readiness names the missing peer", || {
+        let (code, body) = http(health, "/readiness");
+        let want = "BGP peer 198.18.0.250 (global) is not established (local 198.18.0.11): Active Socket: ";
+        if code == 503 && body.contains(want) {
+            Ok(())
+        } else {
+            Err(format!("{code} {body}"))
+        }
+    });
+    let (_, body) = http(health, "/readiness");
+    println!("readiness with a dead peer: {}", body.trim());
+    let (_, metrics) = http(health, "/metrics");
+    assert!(
+        metrics.contains("tortie_agent_bgp_peer_established{peer=\"198.18.0.250\"} 0"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("tortie_agent_bgp_peer_established{peer=\"198.18.0.12\"} 1"),
+        "{metrics}"
+    );
+    let table = lab.ok(&["node", "status", "--agent", health]);
+    assert!(table.contains("| 198.18.0.250 | global "), "{table}");
+    lab.ok(&["delete", "bgppeer", "nobody"]);
+    eventually(20, "ready again once the peer is deleted", || {
+        let (code, body) = http(health, "/readiness");
+        if code == 200 {
+            Ok(())
+        } else {
+            Err(format!("{code} {body}"))
+        }
+    });
+}
+
+/// Calico's usual large-cluster layout: no mesh, n1 reflects, every node peers with it
+/// through one BGPPeer. Routes keep working and each client has only the reflector as peer.
+fn route_reflector_replaces_the_mesh(lab: &Lab, nodes: &[(String, String, String)]) {
+    let mut n1: Value =
+        serde_json::from_str(&lab.ok(&["get", "node", "n1", "-o", "json"])).expect("node json");
+    n1["metadata"]["labels"]["route-reflector"] = Value::from("true");
+    n1["spec"]["bgp"]["routeReflectorClusterID"] = Value::from("244.0.0.1");
+    lab.ok_stdin(&["apply", "-f", "-"], &n1.to_string());
+    lab.ok_stdin(
+        &["apply", "-f", "-"],
+        r#"[{"apiVersion": "projectcalico.org/v3", "kind": "BGPConfiguration",
+             "metadata": {"name": "default"}, "spec": {"nodeToNodeMeshEnabled": false}},
+            {"apiVersion": "projectcalico.org/v3", "kind": "BGPPeer",
+             "metadata": {"name": "peer-with-route-reflectors"},
+             "spec": {"nodeSelector": "all()", "peerSelector": "route-reflector == 'true'"}}]"#,
+    );
+    for (name, _, health) in nodes {
+        let want = if name == "n1" { 4 } else { 2 };
+        eventually(
+            20,
+            &format!("{name} peers only through the reflector"),
+            || {
+                let peers = node_status(lab, health);
+                let up = peers.iter().filter(|p| p["state"] == "Established").count();
+                let kinds_ok = peers.iter().all(|p| p["peerType"] == "node specific");
+                if peers.len() == want && up == want && kinds_ok {
+                    Ok(())
+                } else {
+                    Err(format!("{peers:?}"))
+                }
+            },
+        );
+    }
+    // n2 and n3 now learn each other's blocks only through n1, with the next hop unchanged.
+    eventually(20, "pods reachable through reflected routes", || {
+        let routes = agent_routes(&nodes[1].1);
+        if !routes.contains("via 198.18.0.13") {
+            return Err(format!("n2 routes:\n{routes}"));
+        }
+        if lab.probe("x/b", "x/c", 80) && lab.probe("x/c", "x/b", 80) {
+            Ok(())
+        } else {
+            Err("x/b <-> x/c denied".into())
+        }
+    });
 }
