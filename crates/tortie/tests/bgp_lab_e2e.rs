@@ -128,7 +128,97 @@ fn three_nodes_reach_every_pod_over_bgp_learned_routes() {
     }
 
     readiness_names_a_peer_that_is_down(&lab, &nodes[0].2);
+    // The restarted n3 agent runs until the end of the test.
+    let _n3_agent = agent_restart_keeps_bgp_routes(&lab, &nodes);
     route_reflector_replaces_the_mesh(&lab, &nodes);
+}
+
+/// Ends a restarted agent (by PID) however the test ends.
+struct ChildGuard(std::process::Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// n3's agent is killed (no NOTIFICATION: its sockets just close) and started again. Its
+/// peers keep its routes through the graceful restart, so n1 reaches n3's pod the whole time;
+/// the restarted agent waits for its peers' tables before it programs routes, so neither
+/// n1's nor n3's routes change at all.
+fn agent_restart_keeps_bgp_routes(lab: &Lab, nodes: &[(String, String, String)]) -> ChildGuard {
+    let state = lab.state();
+    let n3 = &state["nodes"][2];
+    let pid = n3
+        .pointer("/agent/process/pid")
+        .and_then(Value::as_u64)
+        .expect("agent pid");
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).expect("agent cmdline");
+    let args: Vec<String> = cmdline
+        .split(|b| *b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    let before: Vec<String> = nodes.iter().map(|(_, ns, _)| agent_routes(ns)).collect();
+    Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .expect("kill agent by PID");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::path::Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // n1 sees the session to n3 go down, and keeps forwarding to n3's pod.
+    eventually(20, "n1 notices n3's agent is gone", || {
+        let peers = node_status(lab, &nodes[0].2);
+        match peers.iter().find(|p| p["peerAddress"] == "198.18.0.13") {
+            Some(p) if p["state"] != "Established" => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    });
+    assert!(
+        lab.probe("x/a", "x/c", 80),
+        "n1 lost n3's pod while n3's agent was down"
+    );
+    assert_eq!(
+        agent_routes(&nodes[0].1),
+        before[0],
+        "n1's routes changed while n3 restarts"
+    );
+
+    let log =
+        std::fs::File::create(std::env::temp_dir().join("tbgp-agent-restart.log")).expect("log");
+    let restarted = ChildGuard(
+        Command::new(&args[0])
+            .args(&args[1..])
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("restart agent"),
+    );
+    eventually(
+        40,
+        "the restarted agent is ready with its sessions up",
+        || {
+            let (code, body) = http(&nodes[2].2, "/readiness");
+            if code == 200 {
+                Ok(())
+            } else {
+                Err(format!("{code} {body}"))
+            }
+        },
+    );
+    for (i, (name, ns, _)) in nodes.iter().enumerate() {
+        assert_eq!(
+            agent_routes(ns),
+            before[i],
+            "{name}'s routes changed across the restart"
+        );
+    }
+    assert!(lab.probe("x/a", "x/c", 80) && lab.probe("x/c", "x/b", 80));
+    restarted
 }
 
 fn http(addr: &str, path: &str) -> (u16, String) {
