@@ -181,8 +181,8 @@ impl Bgp {
         }
         if let Some((_, s)) = &self.running {
             self.configured = Some(plan.peers.len());
-            s.set_peers(plan.peers);
-            s.set_local_routes(speaker::originate(plan.originate));
+            s.set_peers(plan.peers.clone());
+            s.set_local_routes(crate::bgp_plan::originated_routes(&plan));
         }
     }
 

@@ -35,10 +35,11 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 use tortie_api::bgp::{BGPConfigurationSpec, BGPFilterSpec, BGPPeerSpec};
+use tortie_bgp::filter::Community;
 use tortie_bgp::filter::Filter;
 use tortie_bgp::rib::NextHopMode;
 use tortie_bgp::speaker::{DEFAULT_RESTART_TIME, PeerConfig, PeerKind};
-use tortie_bgp::{Family, filter};
+use tortie_bgp::{Family, PathAttrs, filter};
 use tortie_ipam::model::AffinityState;
 
 use crate::model::{Labels, NodeAddrs, RoutingModel};
@@ -81,6 +82,8 @@ pub struct BgpPlan {
     /// Sorted by address.
     pub peers: Vec<PeerConfig>,
     pub originate: BTreeSet<IpNet>,
+    /// `prefixAdvertisements`: communities added to advertised routes inside each CIDR.
+    pub communities: Vec<(IpNet, Vec<Community>)>,
     /// Peers skipped, and why.
     pub problems: Vec<String>,
 }
@@ -115,8 +118,12 @@ pub fn plan(
         node_addrs: addrs,
         peers: Vec::new(),
         originate: originated(routing, me),
+        communities: Vec::new(),
         problems: Vec::new(),
     };
+    if let Some(g) = global {
+        plan.communities = prefix_communities(g, &mut plan.problems);
+    }
     for c in global.into_iter() {
         for cidr in c
             .service_cluster_ips
@@ -358,6 +365,69 @@ fn calico_export(pools: &[IpNet], originated: &BTreeSet<IpNet>) -> Filter {
     rules.push(FilterRule::new(Family::Ipv4Unicast, Action::Reject));
     rules.push(FilterRule::new(Family::Ipv6Unicast, Action::Reject));
     Filter::new(rules)
+}
+
+/// BGPConfiguration `prefixAdvertisements`, with community names resolved through
+/// `communities` (or given literally as `aa:nn` / `aa:nn:mm`).
+fn prefix_communities(
+    cfg: &BGPConfigurationSpec,
+    problems: &mut Vec<String>,
+) -> Vec<(IpNet, Vec<Community>)> {
+    let mut out = Vec::new();
+    for (i, adv) in cfg.prefix_advertisements.iter().enumerate() {
+        let Ok(net) = adv.cidr.parse::<IpNet>() else {
+            problems.push(format!(
+                "BGPConfiguration default: prefixAdvertisements[{i}].cidr {:?} is not a CIDR",
+                adv.cidr
+            ));
+            continue;
+        };
+        let mut list = Vec::new();
+        for c in &adv.communities {
+            let value = cfg
+                .communities
+                .iter()
+                .find(|n| &n.name == c)
+                .map_or(c.as_str(), |n| n.value.as_str());
+            match Community::parse(value) {
+                Some(v) => list.push(v),
+                None => problems.push(format!(
+                    "BGPConfiguration default: prefixAdvertisements[{i}].communities: {c:?} is \
+                     neither a defined community nor aa:nn / aa:nn:mm"
+                )),
+            }
+        }
+        out.push((net.trunc(), list));
+    }
+    out
+}
+
+/// The routes to originate: each prefix with the communities of every prefixAdvertisement
+/// containing it (Calico's `apply_communities`, `net ~ cidr`).
+pub fn originated_routes(plan: &BgpPlan) -> BTreeMap<IpNet, std::sync::Arc<PathAttrs>> {
+    let mut routes = tortie_bgp::speaker::originate(plan.originate.iter().copied());
+    for (prefix, attrs) in routes.iter_mut() {
+        let mut tagged: Option<PathAttrs> = None;
+        for (cidr, list) in &plan.communities {
+            if !cidr.contains(prefix) {
+                continue;
+            }
+            let a = tagged.get_or_insert_with(|| (**attrs).clone());
+            for c in list {
+                match *c {
+                    Community::Standard(v) if !a.communities.contains(&v) => a.communities.push(v),
+                    Community::Large(x, y, z) if !a.large_communities.contains(&(x, y, z)) => {
+                        a.large_communities.push((x, y, z))
+                    }
+                    _ => {}
+                }
+            }
+        }
+        if let Some(a) = tagged {
+            *attrs = std::sync::Arc::new(a);
+        }
+    }
+    routes
 }
 
 /// Own confirmed blocks, and single addresses `me` holds in blocks that are not its own.

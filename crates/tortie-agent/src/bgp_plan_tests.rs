@@ -210,3 +210,30 @@ fn own_blocks_and_borrowed_addresses_are_advertised() {
     let got: Vec<String> = p.originate.iter().map(ToString::to_string).collect();
     assert_eq!(got, vec!["10.244.0.0/26", "10.244.0.66/32"]);
 }
+
+#[test]
+fn prefix_advertisements_tag_the_routes_inside_them() {
+    let (mut inputs, mut routing) = cluster(&[("n1", "198.18.0.1")]);
+    let b: IpNet = "10.244.0.0/26".parse().unwrap();
+    routing
+        .affinities
+        .insert(("n1".into(), b), AffinityState::Confirmed);
+    inputs.configs.insert(
+        "default".into(),
+        serde_json::from_value(serde_json::json!({
+            "communities": [{"name": "pods", "value": "64512:100"}],
+            "prefixAdvertisements": [
+                {"cidr": "10.244.0.0/16", "communities": ["pods", "64512:1:2"]},
+                {"cidr": "10.99.0.0/16", "communities": ["no-such-name"]}
+            ]
+        }))
+        .unwrap(),
+    );
+    let p = plan(&inputs, &routing, &[], "n1").unwrap();
+    let routes = originated_routes(&p);
+    let a = &routes[&b];
+    assert_eq!(a.communities, vec![(64512 << 16) | 100]);
+    assert_eq!(a.large_communities, vec![(64512, 1, 2)]);
+    assert_eq!(p.problems.len(), 1, "{:?}", p.problems);
+    assert!(p.problems[0].contains("no-such-name"), "{:?}", p.problems);
+}

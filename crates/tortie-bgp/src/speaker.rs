@@ -817,7 +817,8 @@ impl Control {
         let Some(p) = self.peers.get_mut(&addr) else {
             return;
         };
-        if p.connecting.is_some() || p.conn.is_some() {
+        // `Output::Connect` means dial again: a pending attempt is dropped (and aborted).
+        if p.conn.is_some() {
             return;
         }
         p.attempt += 1;
