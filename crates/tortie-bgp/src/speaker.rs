@@ -31,8 +31,9 @@ use crate::types::{Family, PathAttrs};
 
 /// Calico's BIRD template: `connect retry time 5`.
 pub const CONNECT_RETRY: Duration = Duration::from_secs(5);
-/// How long one TCP connect may take.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long one TCP connect may take: less than [`CONNECT_RETRY`], so an attempt to a silent
+/// peer ends with its own error (shown in the status) before the next one replaces it.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(4);
 /// BIRD's default graceful restart time, which Calico keeps (`nodeMeshMaxRestartTime`).
 pub const DEFAULT_RESTART_TIME: u16 = 120;
 
