@@ -280,6 +280,8 @@ pub fn agents_start_and_failures_roll_back() {
             format!("/run/netns/{}", node.netns),
             "--health-listen".into(),
             agent.health.clone(),
+            "--routing".into(),
+            "static".into(),
             "--datastore".into(),
             state.datastore.url.clone(),
         ];
