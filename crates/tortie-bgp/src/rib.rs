@@ -1,5 +1,6 @@
-//! The routing core: Adj-RIBs-In, the decision process, the Loc-RIB and the Adj-RIBs-Out
-//! (RFC 4271 §3.2, §9), with route reflection (RFC 4456) and graceful restart (RFC 4724).
+//! The routing core: the decision process over each destination's paths (the Loc-RIB), what
+//! each peer sent, and what each peer is sent (RFC 4271 §3.2, §9), with route reflection
+//! (RFC 4456) and graceful restart (RFC 4724).
 //!
 //! Sans-IO: every input is a method call, every effect is returned in [`RibChanges`] — the
 //! UPDATEs to send to each peer and the Loc-RIB changes for the kernel. No clock, no socket.
@@ -7,24 +8,41 @@
 //! Invariants, after every call:
 //! * each destination's best path is the one [`Rib`]'s decision process picks from its current
 //!   paths (one per source: the local origination and each peer's accepted route);
-//! * each up peer's Adj-RIB-Out holds exactly the export of the current best path of every
-//!   prefix of a negotiated family, and the UPDATEs returned so far, applied in order to an
-//!   empty table, give that Adj-RIB-Out;
+//! * each up peer has been sent exactly the export of the current best path of every prefix
+//!   of a negotiated family: the UPDATEs returned so far, applied in order to an empty table,
+//!   give that table ([`Rib::adj_rib_out`]);
 //! * nothing is returned for a change that changes nothing.
+//!
+//! Storage (sized for a full table: the whole RIB is ~60 B per prefix plus the shared
+//! attribute sets):
+//! * The Loc-RIB is the only per-prefix table ([`LocRib`]): one [`Dest`] per prefix, holding
+//!   its paths (one [`Path`] inline for the common single path) and which one is best.
+//! * There is no separate Adj-RIB-In: a peer's accepted routes *are* its paths in the Loc-RIB.
+//!   What the Loc-RIB cannot answer is kept per peer in [`Peer::held`]: routes import rejected
+//!   (still counted as received, and re-evaluated if a restarted session changes the import),
+//!   and the received attributes of routes import changed (to re-run import on them).
+//! * There is no Adj-RIB-Out either: what a peer was last sent for a prefix is the export of
+//!   the prefix's previous best path, and export is a pure function of that path, the peer's
+//!   session (fixed while it is up) and the speaker's parameters. So a change recomputes the
+//!   old export from the best path captured before the change ([`Touched::old`]) and sends the
+//!   difference, as BIRD does without an export table; a route refresh re-exports the whole
+//!   Loc-RIB ([`Rib::adj_rib_out`]). The per-peer counts are kept as counters.
 //!
 //! Cost: a change to one prefix costs O(paths of that prefix + peers); attributes are shared
 //! through `Arc`s, and exported attributes are computed once per distinct input `Arc`, target
 //! peer and filter rule within a call, so a 100k-prefix UPDATE sharing one attribute set
-//! allocates a handful of attribute sets, not 100k.
+//! allocates a handful of attribute sets, not 100k. Peer-wide events (a session going down,
+//! an End-of-RIB sweep of stale routes, a restarted session with new parameters) walk the
+//! whole Loc-RIB once.
 
 use std::cmp::Reverse;
 use std::collections::BTreeMap;
-use std::collections::hash_map::Entry;
-use std::hash::Hash;
+use std::hash::{BuildHasher, Hash};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
 use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
+use hashbrown::HashTable;
 use ipnet::IpNet;
 
 use crate::filter::{Filter, FilterInput, Verdict, prepend_as_path};
@@ -131,46 +149,449 @@ impl PeerMeta {
     }
 }
 
-/// One candidate path for a prefix (post import policy).
+/// A path's source: [`LOCAL`] or the slot of a peer in [`Peers`]. A slot is only reused in
+/// a later call than the one that freed it, after every path of the old peer is gone.
+type SourceId = u32;
+
+/// The [`SourceId`] of locally originated paths.
+const LOCAL: SourceId = 0;
+
+// `Path::flags` bits.
+/// The source session is iBGP.
+const F_IBGP: u8 = 1;
+/// The source is a route-reflector client.
+const F_RR_CLIENT: u8 = 2;
+/// `Path::priority` is set.
+const F_PRIORITY: u8 = 4;
+/// Kept through a graceful restart, not yet refreshed (RFC 4724 §4.2).
+const F_STALE: u8 = 8;
+/// Import changed the attributes: the received ones are in the source's [`Peer::held`].
+const F_HELD: u8 = 16;
+/// The flags export depends on.
+const EXPORT_FLAGS: u8 = F_IBGP | F_RR_CLIENT | F_PRIORITY;
+
+/// One candidate path for a prefix (post import policy). 24 bytes: what the source peer's
+/// session said about it ([`PeerMeta`]) is copied in, so that the export of a path that was
+/// replaced can still be computed after its session changed.
 #[derive(Debug, Clone)]
 struct Path {
-    source: Source,
-    /// `None` for [`Source::Local`].
-    meta: Option<PeerMeta>,
     attrs: Arc<PathAttrs>,
-    priority: Option<u32>,
+    source: SourceId,
+    /// Set by an import filter `setPriority` (with [`F_PRIORITY`]).
+    priority: u32,
+    /// The source peer's BGP Identifier (unused for [`LOCAL`]).
+    remote_id: Ipv4Addr,
+    flags: u8,
 }
 
-/// A Loc-RIB destination: its paths sorted by source, and the selected one.
-#[derive(Debug, Default)]
-struct Dest {
-    paths: Vec<Path>,
-    best: Option<Best>,
-    best_meta: Option<PeerMeta>,
-}
+impl Path {
+    fn local(attrs: Arc<PathAttrs>) -> Path {
+        Path {
+            attrs,
+            source: LOCAL,
+            priority: 0,
+            remote_id: Ipv4Addr::UNSPECIFIED,
+            flags: 0,
+        }
+    }
 
-/// The selected path of a destination, as export sees it.
-#[derive(Debug, Clone, Copy)]
-struct Selected<'a> {
-    best: &'a Best,
-    meta: Option<PeerMeta>,
-}
+    fn learned(
+        source: SourceId,
+        meta: PeerMeta,
+        attrs: Arc<PathAttrs>,
+        priority: Option<u32>,
+    ) -> Path {
+        let mut flags = 0;
+        if meta.ibgp {
+            flags |= F_IBGP;
+        }
+        if meta.rr_client {
+            flags |= F_RR_CLIENT;
+        }
+        if priority.is_some() {
+            flags |= F_PRIORITY;
+        }
+        Path {
+            attrs,
+            source,
+            priority: priority.unwrap_or(0),
+            remote_id: meta.remote_id,
+            flags,
+        }
+    }
 
-impl Dest {
-    fn selected(&self) -> Option<Selected<'_>> {
-        self.best.as_ref().map(|best| Selected {
-            best,
-            meta: self.best_meta,
+    fn has(&self, flag: u8) -> bool {
+        self.flags & flag != 0
+    }
+
+    fn set(&mut self, flag: u8, on: bool) {
+        if on {
+            self.flags |= flag;
+        } else {
+            self.flags &= !flag;
+        }
+    }
+
+    /// `None` for a locally originated path.
+    fn meta(&self) -> Option<PeerMeta> {
+        (self.source != LOCAL).then(|| PeerMeta {
+            ibgp: self.has(F_IBGP),
+            rr_client: self.has(F_RR_CLIENT),
+            remote_id: self.remote_id,
         })
+    }
+
+    fn priority(&self) -> Option<u32> {
+        self.has(F_PRIORITY).then_some(self.priority)
+    }
+
+    /// Whether the two are the same route as far as [`Best`] tells (attributes, source,
+    /// priority).
+    fn same_route(&self, other: &Path) -> bool {
+        self.source == other.source
+            && self.priority() == other.priority()
+            && self.attrs == other.attrs
     }
 }
 
-/// A received route (pre-policy) and what became of it.
+/// A destination's paths. Nearly every prefix has a single path, kept inline (a `Dest` is 48
+/// bytes); a destination never has none (it is removed with its last path).
 #[derive(Debug)]
-struct AdjIn {
+enum Paths {
+    One(Path),
+    Many(Box<Many>),
+}
+
+/// Two or more paths, one per source, and the index of the best one.
+#[derive(Debug)]
+struct Many {
+    paths: Vec<Path>,
+    best: usize,
+}
+
+impl Paths {
+    fn as_slice(&self) -> &[Path] {
+        match self {
+            Paths::One(p) => std::slice::from_ref(p),
+            Paths::Many(m) => &m.paths,
+        }
+    }
+
+    fn best(&self) -> &Path {
+        match self {
+            Paths::One(p) => p,
+            Paths::Many(m) => &m.paths[m.best],
+        }
+    }
+
+    /// The path from `source`, if any.
+    fn get_mut(&mut self, source: SourceId) -> Option<&mut Path> {
+        match self {
+            Paths::One(p) => (p.source == source).then_some(p),
+            Paths::Many(m) => m.paths.iter_mut().find(|p| p.source == source),
+        }
+    }
+
+    /// Adds the path or replaces the one from the same source (returned). The best path is
+    /// left for [`Rib::commit`] to choose again.
+    fn set(&mut self, path: Path) -> Option<Path> {
+        match self {
+            Paths::One(p) if p.source == path.source => Some(std::mem::replace(p, path)),
+            Paths::One(p) => {
+                let first = p.clone();
+                *self = Paths::Many(Box::new(Many {
+                    paths: vec![first, path],
+                    best: 0,
+                }));
+                None
+            }
+            Paths::Many(m) => match m.paths.iter_mut().find(|p| p.source == path.source) {
+                Some(p) => Some(std::mem::replace(p, path)),
+                None => {
+                    m.paths.push(path);
+                    None
+                }
+            },
+        }
+    }
+
+    /// Removes the path from `source` of a destination with several paths (a single path
+    /// goes with its destination, [`LocRib::remove_path`]).
+    fn remove_of_many(&mut self, source: SourceId) -> Option<Path> {
+        let Paths::Many(m) = self else {
+            return None;
+        };
+        let i = m.paths.iter().position(|p| p.source == source)?;
+        let removed = m.paths.remove(i);
+        m.best = 0;
+        if m.paths.len() == 1
+            && let Some(last) = m.paths.pop()
+        {
+            *self = Paths::One(last);
+        }
+        Some(removed)
+    }
+
+    /// Runs the decision process and records its choice.
+    fn select(&mut self, params: &Params, addr_of: &impl Fn(SourceId) -> Source) {
+        if let Paths::Many(m) = self {
+            m.best = select(&m.paths, params, addr_of);
+        }
+    }
+}
+
+/// A Loc-RIB destination.
+#[derive(Debug)]
+struct Dest {
+    prefix: IpNet,
+    paths: Paths,
+}
+
+/// Destinations per chunk of [`LocRib`] storage (192 KiB).
+const CHUNK: usize = 4096;
+
+/// The Loc-RIB: destinations stored densely in fixed-size chunks, found through a hash table
+/// of their positions (4 bytes per bucket, ~5–10 bytes per destination). Compared with a map
+/// holding the destinations themselves (half empty after it doubles, or a B-tree half full
+/// after ascending inserts), no memory goes unused but the index's, and growing never copies
+/// the destinations (a plain `Vec` would, holding both copies for a moment). Removing one
+/// moves the last destination into its place. Nothing needs the prefixes in order except the
+/// few whole-table reports, which sort.
+#[derive(Debug)]
+struct LocRib {
+    index: HashTable<u32>,
+    chunks: Vec<Vec<Dest>>,
+    len: usize,
+    hasher: foldhash::fast::RandomState,
+}
+
+impl LocRib {
+    fn new() -> LocRib {
+        LocRib {
+            index: HashTable::new(),
+            chunks: Vec::new(),
+            len: 0,
+            hasher: foldhash::fast::RandomState::default(),
+        }
+    }
+
+    fn hash(hasher: &foldhash::fast::RandomState, prefix: &IpNet) -> u64 {
+        hasher.hash_one(prefix)
+    }
+
+    fn at(chunks: &[Vec<Dest>], i: u32) -> &Dest {
+        let i = i as usize;
+        &chunks[i / CHUNK][i % CHUNK]
+    }
+
+    fn at_mut(&mut self, i: usize) -> &mut Dest {
+        &mut self.chunks[i / CHUNK][i % CHUNK]
+    }
+
+    fn position(i: usize) -> u32 {
+        u32::try_from(i).expect("fewer than 2^32 destinations")
+    }
+
+    fn find(&self, prefix: &IpNet) -> Option<usize> {
+        let h = Self::hash(&self.hasher, prefix);
+        let chunks = &self.chunks;
+        let i = self
+            .index
+            .find(h, |&i| Self::at(chunks, i).prefix == *prefix)?;
+        Some(*i as usize)
+    }
+
+    fn get_mut(&mut self, prefix: &IpNet) -> Option<&mut Dest> {
+        self.find(prefix).map(|i| self.at_mut(i))
+    }
+
+    /// [`LocRib::get_mut`], first trying position `pos`.
+    fn get_hinted(&mut self, prefix: &IpNet, pos: u32) -> Option<&mut Dest> {
+        let i = pos as usize;
+        if i < self.len && self.at_mut(i).prefix == *prefix {
+            return Some(self.at_mut(i));
+        }
+        self.get_mut(prefix)
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &Dest> {
+        self.chunks.iter().flatten()
+    }
+
+    /// Appends a destination to the storage (its index entry is the caller's business).
+    fn push_raw(&mut self, dest: Dest) {
+        if self.chunks.last().is_none_or(|c| c.len() == CHUNK) {
+            self.chunks.push(Vec::with_capacity(CHUNK));
+        }
+        if let Some(c) = self.chunks.last_mut() {
+            c.push(dest);
+        }
+        self.len += 1;
+    }
+
+    /// Rebuilds the index from the storage, with room for `capacity` destinations. Done
+    /// here rather than by the hash table's own growth, which would re-hash the prefixes in
+    /// bucket order: a random walk over the whole storage, one cache miss per destination.
+    fn rebuild_index(&mut self, capacity: usize) {
+        // The old table goes first, so that the two never exist at once.
+        self.index = HashTable::new();
+        self.index = HashTable::with_capacity(capacity.max(self.len));
+        let (chunks, hasher) = (&self.chunks, &self.hasher);
+        let rehash = |&j: &u32| Self::hash(hasher, &Self::at(chunks, j).prefix);
+        for (i, d) in chunks.iter().flatten().enumerate() {
+            let h = Self::hash(hasher, &d.prefix);
+            self.index.insert_unique(h, Self::position(i), rehash);
+        }
+    }
+
+    /// Makes room in a full index: twice the buckets, or as many if removals left at least
+    /// half of its capacity as tombstones (what the hash table's own growth does).
+    fn grow_index(&mut self) {
+        let buckets = self.index.num_buckets();
+        let full = if buckets < 8 {
+            buckets.saturating_sub(1)
+        } else {
+            buckets / 8 * 7
+        };
+        let capacity = if self.len < full / 2 { full } else { full + 1 };
+        self.rebuild_index(capacity.max(16));
+    }
+
+    /// Removes the destination at `i`; the last one takes its place.
+    fn swap_remove(&mut self, i: usize) -> Dest {
+        let last = self.len - 1;
+        let prefix = self.at_mut(i).prefix;
+        let h = Self::hash(&self.hasher, &prefix);
+        if let Ok(e) = self.index.find_entry(h, |&j| j as usize == i) {
+            e.remove();
+        }
+        let Some(mut tail) = self.chunks.last_mut().and_then(Vec::pop) else {
+            unreachable!("a destination at {i} of {}", self.len);
+        };
+        if self.chunks.last().is_some_and(Vec::is_empty) {
+            self.chunks.pop();
+        }
+        self.len = last;
+        if i == last {
+            return tail;
+        }
+        let h = Self::hash(&self.hasher, &tail.prefix);
+        if let Some(j) = self.index.find_mut(h, |&j| j as usize == last) {
+            *j = Self::position(i);
+        }
+        std::mem::swap(self.at_mut(i), &mut tail);
+        tail
+    }
+
+    /// Removes the destinations at these positions (ascending).
+    fn remove_positions(&mut self, gone: &[usize]) {
+        if gone.len() < self.len / 16 {
+            // A few: one by one, from the end, so that every position still to remove keeps
+            // its destination (what moves comes from beyond it).
+            for &i in gone.iter().rev() {
+                self.swap_remove(i);
+            }
+            return;
+        }
+        // Many: compact the storage in order (freeing each old chunk once it is copied), then
+        // index it afresh.
+        let old = std::mem::take(&mut self.chunks);
+        self.len = 0;
+        let mut gone = gone.iter().peekable();
+        for (i, d) in old.into_iter().flatten().enumerate() {
+            if gone.next_if_eq(&&i).is_none() {
+                self.push_raw(d);
+            }
+        }
+        self.rebuild_index(self.len);
+    }
+
+    /// Adds a path or replaces the one from the same source. Returns the replaced path, the
+    /// best path before the change (`None` for a new destination) and the destination's
+    /// position.
+    fn set_path(&mut self, prefix: IpNet, path: Path) -> (Option<Path>, Option<Path>, u32) {
+        if self.index.len() == self.index.capacity() {
+            self.grow_index();
+        }
+        let h = Self::hash(&self.hasher, &prefix);
+        let (chunks, hasher) = (&self.chunks, &self.hasher);
+        let entry = self.index.entry(
+            h,
+            |&i| Self::at(chunks, i).prefix == prefix,
+            |&j| Self::hash(hasher, &Self::at(chunks, j).prefix),
+        );
+        match entry {
+            hashbrown::hash_table::Entry::Occupied(e) => {
+                let pos = *e.get();
+                let d = self.at_mut(pos as usize);
+                let old = d.paths.best().clone();
+                (d.paths.set(path), Some(old), pos)
+            }
+            hashbrown::hash_table::Entry::Vacant(e) => {
+                let pos = Self::position(self.len);
+                e.insert(pos);
+                let paths = Paths::One(path);
+                self.push_raw(Dest { prefix, paths });
+                (None, None, pos)
+            }
+        }
+    }
+
+    /// Removes the path from `source`, and the destination with its last path. Returns the
+    /// removed path and the best path before the change.
+    fn remove_path(&mut self, prefix: IpNet, source: SourceId) -> Option<(Path, Path)> {
+        let i = self.find(&prefix)?;
+        let d = self.at_mut(i);
+        match &d.paths {
+            Paths::One(p) if p.source != source => None,
+            Paths::One(_) => match self.swap_remove(i).paths {
+                Paths::One(p) => Some((p.clone(), p)),
+                Paths::Many(_) => None,
+            },
+            Paths::Many(_) => {
+                let old = d.paths.best().clone();
+                d.paths.remove_of_many(source).map(|p| (p, old))
+            }
+        }
+    }
+
+    /// Visits every path of `source`; `keep` says whether it stays. The destinations of the
+    /// removed ones are added to `dirty`. One pass over the storage, then the destinations
+    /// left without a path are removed together.
+    fn sweep(
+        &mut self,
+        source: SourceId,
+        mut keep: impl FnMut(&IpNet, &mut Path) -> bool,
+        dirty: &mut Dirty,
+    ) {
+        let mut gone = Vec::new();
+        for (i, d) in self.chunks.iter_mut().flatten().enumerate() {
+            let Some(path) = d.paths.get_mut(source) else {
+                continue;
+            };
+            if keep(&d.prefix, path) {
+                continue;
+            }
+            dirty.push(Touched::new(d.prefix, Some(d.paths.best().clone())));
+            if d.paths.remove_of_many(source).is_none() {
+                gone.push(i);
+            }
+        }
+        if !gone.is_empty() {
+            self.remove_positions(&gone);
+        }
+    }
+}
+
+/// Routes a peer sent that the Loc-RIB does not show as received.
+#[derive(Debug)]
+struct Held {
+    /// The attributes as received (pre-policy).
     attrs: Arc<PathAttrs>,
+    /// `false`: import rejected it; `true`: the Loc-RIB has it with attributes import
+    /// changed ([`F_HELD`]).
     accepted: bool,
-    /// Kept through a graceful restart, not yet refreshed (RFC 4724 §4.2).
+    /// A rejected route kept through a graceful restart (accepted ones: [`F_STALE`]).
     stale: bool,
 }
 
@@ -179,10 +600,81 @@ struct Peer {
     info: PeerInfo,
     /// Established; a down peer is only kept while it has stale routes.
     up: bool,
-    adj_in: HashMap<IpNet, AdjIn>,
+    /// See [`Held`]; empty while import accepts every route unchanged.
+    held: HashMap<IpNet, Held>,
+    /// Received routes import accepted (its paths in the Loc-RIB).
     accepted: usize,
+    /// Received routes import rejected (in `held`).
+    rejected: usize,
+    /// Routes of either kind kept stale through a graceful restart.
     stale: usize,
-    adj_out: HashMap<IpNet, Arc<PathAttrs>>,
+    /// Prefixes exported to the peer in its current session.
+    advertised: usize,
+}
+
+impl Peer {
+    fn received(&self) -> usize {
+        self.accepted + self.rejected
+    }
+}
+
+/// The peers the RIB knows, in slots indexed by [`SourceId`] (slot 0 is [`LOCAL`]).
+#[derive(Debug, Default)]
+struct Peers {
+    ids: BTreeMap<PeerId, SourceId>,
+    slots: Vec<Option<Peer>>,
+    free: Vec<SourceId>,
+}
+
+impl Peers {
+    fn id(&self, addr: PeerId) -> Option<SourceId> {
+        self.ids.get(&addr).copied()
+    }
+
+    fn get(&self, addr: PeerId) -> Option<&Peer> {
+        self.slot(self.id(addr)?)
+    }
+
+    fn slot(&self, id: SourceId) -> Option<&Peer> {
+        self.slots.get(id as usize)?.as_ref()
+    }
+
+    fn slot_mut(&mut self, id: SourceId) -> Option<&mut Peer> {
+        self.slots.get_mut(id as usize)?.as_mut()
+    }
+
+    /// The source as reported in [`Best`]; the peer must be known.
+    fn source(&self, id: SourceId) -> Source {
+        match self.slot(id) {
+            Some(p) if id != LOCAL => Source::Peer(p.info.addr),
+            _ => Source::Local,
+        }
+    }
+
+    fn insert(&mut self, peer: Peer) -> SourceId {
+        let addr = peer.info.addr;
+        let id = match self.free.pop() {
+            Some(id) => id,
+            None => {
+                if self.slots.is_empty() {
+                    self.slots.push(None);
+                }
+                self.slots.push(None);
+                u32::try_from(self.slots.len() - 1).expect("fewer than 2^32 peers")
+            }
+        };
+        self.slots[id as usize] = Some(peer);
+        self.ids.insert(addr, id);
+        id
+    }
+
+    /// Forgets a peer that has no path left in the Loc-RIB.
+    fn remove(&mut self, id: SourceId, freed: &mut Vec<SourceId>) {
+        if let Some(p) = self.slots.get_mut(id as usize).and_then(Option::take) {
+            self.ids.remove(&p.info.addr);
+            freed.push(id);
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -192,17 +684,44 @@ struct Params {
     cluster_id: Option<Ipv4Addr>,
 }
 
-/// Prefixes whose best path must be recomputed; `true` = re-export even if it is unchanged
-/// (the source peer's session parameters changed).
-type Dirty = Vec<(IpNet, bool)>;
+/// A prefix whose best path must be recomputed, with the best path it had before the call
+/// (`None` = no destination), from which what each peer was sent is recomputed.
+#[derive(Debug)]
+struct Touched {
+    prefix: IpNet,
+    /// Re-export even if the best path is unchanged (its source's session changed).
+    force: bool,
+    /// Where the destination was in the Loc-RIB's storage, if known: saves a lookup unless
+    /// removals moved it since ([`LocRib::get_hinted`]).
+    pos: u32,
+    old: Option<Path>,
+}
+
+/// [`Touched::pos`] when unknown.
+const NO_POS: u32 = u32::MAX;
+
+impl Touched {
+    fn new(prefix: IpNet, old: Option<Path>) -> Touched {
+        Touched {
+            prefix,
+            force: false,
+            pos: NO_POS,
+            old,
+        }
+    }
+}
+
+type Dirty = Vec<Touched>;
 
 /// The RIBs of one speaker. See the module docs.
 #[derive(Debug)]
 pub struct Rib {
     params: Params,
-    peers: BTreeMap<PeerId, Peer>,
-    loc: BTreeMap<IpNet, Dest>,
+    peers: Peers,
+    loc: LocRib,
     local: BTreeMap<IpNet, Arc<PathAttrs>>,
+    /// Slots freed by the current call, reusable from the next one.
+    freed: Vec<SourceId>,
 }
 
 impl Rib {
@@ -214,13 +733,14 @@ impl Rib {
                 router_id,
                 cluster_id,
             },
-            peers: BTreeMap::new(),
-            loc: BTreeMap::new(),
+            peers: Peers::default(),
+            loc: LocRib::new(),
             local: BTreeMap::new(),
+            freed: Vec::new(),
         }
     }
 
-    /// A session reached Established. Its whole Adj-RIB-Out is returned for it, followed by
+    /// A session reached Established. Everything exported to it is returned, followed by
     /// End-of-RIB for each negotiated family (RFC 4724 §2). Routes kept stale from a previous
     /// session stay until replaced, [`Rib::end_of_rib`] or [`Rib::purge_stale`]; they are
     /// re-evaluated with the new session's parameters and import filter. Calling this for a
@@ -229,49 +749,73 @@ impl Rib {
     pub fn peer_up(&mut self, info: PeerInfo) -> RibChanges {
         let addr = info.addr;
         let mut dirty = Dirty::new();
-        if self.peers.get(&addr).is_some_and(|p| p.up) {
-            self.drop_peer(addr, &mut dirty);
-        }
-        let peer = self.peers.entry(addr).or_insert_with(|| Peer {
-            info: info.clone(),
-            up: false,
-            adj_in: HashMap::new(),
-            accepted: 0,
-            stale: 0,
-            adj_out: HashMap::new(),
-        });
+        let id = match self.peers.id(addr) {
+            Some(id) => {
+                if self.peers.slot(id).is_some_and(|p| p.up) {
+                    self.drop_routes(id, &mut dirty);
+                }
+                id
+            }
+            None => self.peers.insert(Peer {
+                info: info.clone(),
+                up: false,
+                held: HashMap::new(),
+                accepted: 0,
+                rejected: 0,
+                stale: 0,
+                advertised: 0,
+            }),
+        };
+        let Some(peer) = self.peers.slot_mut(id) else {
+            unreachable!("peer {addr} has a slot");
+        };
         let changed = peer.info != info;
         peer.info = info;
         peer.up = true;
-        peer.adj_out.clear();
-        if changed && !peer.adj_in.is_empty() {
-            self.reimport(addr, &mut dirty);
+        peer.advertised = 0;
+        if changed && peer.received() > 0 {
+            self.reimport(id, &mut dirty);
         }
-        let mut out = Outbox::new(Some(addr));
+        let mut out = Outbox::new(Some(id));
         let best = self.commit(dirty, &mut out);
-        self.dump(addr, &mut out);
+        self.dump(id, &mut out);
         out.into_changes(best)
     }
 
     /// The session left Established. With `keep_stale` (graceful restart, RFC 4724 §4.2) its
     /// routes stay in use, marked stale; otherwise they are withdrawn.
     pub fn peer_down(&mut self, peer: PeerId, keep_stale: bool) -> RibChanges {
-        let Some(p) = self.peers.get_mut(&peer) else {
+        let Some(id) = self.peers.id(peer) else {
             return RibChanges::default();
         };
         let mut dirty = Dirty::new();
         if keep_stale {
+            let Rib { peers, loc, .. } = self;
+            let Some(p) = peers.slot_mut(id) else {
+                return RibChanges::default();
+            };
             p.up = false;
-            p.adj_out.clear();
-            for e in p.adj_in.values_mut() {
-                e.stale = true;
+            p.advertised = 0;
+            if p.accepted > 0 {
+                loc.sweep(
+                    id,
+                    |_, path| {
+                        path.set(F_STALE, true);
+                        true
+                    },
+                    &mut dirty,
+                );
             }
-            p.stale = p.adj_in.len();
-            if p.adj_in.is_empty() {
-                self.peers.remove(&peer);
+            for h in p.held.values_mut() {
+                h.stale |= !h.accepted;
+            }
+            p.stale = p.received();
+            if p.received() == 0 {
+                self.peers.remove(id, &mut self.freed);
             }
         } else {
-            self.drop_peer(peer, &mut dirty);
+            self.drop_routes(id, &mut dirty);
+            self.peers.remove(id, &mut self.freed);
         }
         let mut out = Outbox::new(None);
         let best = self.commit(dirty, &mut out);
@@ -292,64 +836,37 @@ impl Rib {
     /// An UPDATE from an Established peer (ignored otherwise). Withdrawals are applied before
     /// announcements; a withdrawal of an unknown prefix does nothing; an announcement replaces
     /// the peer's previous route for the prefix (RFC 4271 §9.1.4 implicit withdraw) and
-    /// refreshes a stale one. Received routes are kept (Adj-RIB-In) whether or not import
-    /// accepts them. End-of-RIB markers are applied too, after the routes (so a later
-    /// [`Rib::end_of_rib`] for the same family is a no-op).
+    /// refreshes a stale one. Received routes are kept whether or not import accepts them
+    /// (see the module docs). End-of-RIB markers are applied too, after the routes (so a
+    /// later [`Rib::end_of_rib`] for the same family is a no-op).
     pub fn update(&mut self, peer: PeerId, update: Update) -> RibChanges {
         let Rib {
             params, peers, loc, ..
         } = self;
-        let Some(p) = peers.get_mut(&peer).filter(|p| p.up) else {
+        let Some(id) = peers.id(peer) else {
+            return RibChanges::default();
+        };
+        let Some(p) = peers.slot_mut(id).filter(|p| p.up) else {
             return RibChanges::default();
         };
         let mut dirty = Dirty::new();
         for prefix in update.withdrawn {
-            let prefix = prefix.trunc();
-            if let Some(old) = p.adj_in.remove(&prefix) {
-                p.forget(&old);
-                if old.accepted {
-                    loc_remove(loc, prefix, Source::Peer(peer));
-                    dirty.push((prefix, false));
-                }
-            }
+            withdraw(loc, id, p, prefix.trunc(), &mut dirty);
         }
         let mut memo = ImportMemo::default();
         let meta = PeerMeta::of(&p.info);
         for (prefix, attrs) in update.announced {
             let prefix = prefix.trunc();
-            let result = import_route(params, &p.info, prefix, &attrs, &mut memo);
-            let accepted = result.is_some();
-            let entry = AdjIn {
+            let imported = import_route(params, &p.info, prefix, &attrs, &mut memo);
+            let route = Received {
+                prefix,
                 attrs,
-                accepted,
                 stale: false,
             };
-            let was_accepted = match p.adj_in.insert(prefix, entry) {
-                Some(old) => {
-                    p.forget(&old);
-                    old.accepted
-                }
-                None => false,
-            };
-            p.accepted += usize::from(accepted);
-            if let Some((attrs, priority)) = result {
-                let source = Source::Peer(peer);
-                let path = Path {
-                    source,
-                    meta: Some(meta),
-                    attrs,
-                    priority,
-                };
-                loc_set(loc, prefix, path);
-            } else if was_accepted {
-                loc_remove(loc, prefix, Source::Peer(peer));
-            } else {
-                continue;
-            }
-            dirty.push((prefix, false));
+            store(loc, (id, meta), p, route, imported, false, &mut dirty);
         }
         for family in update.end_of_rib {
-            purge_peer(loc, peer, p, Some(family), &mut dirty);
+            purge_peer(loc, id, p, Some(family), &mut dirty);
         }
         let mut out = Outbox::new(None);
         let best = self.commit(dirty, &mut out);
@@ -368,23 +885,21 @@ impl Rib {
         };
         let mut dirty = Dirty::new();
         for prefix in self.local.keys() {
-            if !routes.contains_key(prefix) {
-                loc_remove(&mut self.loc, *prefix, Source::Local);
-                dirty.push((*prefix, false));
+            if !routes.contains_key(prefix)
+                && let Some((_, old)) = self.loc.remove_path(*prefix, LOCAL)
+            {
+                dirty.push(Touched::new(*prefix, Some(old)));
             }
         }
         for (prefix, attrs) in &routes {
             if self.local.get(prefix).is_some_and(|old| old == attrs) {
                 continue;
             }
-            let path = Path {
-                source: Source::Local,
-                meta: None,
-                attrs: attrs.clone(),
-                priority: None,
-            };
-            loc_set(&mut self.loc, *prefix, path);
-            dirty.push((*prefix, false));
+            let (_, old, pos) = self.loc.set_path(*prefix, Path::local(attrs.clone()));
+            dirty.push(Touched {
+                pos,
+                ..Touched::new(*prefix, old)
+            });
         }
         self.local = routes;
         let mut out = Outbox::new(None);
@@ -392,14 +907,22 @@ impl Rib {
         out.into_changes(best)
     }
 
-    /// Everything currently advertised to the peer (for a route refresh, RFC 2918), in
-    /// prefix order grouped by attributes; no End-of-RIB.
+    /// Everything currently advertised to the peer (for a route refresh, RFC 2918): the
+    /// export of the whole Loc-RIB, in prefix order grouped by attributes; no End-of-RIB.
     pub fn adj_rib_out(&self, peer: PeerId) -> Update {
-        let mut announced: Vec<(IpNet, Arc<PathAttrs>)> = self
-            .peers
-            .get(&peer)
-            .map(|p| p.adj_out.iter().map(|(k, v)| (*k, v.clone())).collect())
-            .unwrap_or_default();
+        let mut announced = Vec::new();
+        if let Some(id) = self.peers.id(peer)
+            && let Some(t) = self.peers.slot(id).filter(|p| p.up)
+        {
+            let mut out = Outbox::new(None);
+            for d in self.loc.iter() {
+                let best = Some(d.paths.best());
+                if let Some(a) = export_route(&self.params, (id, &t.info), d.prefix, best, &mut out)
+                {
+                    announced.push((d.prefix, a));
+                }
+            }
+        }
         announced.sort_unstable_by_key(|(p, _)| *p);
         group_by_value(&mut announced);
         Update {
@@ -410,14 +933,14 @@ impl Rib {
 
     /// Everything received from the peer and kept (pre-policy), in prefix order.
     pub fn adj_rib_in(&self, peer: PeerId) -> Update {
-        let mut announced: Vec<(IpNet, Arc<PathAttrs>)> = self
-            .peers
-            .get(&peer)
-            .map(|p| {
-                let routes = p.adj_in.iter();
-                routes.map(|(k, v)| (*k, v.attrs.clone())).collect()
-            })
-            .unwrap_or_default();
+        let mut announced: Vec<(IpNet, Arc<PathAttrs>)> = match self.peers.id(peer) {
+            Some(id) => self
+                .received_routes(id)
+                .into_iter()
+                .map(|r| (r.prefix, r.attrs))
+                .collect(),
+            None => Vec::new(),
+        };
         announced.sort_unstable_by_key(|(p, _)| *p);
         Update {
             announced,
@@ -425,165 +948,323 @@ impl Rib {
         }
     }
 
-    /// The Loc-RIB in prefix order.
-    pub fn best(&self) -> impl Iterator<Item = (&IpNet, &Best)> {
-        self.loc
+    /// The Loc-RIB in prefix order (a sorted copy: for reports and tests).
+    pub fn best(&self) -> impl Iterator<Item = (IpNet, Best)> + use<> {
+        let mut all: Vec<(IpNet, Best)> = self
+            .loc
             .iter()
-            .filter_map(|(p, d)| d.best.as_ref().map(|b| (p, b)))
+            .map(|d| (d.prefix, self.to_best(d.paths.best())))
+            .collect();
+        all.sort_unstable_by_key(|(p, _)| *p);
+        all.into_iter()
+    }
+
+    /// The number of prefixes in the Loc-RIB.
+    pub fn loc_rib_len(&self) -> usize {
+        self.loc.len
     }
 
     /// Routes received from the peer (including rejected and stale ones).
     pub fn received(&self, peer: PeerId) -> usize {
-        self.peers.get(&peer).map_or(0, |p| p.adj_in.len())
+        self.peers.get(peer).map_or(0, Peer::received)
     }
 
     /// Received routes the import policy accepted.
     pub fn accepted(&self, peer: PeerId) -> usize {
-        self.peers.get(&peer).map_or(0, |p| p.accepted)
+        self.peers.get(peer).map_or(0, |p| p.accepted)
     }
 
-    /// Routes in the peer's Adj-RIB-Out.
+    /// Prefixes currently advertised to the peer.
     pub fn advertised(&self, peer: PeerId) -> usize {
-        self.peers.get(&peer).map_or(0, |p| p.adj_out.len())
+        self.peers.get(peer).map_or(0, |p| p.advertised)
     }
 
     /// Routes of the peer kept stale through a graceful restart.
     pub fn stale(&self, peer: PeerId) -> usize {
-        self.peers.get(&peer).map_or(0, |p| p.stale)
+        self.peers.get(peer).map_or(0, |p| p.stale)
     }
 
-    /// Removes all of the peer's routes and forgets it.
-    fn drop_peer(&mut self, addr: PeerId, dirty: &mut Dirty) {
-        let Some(p) = self.peers.remove(&addr) else {
-            return;
-        };
-        for (prefix, e) in p.adj_in {
-            if e.accepted {
-                loc_remove(&mut self.loc, prefix, Source::Peer(addr));
-                dirty.push((prefix, false));
-            }
+    fn to_best(&self, p: &Path) -> Best {
+        Best {
+            attrs: p.attrs.clone(),
+            source: self.peers.source(p.source),
+            priority: p.priority(),
         }
     }
 
-    /// Re-runs import over the peer's kept routes with its current session parameters.
-    fn reimport(&mut self, addr: PeerId, dirty: &mut Dirty) {
+    /// The peer's received routes as received: its paths in the Loc-RIB (with the attributes
+    /// from before import where import changed them) and the ones import rejected.
+    fn received_routes(&self, id: SourceId) -> Vec<Received> {
+        let Some(p) = self.peers.slot(id) else {
+            return Vec::new();
+        };
+        let mut routes = Vec::with_capacity(p.received());
+        if p.accepted > 0 {
+            for d in self.loc.iter() {
+                let Some(path) = d.paths.as_slice().iter().find(|x| x.source == id) else {
+                    continue;
+                };
+                let held = path.has(F_HELD).then(|| p.held.get(&d.prefix)).flatten();
+                let attrs = held.map_or(&path.attrs, |h| &h.attrs).clone();
+                let stale = path.has(F_STALE);
+                routes.push(Received {
+                    prefix: d.prefix,
+                    attrs,
+                    stale,
+                });
+            }
+        }
+        for (prefix, h) in &p.held {
+            if !h.accepted {
+                routes.push(Received {
+                    prefix: *prefix,
+                    attrs: h.attrs.clone(),
+                    stale: h.stale,
+                });
+            }
+        }
+        routes
+    }
+
+    /// Removes all of the peer's routes (the peer stays known).
+    fn drop_routes(&mut self, id: SourceId, dirty: &mut Dirty) {
+        let Rib { peers, loc, .. } = self;
+        let Some(p) = peers.slot_mut(id) else {
+            return;
+        };
+        if p.accepted > 0 {
+            loc.sweep(id, |_, _| false, dirty);
+        }
+        p.held.clear();
+        (p.accepted, p.rejected, p.stale) = (0, 0, 0);
+    }
+
+    /// Re-runs import over the peer's received routes with its current session parameters;
+    /// their destinations are re-exported even if the best path stays.
+    fn reimport(&mut self, id: SourceId, dirty: &mut Dirty) {
+        let routes = self.received_routes(id);
         let Rib {
             params, peers, loc, ..
         } = self;
-        let Some(p) = peers.get_mut(&addr) else {
+        let Some(p) = peers.slot_mut(id) else {
             return;
         };
         let mut memo = ImportMemo::default();
         let meta = PeerMeta::of(&p.info);
-        let mut accepted = 0;
-        for (prefix, e) in &mut p.adj_in {
-            match import_route(params, &p.info, *prefix, &e.attrs, &mut memo) {
-                Some((attrs, priority)) => {
-                    let source = Source::Peer(addr);
-                    let path = Path {
-                        source,
-                        meta: Some(meta),
-                        attrs,
-                        priority,
-                    };
-                    loc_set(loc, *prefix, path);
-                    e.accepted = true;
-                    accepted += 1;
-                }
-                None if e.accepted => {
-                    loc_remove(loc, *prefix, Source::Peer(addr));
-                    e.accepted = false;
-                }
-                None => continue,
-            }
-            dirty.push((*prefix, true));
+        for route in routes {
+            let imported = import_route(params, &p.info, route.prefix, &route.attrs, &mut memo);
+            store(loc, (id, meta), p, route, imported, true, dirty);
         }
-        p.accepted = accepted;
     }
 
     fn purge(&mut self, addr: PeerId, family: Option<Family>) -> RibChanges {
-        let Some(p) = self.peers.get_mut(&addr) else {
+        let Some(id) = self.peers.id(addr) else {
+            return RibChanges::default();
+        };
+        let Some(p) = self.peers.slot_mut(id) else {
             return RibChanges::default();
         };
         let mut dirty = Dirty::new();
-        purge_peer(&mut self.loc, addr, p, family, &mut dirty);
-        if !p.up && p.adj_in.is_empty() {
-            self.peers.remove(&addr);
+        purge_peer(&mut self.loc, id, p, family, &mut dirty);
+        if !p.up && p.received() == 0 {
+            self.peers.remove(id, &mut self.freed);
         }
         let mut out = Outbox::new(None);
         let best = self.commit(dirty, &mut out);
         out.into_changes(best)
     }
 
-    /// Runs the decision process for the dirty prefixes and exports the changed ones to every
-    /// up peer except `out.skip`. Returns the Loc-RIB changes.
+    /// Runs the decision process for the touched prefixes and sends every up peer except
+    /// `out.skip` the difference between the export of the old and the new best path.
+    /// Returns the Loc-RIB changes.
     fn commit(&mut self, mut dirty: Dirty, out: &mut Outbox) -> Vec<(IpNet, Option<Best>)> {
-        dirty.sort_unstable_by_key(|(p, _)| *p);
+        // Stable: of several touches of a prefix the first one saw the best path from before
+        // the call.
+        dirty.sort_by_key(|t| t.prefix);
         dirty.dedup_by(|later, first| {
-            let same = later.0 == first.0;
+            let same = later.prefix == first.prefix;
             if same {
-                first.1 |= later.1;
+                first.force |= later.force;
             }
             same
         });
+        let Rib {
+            params,
+            peers,
+            loc,
+            freed,
+            ..
+        } = self;
+        let targets: Vec<SourceId> = peers
+            .ids
+            .values()
+            .copied()
+            .filter(|&id| Some(id) != out.skip && peers.slot(id).is_some_and(|p| p.up))
+            .collect();
         let mut changes = Vec::new();
-        for (prefix, force) in dirty {
-            let Some(d) = self.loc.get_mut(&prefix) else {
-                continue;
-            };
-            let idx = select(&d.paths, &self.params);
-            let new = idx.map(|i| best_of(&d.paths[i]));
-            d.best_meta = idx.and_then(|i| d.paths[i].meta);
-            let changed = new != d.best;
-            if changed {
-                d.best.clone_from(&new);
-                changes.push((prefix, new));
-            }
-            if changed || force {
-                for (addr, peer) in &mut self.peers {
-                    if !peer.up || out.skip == Some(*addr) {
-                        continue;
-                    }
-                    let sel = d.selected();
-                    let exported = export_route(&self.params, &peer.info, prefix, sel, out);
-                    out.diff(*addr, &mut peer.adj_out, prefix, exported);
+        for t in dirty {
+            let new = match loc.get_hinted(&t.prefix, t.pos) {
+                Some(d) => {
+                    d.paths.select(params, &|id| peers.source(id));
+                    Some(d.paths.best())
                 }
+                None => None,
+            };
+            let changed = match (&t.old, new) {
+                (Some(o), Some(n)) => !o.same_route(n),
+                (None, None) => false,
+                _ => true,
+            };
+            if changed {
+                let best = new.map(|p| Best {
+                    attrs: p.attrs.clone(),
+                    source: peers.source(p.source),
+                    priority: p.priority(),
+                });
+                changes.push((t.prefix, best));
             }
-            if d.paths.is_empty() {
-                self.loc.remove(&prefix);
+            if !changed && !t.force {
+                continue;
+            }
+            for &tid in &targets {
+                let Some(peer) = peers.slot_mut(tid) else {
+                    continue;
+                };
+                let info = &peer.info;
+                let was = export_route(params, (tid, info), t.prefix, t.old.as_ref(), out);
+                let now = export_route(params, (tid, info), t.prefix, new, out);
+                out.diff(tid, peer, t.prefix, was, now);
             }
         }
+        // Slots freed in this call are safe to reuse now: no path refers to them any more.
+        peers.free.append(freed);
         changes
     }
 
-    /// The peer's whole Adj-RIB-Out after it came up, then End-of-RIB per family.
-    fn dump(&mut self, addr: PeerId, out: &mut Outbox) {
-        let Some(peer) = self.peers.get_mut(&addr) else {
+    /// Everything exported to a peer that just came up, then End-of-RIB per family.
+    fn dump(&mut self, id: SourceId, out: &mut Outbox) {
+        let Rib {
+            params, peers, loc, ..
+        } = self;
+        let Some(peer) = peers.slot_mut(id) else {
             return;
         };
-        for (prefix, d) in &self.loc {
-            let exported = export_route(&self.params, &peer.info, *prefix, d.selected(), out);
-            out.diff(addr, &mut peer.adj_out, *prefix, exported);
+        for d in loc.iter() {
+            let best = Some(d.paths.best());
+            let new = export_route(params, (id, &peer.info), d.prefix, best, out);
+            out.diff(id, peer, d.prefix, None, new);
         }
         let mut families = peer.info.families.clone();
         families.sort_unstable();
         families.dedup();
-        out.update(addr).end_of_rib = families;
+        out.update(id, peer.info.addr).end_of_rib = families;
     }
 }
 
-impl Peer {
-    /// Bookkeeping for an Adj-RIB-In entry that is being removed or replaced.
-    fn forget(&mut self, old: &AdjIn) {
-        self.accepted -= usize::from(old.accepted);
-        self.stale -= usize::from(old.stale);
+/// A received route, as received.
+#[derive(Debug)]
+struct Received {
+    prefix: IpNet,
+    attrs: Arc<PathAttrs>,
+    stale: bool,
+}
+
+/// Applies a withdrawal from peer `id`.
+fn withdraw(loc: &mut LocRib, id: SourceId, p: &mut Peer, prefix: IpNet, dirty: &mut Dirty) {
+    if !p.held.is_empty()
+        && let Some(h) = p.held.remove(&prefix)
+        && !h.accepted
+    {
+        p.rejected -= 1;
+        p.stale -= usize::from(h.stale);
+        return;
     }
+    if let Some((removed, old)) = loc.remove_path(prefix, id) {
+        p.accepted -= 1;
+        p.stale -= usize::from(removed.has(F_STALE));
+        dirty.push(Touched::new(prefix, Some(old)));
+    }
+}
+
+/// Stores a route received from peer `id` (`imported`: what import made of it, `None` =
+/// rejected), replacing the peer's previous route for the prefix. `force`: re-export its
+/// destination even if the best path stays.
+fn store(
+    loc: &mut LocRib,
+    (id, meta): (SourceId, PeerMeta),
+    p: &mut Peer,
+    route: Received,
+    imported: Option<(Arc<PathAttrs>, Option<u32>)>,
+    force: bool,
+    dirty: &mut Dirty,
+) {
+    let Received {
+        prefix,
+        attrs: received,
+        stale,
+    } = route;
+    if !p.held.is_empty()
+        && let Some(h) = p.held.remove(&prefix)
+        && !h.accepted
+    {
+        p.rejected -= 1;
+        p.stale -= usize::from(h.stale);
+    }
+    let touched = match imported {
+        Some((attrs, priority)) => {
+            let held = !Arc::ptr_eq(&attrs, &received);
+            let mut path = Path::learned(id, meta, attrs, priority);
+            path.set(F_STALE, stale);
+            path.set(F_HELD, held);
+            let (replaced, old, pos) = loc.set_path(prefix, path);
+            if let Some(r) = replaced {
+                p.accepted -= 1;
+                p.stale -= usize::from(r.has(F_STALE));
+            }
+            p.accepted += 1;
+            p.stale += usize::from(stale);
+            if held {
+                let h = Held {
+                    attrs: received,
+                    accepted: true,
+                    stale: false,
+                };
+                p.held.insert(prefix, h);
+            }
+            Touched {
+                prefix,
+                force,
+                pos,
+                old,
+            }
+        }
+        None => {
+            let h = Held {
+                attrs: received,
+                accepted: false,
+                stale,
+            };
+            p.held.insert(prefix, h);
+            p.rejected += 1;
+            p.stale += usize::from(stale);
+            let Some((removed, old)) = loc.remove_path(prefix, id) else {
+                return;
+            };
+            p.accepted -= 1;
+            p.stale -= usize::from(removed.has(F_STALE));
+            Touched {
+                force,
+                ..Touched::new(prefix, Some(old))
+            }
+        }
+    };
+    dirty.push(touched);
 }
 
 /// Removes the peer's stale routes (of `family`, or all).
 fn purge_peer(
-    loc: &mut BTreeMap<IpNet, Dest>,
-    addr: PeerId,
+    loc: &mut LocRib,
+    id: SourceId,
     p: &mut Peer,
     family: Option<Family>,
     dirty: &mut Dirty,
@@ -591,50 +1272,39 @@ fn purge_peer(
     if p.stale == 0 {
         return;
     }
-    let (mut accepted, mut stale) = (p.accepted, p.stale);
-    p.adj_in.retain(|prefix, e| {
-        if !e.stale || family.is_some_and(|f| f != Family::of(prefix)) {
+    let of_family = |prefix: &IpNet| family.is_none_or(|f| f == Family::of(prefix));
+    let Peer {
+        held,
+        accepted,
+        rejected,
+        stale,
+        ..
+    } = p;
+    if *accepted > 0 {
+        loc.sweep(
+            id,
+            |prefix, path| {
+                if !path.has(F_STALE) || !of_family(prefix) {
+                    return true;
+                }
+                *accepted -= 1;
+                *stale -= 1;
+                if path.has(F_HELD) {
+                    held.remove(prefix);
+                }
+                false
+            },
+            dirty,
+        );
+    }
+    held.retain(|prefix, h| {
+        if h.accepted || !h.stale || !of_family(prefix) {
             return true;
         }
-        stale -= 1;
-        if e.accepted {
-            accepted -= 1;
-            loc_remove(loc, *prefix, Source::Peer(addr));
-            dirty.push((*prefix, false));
-        }
+        *rejected -= 1;
+        *stale -= 1;
         false
     });
-    (p.accepted, p.stale) = (accepted, stale);
-}
-
-fn loc_set(loc: &mut BTreeMap<IpNet, Dest>, prefix: IpNet, path: Path) {
-    let d = loc.entry(prefix).or_default();
-    match d.paths.binary_search_by_key(&path.source, |p| p.source) {
-        Ok(i) => d.paths[i] = path,
-        Err(i) => {
-            // Most destinations have one path; a plain `insert` into an empty Vec allocates
-            // room for four (~120 wasted bytes per prefix on a full table).
-            d.paths.reserve_exact(1);
-            d.paths.insert(i, path);
-        }
-    }
-}
-
-/// Removes a path; the destination itself goes in [`Rib::commit`] (the prefix must be dirty).
-fn loc_remove(loc: &mut BTreeMap<IpNet, Dest>, prefix: IpNet, source: Source) {
-    if let Some(d) = loc.get_mut(&prefix)
-        && let Ok(i) = d.paths.binary_search_by_key(&source, |p| p.source)
-    {
-        d.paths.remove(i);
-    }
-}
-
-fn best_of(p: &Path) -> Best {
-    Best {
-        attrs: p.attrs.clone(),
-        source: p.source,
-        priority: p.priority,
-    }
 }
 
 /// The decision process (RFC 4271 §9.1.1, §9.1.2.2, RFC 4456 §9), as a sequence of
@@ -652,29 +1322,27 @@ fn best_of(p: &Path) -> Best {
 /// 7. f) lowest BGP Identifier of the advertising peer, or ORIGINATOR_ID when present;
 /// 8. RFC 4456: shortest CLUSTER_LIST;
 /// 9. g) lowest peer address.
-fn select(paths: &[Path], params: &Params) -> Option<usize> {
-    match paths.len() {
-        0 => return None,
-        1 => return Some(0),
-        _ => {}
+fn select(paths: &[Path], params: &Params, addr_of: &impl Fn(SourceId) -> Source) -> usize {
+    if paths.len() < 2 {
+        return 0;
     }
     let mut c: Vec<usize> = (0..paths.len()).collect();
     let attrs = |i: usize| &paths[i].attrs;
     keep_min(&mut c, |i| {
         Reverse(attrs(i).local_pref.unwrap_or(DEFAULT_LOCAL_PREF))
     });
-    keep_min(&mut c, |i| paths[i].meta.is_some());
+    keep_min(&mut c, |i| paths[i].source != LOCAL);
     keep_min(&mut c, |i| attrs(i).as_path_len());
     keep_min(&mut c, |i| attrs(i).origin);
     med_eliminate(&mut c, paths, params.local_as);
-    keep_min(&mut c, |i| paths[i].meta.is_some_and(|m| m.ibgp));
-    keep_min(&mut c, |i| match paths[i].meta {
+    keep_min(&mut c, |i| paths[i].has(F_IBGP));
+    keep_min(&mut c, |i| match paths[i].meta() {
         None => params.router_id,
         Some(m) => attrs(i).originator_id.unwrap_or(m.remote_id),
     });
     keep_min(&mut c, |i| attrs(i).cluster_list.len());
-    keep_min(&mut c, |i| paths[i].source);
-    c.first().copied()
+    keep_min(&mut c, |i| addr_of(paths[i].source));
+    c.first().copied().unwrap_or(0)
 }
 
 /// Keeps the candidates with the smallest key.
@@ -824,19 +1492,62 @@ fn check_received(
 ///   filters before its own attribute updates); then [`export_attrs`].
 fn export_route(
     params: &Params,
-    t: &PeerInfo,
+    (tid, t): (SourceId, &PeerInfo),
     prefix: IpNet,
-    sel: Option<Selected<'_>>,
+    best: Option<&Path>,
     out: &mut Outbox,
 ) -> Option<Arc<PathAttrs>> {
-    let sel = sel?;
+    let best = best?;
     let family = Family::of(&prefix);
-    if !t.families.contains(&family) {
+    let (reflect, plain) = match out.recent(tid, best, family) {
+        Some(r) => (r.reflect?, r.plain.clone()),
+        None => {
+            let reflect = eligible(params, (tid, t), family, best);
+            let plain = match reflect {
+                Some(reflect) if t.export.is_empty() => Some(export_with(
+                    params,
+                    (tid, t),
+                    family,
+                    best,
+                    reflect,
+                    None,
+                    out,
+                )),
+                _ => None,
+            };
+            out.remember(tid, best, family, reflect, plain.clone());
+            (reflect?, plain)
+        }
+    };
+    if let Some(result) = plain {
+        return result;
+    }
+    let input = FilterInput {
+        prefix,
+        attrs: &best.attrs,
+        priority: best.priority(),
+        from_peer: best.source != LOCAL,
+        ebgp_session: !t.is_ibgp(),
+    };
+    match t.export.evaluate(&input) {
+        Verdict::Reject => None,
+        Verdict::Accept(rule) => export_with(params, (tid, t), family, best, reflect, rule, out),
+    }
+}
+
+/// The rules of [`export_route`] that do not depend on the prefix: `None` = not advertised,
+/// `Some(reflect)` = advertised (subject to the export filter), reflected or not.
+fn eligible(
+    params: &Params,
+    (tid, t): (SourceId, &PeerInfo),
+    family: Family,
+    best: &Path,
+) -> Option<bool> {
+    if !t.families.contains(&family) || best.source == tid {
         return None;
     }
-    let reflect = match (sel.best.source, sel.meta) {
-        (Source::Peer(from), _) if from == t.addr => return None,
-        (Source::Peer(_), Some(m)) if m.ibgp && t.is_ibgp() => {
+    let reflect = match best.meta() {
+        Some(m) if m.ibgp && t.is_ibgp() => {
             if params.cluster_id.is_none() || (!m.rr_client && !t.rr_client) {
                 return None;
             }
@@ -844,30 +1555,29 @@ fn export_route(
         }
         _ => false,
     };
-    let attrs = &sel.best.attrs;
-    if !t.is_ibgp() && attrs.contains_as(t.remote_as) {
+    if !t.is_ibgp() && best.attrs.contains_as(t.remote_as) {
         return None;
     }
-    let rule = if t.export.is_empty() {
-        None
-    } else {
-        let input = FilterInput {
-            prefix,
-            attrs,
-            priority: sel.best.priority,
-            from_peer: matches!(sel.best.source, Source::Peer(_)),
-            ebgp_session: !t.is_ibgp(),
-        };
-        match t.export.evaluate(&input) {
-            Verdict::Reject => return None,
-            Verdict::Accept(rule) => rule,
-        }
-    };
-    let key = (t.addr, sel.best.source, rule, family);
+    Some(reflect)
+}
+
+/// The export filter's operations (`rule`) and then [`export_attrs`], memoised per call.
+fn export_with(
+    params: &Params,
+    (tid, t): (SourceId, &PeerInfo),
+    family: Family,
+    best: &Path,
+    reflect: bool,
+    rule: Option<usize>,
+    out: &mut Outbox,
+) -> Option<Arc<PathAttrs>> {
+    let meta = best.meta();
+    let key = (tid, best.source, meta, rule, family);
+    let attrs = &best.attrs;
     let Outbox { memo, interned, .. } = out;
     memo.get(attrs, key, || {
         let (filtered, _) = t.export.apply(rule, attrs, None);
-        let a = export_attrs(params, t, family, sel.meta, reflect, &filtered)?;
+        let a = export_attrs(params, t, family, meta, reflect, &filtered)?;
         Some(intern(interned, a))
     })
 }
@@ -979,62 +1689,110 @@ fn group_by_arc(announced: &mut [(IpNet, Arc<PathAttrs>)]) {
 }
 
 /// What an exported attribute set depends on besides the input attributes: the target peer,
-/// the source (local, or which peer: its session parameters), the export rule that accepted
-/// it and the family (which self address).
-type ExportKey = (PeerId, Source, Option<usize>, Family);
+/// the source (local, or which peer) and what its session said when the path was imported,
+/// the export rule that accepted it and the family (which self address).
+type ExportKey = (SourceId, SourceId, Option<PeerMeta>, Option<usize>, Family);
 
 /// The UPDATEs being built by one call.
 #[derive(Debug)]
 struct Outbox {
     /// The peer that just came up: it gets its full table from [`Rib::dump`] instead.
-    skip: Option<PeerId>,
-    updates: HashMap<PeerId, Update>,
+    skip: Option<SourceId>,
+    /// Per target peer, by [`SourceId`].
+    updates: Vec<Option<(PeerId, Update)>>,
     memo: Memo<ExportKey, Option<Arc<PathAttrs>>>,
     interned: HashSet<Arc<PathAttrs>>,
+    /// Per target peer, by [`SourceId`]: the last path exported and what came of it.
+    recent: Vec<Option<Recent>>,
+}
+
+/// What [`export_route`] decided for the last path it saw for a target, reused for the next
+/// prefix whose best path has the same inputs (attributes `Arc`, source, what its session
+/// said, priority) and family — consecutive prefixes of an UPDATE usually share all of
+/// them. Only what does not depend on the prefix is kept: [`eligible`]'s answer, and the
+/// result itself when the target has no export filter.
+#[derive(Debug)]
+struct Recent {
+    /// Holds the attributes `Arc`, so its address cannot be reused within the call.
+    path: Path,
+    family: Family,
+    reflect: Option<bool>,
+    plain: Option<Option<Arc<PathAttrs>>>,
 }
 
 impl Outbox {
-    fn new(skip: Option<PeerId>) -> Outbox {
+    fn new(skip: Option<SourceId>) -> Outbox {
         Outbox {
             skip,
-            updates: HashMap::new(),
+            updates: Vec::new(),
             memo: Memo::default(),
             interned: HashSet::new(),
+            recent: Vec::new(),
         }
     }
 
-    fn update(&mut self, peer: PeerId) -> &mut Update {
-        self.updates.entry(peer).or_default()
+    fn update(&mut self, tid: SourceId, peer: PeerId) -> &mut Update {
+        let i = tid as usize;
+        if self.updates.len() <= i {
+            self.updates.resize_with(i + 1, || None);
+        }
+        &mut self.updates[i]
+            .get_or_insert_with(|| (peer, Update::default()))
+            .1
     }
 
-    /// Brings one Adj-RIB-Out entry to `new`, recording the UPDATE if anything changes.
+    fn recent(&self, tid: SourceId, best: &Path, family: Family) -> Option<&Recent> {
+        let r = self.recent.get(tid as usize)?.as_ref()?;
+        let same = r.family == family
+            && Arc::ptr_eq(&r.path.attrs, &best.attrs)
+            && r.path.source == best.source
+            && r.path.remote_id == best.remote_id
+            && r.path.priority == best.priority
+            && r.path.flags & EXPORT_FLAGS == best.flags & EXPORT_FLAGS;
+        same.then_some(r)
+    }
+
+    fn remember(
+        &mut self,
+        tid: SourceId,
+        best: &Path,
+        family: Family,
+        reflect: Option<bool>,
+        plain: Option<Option<Arc<PathAttrs>>>,
+    ) {
+        let i = tid as usize;
+        if self.recent.len() <= i {
+            self.recent.resize_with(i + 1, || None);
+        }
+        self.recent[i] = Some(Recent {
+            path: best.clone(),
+            family,
+            reflect,
+            plain,
+        });
+    }
+
+    /// Sends `peer` the difference between what it was sent for `prefix` (`old`, the export
+    /// of the previous best path) and `new`.
     fn diff(
         &mut self,
-        peer: PeerId,
-        adj_out: &mut HashMap<IpNet, Arc<PathAttrs>>,
+        tid: SourceId,
+        peer: &mut Peer,
         prefix: IpNet,
+        old: Option<Arc<PathAttrs>>,
         new: Option<Arc<PathAttrs>>,
     ) {
-        match new {
-            Some(a) => {
-                match adj_out.entry(prefix) {
-                    Entry::Occupied(mut o) => {
-                        if *o.get() == a {
-                            return;
-                        }
-                        o.insert(a.clone());
-                    }
-                    Entry::Vacant(v) => {
-                        v.insert(a.clone());
-                    }
-                }
-                self.update(peer).announced.push((prefix, a));
+        match (old, new) {
+            (Some(o), Some(n)) if o == n => {}
+            (o, Some(n)) => {
+                peer.advertised += usize::from(o.is_none());
+                self.update(tid, peer.info.addr).announced.push((prefix, n));
             }
-            None => {
-                if adj_out.remove(&prefix).is_some() {
-                    self.update(peer).withdrawn.push(prefix);
-                }
+            (Some(_), None) => {
+                peer.advertised -= 1;
+                self.update(tid, peer.info.addr).withdrawn.push(prefix);
             }
+            (None, None) => {}
         }
     }
 
@@ -1042,6 +1800,7 @@ impl Outbox {
         let mut to_peers: Vec<(PeerId, Update)> = self
             .updates
             .into_iter()
+            .flatten()
             .filter(|(_, u)| !u.is_empty())
             .map(|(peer, mut u)| {
                 u.announced.sort_by_key(|(p, _)| *p);

@@ -122,13 +122,13 @@ fn withdrawn_to(ch: &RibChanges, to: &str) -> Vec<IpNet> {
 
 fn best_source(rib: &Rib, prefix: &str) -> Option<Source> {
     rib.best()
-        .find(|(p, _)| **p == net(prefix))
+        .find(|(p, _)| *p == net(prefix))
         .map(|(_, b)| b.source)
 }
 
 fn best_attrs(rib: &Rib, prefix: &str) -> Option<PathAttrs> {
     rib.best()
-        .find(|(p, _)| **p == net(prefix))
+        .find(|(p, _)| *p == net(prefix))
         .map(|(_, b)| (*b.attrs).clone())
 }
 
@@ -843,7 +843,7 @@ fn restarting() -> (Rib, PeerInfo) {
 #[test]
 fn graceful_restart_keeps_stale_routes_until_end_of_rib() {
     let (mut rib, e) = restarting();
-    let before: Vec<_> = rib.best().map(|(p, b)| (*p, b.clone())).collect();
+    let before: Vec<_> = rib.best().collect();
     let ch = rib.peer_down(e.addr, true);
     assert!(
         ch.is_empty(),
@@ -1363,4 +1363,309 @@ fn a_restarted_peer_that_became_a_client_has_its_stale_routes_reflected() {
     n.rr_client = false;
     let ch = rib.peer_up(n);
     assert_eq!(withdrawn_to(&ch, "10.0.0.3"), vec![net(PFX)]);
+}
+
+// ---- storage: no Adj-RIB-In/Out tables ---------------------------------------------------
+
+#[test]
+fn a_destination_with_one_path_stays_small() {
+    // The sizes the memory budget of a full table rests on (docs/bench-notes/bgp.md).
+    assert_eq!(std::mem::size_of::<Path>(), 24);
+    assert_eq!(std::mem::size_of::<Paths>(), 24);
+    assert_eq!(std::mem::size_of::<Dest>(), 48);
+}
+
+/// The `i`-th /28 of 10.0.0.0/8.
+fn nth(i: u32) -> IpNet {
+    IpNet::V4(ipnet::Ipv4Net::new(Ipv4Addr::from(0x0a00_0000 | (i << 4)), 28).unwrap())
+}
+
+#[test]
+fn a_table_spanning_many_chunks_keeps_every_prefix_through_removals() {
+    const N: u32 = 3 * CHUNK as u32 + 100;
+    let mut rib = router();
+    let (a, b, m) = (
+        peer("10.0.0.2", 65002),
+        peer("10.0.0.3", 65003),
+        peer("10.0.0.9", 65009),
+    );
+    for p in [&a, &b, &m] {
+        rib.peer_up(p.clone());
+    }
+    let from_a = Arc::new(attrs(&[65002], "192.0.2.2"));
+    let from_b = Arc::new(attrs(&[65003, 1], "192.0.2.3"));
+    let all = |x: &Arc<PathAttrs>| Update {
+        announced: (0..N).map(|i| (nth(i), x.clone())).collect(),
+        ..Update::default()
+    };
+    rib.update(a.addr, all(&from_a));
+    // b's longer paths are second best everywhere; every destination now has two paths.
+    let ch = rib.update(b.addr, all(&from_b));
+    assert!(ch.is_empty());
+    assert_eq!(rib.loc_rib_len(), N as usize);
+    // a withdraws every third prefix: b's path takes over there.
+    let gone: Vec<IpNet> = (0..N).filter(|i| i % 3 == 0).map(nth).collect();
+    let ch = rib.update(
+        a.addr,
+        Update {
+            withdrawn: gone.clone(),
+            ..Update::default()
+        },
+    );
+    assert_eq!(ch.best.len(), gone.len());
+    assert_eq!(sent(&ch, "10.0.0.9").unwrap().announced.len(), gone.len());
+    // b goes away: the destinations only b had go with it, in the middle of the chunks.
+    let ch = rib.peer_down(b.addr, false);
+    assert_eq!(ch.best.len(), gone.len());
+    assert_eq!(withdrawn_to(&ch, "10.0.0.9"), gone);
+    assert_eq!(rib.loc_rib_len(), (N as usize) - gone.len());
+    let loc: BTreeMap<IpNet, Source> = rib.best().map(|(p, b)| (p, b.source)).collect();
+    for i in 0..N {
+        let want = (i % 3 != 0).then(|| from("10.0.0.2"));
+        assert_eq!(loc.get(&nth(i)).copied(), want, "{}", nth(i));
+    }
+    assert_eq!(rib.advertised(m.addr), rib.loc_rib_len());
+    // A peer with a few destinations of its own, scattered: its going removes them one by
+    // one rather than compacting the table.
+    let c = peer("10.0.0.4", 65004);
+    rib.peer_up(c.clone());
+    let few: Vec<IpNet> = [1, 700, 5000, 9000, 12_000].map(|i| nth(N + i)).to_vec();
+    let from_c = Arc::new(attrs(&[65004], "192.0.2.4"));
+    rib.update(
+        c.addr,
+        Update {
+            announced: few.iter().map(|p| (*p, from_c.clone())).collect(),
+            ..Update::default()
+        },
+    );
+    let ch = rib.peer_down(c.addr, false);
+    assert_eq!(withdrawn_to(&ch, "10.0.0.9"), few);
+    assert_eq!(rib.loc_rib_len(), (N as usize) - gone.len());
+    let loc: BTreeMap<IpNet, Source> = rib.best().map(|(p, b)| (p, b.source)).collect();
+    for i in 0..N {
+        let want = (i % 3 != 0).then(|| from("10.0.0.2"));
+        assert_eq!(loc.get(&nth(i)).copied(), want, "{}", nth(i));
+    }
+    // And the rest, in descending order (each removal moves the last destination).
+    let rest: Vec<IpNet> = (0..N).rev().filter(|i| i % 3 != 0).map(nth).collect();
+    rib.update(
+        a.addr,
+        Update {
+            withdrawn: rest,
+            ..Update::default()
+        },
+    );
+    assert_eq!(rib.loc_rib_len(), 0);
+    assert_eq!(rib.advertised(m.addr), 0);
+    assert_eq!(rib.received(a.addr), 0);
+}
+
+#[test]
+fn withdrawals_and_failovers_reach_the_other_peers_and_advertised_counts_follow() {
+    let mut rib = router();
+    let (a, b, m) = (
+        peer("10.0.0.2", 65002),
+        peer("10.0.0.3", 65003),
+        peer("10.0.0.9", 65009),
+    );
+    for p in [&a, &b, &m] {
+        rib.peer_up(p.clone());
+    }
+    rib.update(a.addr, announce(&[(PFX, &attrs(&[65002], "192.0.2.2"))]));
+    rib.update(b.addr, announce(&[(PFX, &attrs(&[65003, 1], "192.0.2.3"))]));
+    rib.update(
+        b.addr,
+        announce(&[("10.9.0.0/16", &attrs(&[65003], "192.0.2.3"))]),
+    );
+    assert_eq!(rib.advertised(m.addr), 2);
+    // a is best for PFX and was sent to b; nothing goes back where it came from.
+    assert_eq!(rib.advertised(b.addr), 1);
+    assert_eq!(rib.advertised(a.addr), 1);
+    // The best path goes: the monitor gets b's path in its place, b gets a withdrawal.
+    let ch = rib.update(a.addr, withdraw(&[PFX]));
+    assert_eq!(
+        sent_attrs(&ch, "10.0.0.9", PFX).unwrap().as_path,
+        vec![AsSegment::Sequence(vec![LOCAL_AS, 65003, 1])]
+    );
+    assert_eq!(withdrawn_to(&ch, "10.0.0.3"), vec![net(PFX)]);
+    assert_eq!(rib.advertised(m.addr), 2);
+    assert_eq!(rib.advertised(b.addr), 0);
+    assert_eq!(rib.advertised(a.addr), 2);
+    // The last path goes: withdrawn everywhere it was sent.
+    let ch = rib.update(b.addr, withdraw(&[PFX, "10.9.0.0/16"]));
+    assert_eq!(
+        withdrawn_to(&ch, "10.0.0.9"),
+        vec![net(PFX), net("10.9.0.0/16")]
+    );
+    assert_eq!(
+        withdrawn_to(&ch, "10.0.0.2"),
+        vec![net(PFX), net("10.9.0.0/16")]
+    );
+    assert!(sent(&ch, "10.0.0.3").is_none());
+    for p in [&a, &b, &m] {
+        assert_eq!(rib.advertised(p.addr), 0);
+        assert!(rib.adj_rib_out(p.addr).announced.is_empty());
+    }
+}
+
+#[test]
+fn a_withdrawal_and_reannouncement_in_one_update_sends_nothing() {
+    let mut rib = router();
+    let (a, m) = (peer("10.0.0.2", 65002), peer("10.0.0.9", 65009));
+    rib.peer_up(a.clone());
+    rib.peer_up(m.clone());
+    let x = attrs(&[65002], "192.0.2.2");
+    rib.update(a.addr, announce(&[(PFX, &x)]));
+    let mut u = announce(&[(PFX, &x)]);
+    u.withdrawn = vec![net(PFX)];
+    assert!(rib.update(a.addr, u).is_empty());
+    assert_eq!(rib.advertised(m.addr), 1);
+}
+
+#[test]
+fn rejected_and_rewritten_routes_are_counted_and_re_evaluated_after_a_restart() {
+    let mut rib = router();
+    let mut e = peer("10.0.0.2", 65002);
+    let m = peer("10.0.0.9", 65009);
+    // 10.1/16 rejected, 10.2/16 tagged with a community, 10.3/16 accepted as is.
+    let mut reject = FilterRule::new(Family::Ipv4Unicast, Action::Reject);
+    reject.cidr = Some(CidrMatch::new(net("10.1.0.0/16"), MatchOperator::Equal));
+    let mut tag = FilterRule::new(Family::Ipv4Unicast, Action::Accept);
+    tag.cidr = Some(CidrMatch::new(net("10.2.0.0/16"), MatchOperator::Equal));
+    tag.operations = vec![crate::filter::Operation::AddCommunity(Community::Standard(
+        7,
+    ))];
+    e.import = Filter::new(vec![reject, tag]);
+    rib.peer_up(e.clone());
+    rib.peer_up(m.clone());
+    let a = attrs(&[65002], "192.0.2.2");
+    let routes = [
+        ("10.1.0.0/16", &a),
+        ("10.2.0.0/16", &a),
+        ("10.3.0.0/16", &a),
+    ];
+    rib.update(e.addr, announce(&routes));
+    assert_eq!((rib.received(e.addr), rib.accepted(e.addr)), (3, 2));
+    assert_eq!(rib.advertised(m.addr), 2);
+    assert_eq!(
+        best_attrs(&rib, "10.2.0.0/16").unwrap().communities,
+        vec![7]
+    );
+    // The Adj-RIB-In shows the routes as received, also the rewritten and the rejected one.
+    let adj_in = rib.adj_rib_in(e.addr).announced;
+    assert_eq!(adj_in.len(), 3);
+    assert!(adj_in.iter().all(|(_, x)| **x == a));
+
+    // The session restarts with the filter turned around: 10.1/16 now passes untouched
+    // (from what was received), 10.2/16 is rejected, 10.3/16 is tagged.
+    rib.peer_down(e.addr, true);
+    assert_eq!(rib.stale(e.addr), 3);
+    let mut reject = FilterRule::new(Family::Ipv4Unicast, Action::Reject);
+    reject.cidr = Some(CidrMatch::new(net("10.2.0.0/16"), MatchOperator::Equal));
+    let mut tag = FilterRule::new(Family::Ipv4Unicast, Action::Accept);
+    tag.cidr = Some(CidrMatch::new(net("10.3.0.0/16"), MatchOperator::Equal));
+    tag.operations = vec![crate::filter::Operation::AddCommunity(Community::Standard(
+        8,
+    ))];
+    e.import = Filter::new(vec![reject, tag]);
+    let ch = rib.peer_up(e.clone());
+    assert_eq!(ch.best.len(), 3);
+    assert_eq!(best_attrs(&rib, "10.1.0.0/16").unwrap(), a);
+    assert_eq!(best_source(&rib, "10.2.0.0/16"), None);
+    assert_eq!(
+        best_attrs(&rib, "10.3.0.0/16").unwrap().communities,
+        vec![8]
+    );
+    assert_eq!(withdrawn_to(&ch, "10.0.0.9"), vec![net("10.2.0.0/16")]);
+    let to_m = sent(&ch, "10.0.0.9").unwrap();
+    assert_eq!(to_m.announced.len(), 2);
+    assert_eq!((rib.received(e.addr), rib.accepted(e.addr)), (3, 2));
+    assert_eq!(rib.stale(e.addr), 3, "re-evaluated, still not refreshed");
+    assert_eq!(rib.advertised(m.addr), 2);
+    let adj_in = rib.adj_rib_in(e.addr).announced;
+    assert!(adj_in.len() == 3 && adj_in.iter().all(|(_, x)| **x == a));
+
+    // End-of-RIB without a refresh sweeps all three, the rejected one included.
+    let ch = rib.end_of_rib(e.addr, Family::Ipv4Unicast);
+    assert_eq!(ch.best.len(), 2);
+    assert_eq!((rib.received(e.addr), rib.accepted(e.addr)), (0, 0));
+    assert_eq!(rib.stale(e.addr), 0);
+    assert_eq!(rib.advertised(m.addr), 0);
+    assert_eq!(rib.loc_rib_len(), 0);
+}
+
+#[test]
+fn a_rejected_route_replaced_by_an_accepted_one_and_back() {
+    let mut rib = router();
+    let mut e = peer("10.0.0.2", 65002);
+    let m = peer("10.0.0.9", 65009);
+    let mut drop2 = FilterRule::new(Family::Ipv4Unicast, Action::Reject);
+    drop2.community = Some(Community::Standard(2));
+    e.import = Filter::new(vec![drop2]);
+    rib.peer_up(e.clone());
+    rib.peer_up(m.clone());
+    let mut bad = attrs(&[65002], "192.0.2.2");
+    bad.communities = vec![2];
+    let good = attrs(&[65002], "192.0.2.2");
+    rib.update(e.addr, announce(&[(PFX, &bad)]));
+    assert_eq!((rib.received(e.addr), rib.accepted(e.addr)), (1, 0));
+    let ch = rib.update(e.addr, announce(&[(PFX, &good)]));
+    assert_eq!(sent_attrs(&ch, "10.0.0.9", PFX).unwrap().as_path.len(), 1);
+    assert_eq!((rib.received(e.addr), rib.accepted(e.addr)), (1, 1));
+    let ch = rib.update(e.addr, announce(&[(PFX, &bad)]));
+    assert_eq!(withdrawn_to(&ch, "10.0.0.9"), vec![net(PFX)]);
+    assert_eq!((rib.received(e.addr), rib.accepted(e.addr)), (1, 0));
+    assert_eq!(rib.advertised(m.addr), 0);
+    rib.update(e.addr, withdraw(&[PFX]));
+    assert_eq!(rib.received(e.addr), 0);
+    assert!(rib.adj_rib_in(e.addr).announced.is_empty());
+}
+
+#[test]
+fn a_prefix_dependent_export_filter_applies_to_each_prefix_of_a_shared_attribute_set() {
+    // Consecutive prefixes with one attribute `Arc` reuse export's prefix-independent
+    // decisions (`Recent`); the export filter must still see every prefix.
+    let mut rib = router();
+    let e = peer("10.0.0.2", 65002);
+    let mut m = peer("10.0.0.9", 65009);
+    let mut no = FilterRule::new(Family::Ipv4Unicast, Action::Reject);
+    no.cidr = Some(CidrMatch::new(net("10.2.0.0/16"), MatchOperator::Equal));
+    m.export = Filter::new(vec![no]);
+    let plain = peer("10.0.0.8", 65008);
+    for p in [&e, &m, &plain] {
+        rib.peer_up(p.clone());
+    }
+    let a = Arc::new(attrs(&[65002], "192.0.2.2"));
+    let u = Update {
+        announced: ["10.1.0.0/16", "10.2.0.0/16", "10.3.0.0/16", "2001:db8::/32"]
+            .map(|p| (net(p), a.clone()))
+            .to_vec(),
+        ..Update::default()
+    };
+    let ch = rib.update(e.addr, u);
+    let to = |peer: &str| -> Vec<IpNet> {
+        let mut v: Vec<IpNet> = sent(&ch, peer)
+            .map(|u| u.announced.iter().map(|(p, _)| *p).collect())
+            .unwrap_or_default();
+        v.sort();
+        v
+    };
+    assert_eq!(
+        to("10.0.0.9"),
+        vec![net("10.1.0.0/16"), net("10.3.0.0/16"), net("2001:db8::/32")]
+    );
+    assert_eq!(to("10.0.0.8").len(), 4);
+    // IPv6 prefixes get the IPv6 next hop even right after IPv4 ones with the same `Arc`.
+    assert_eq!(
+        sent_attrs(&ch, "10.0.0.8", "2001:db8::/32")
+            .unwrap()
+            .next_hop,
+        ip("fd00::1")
+    );
+    assert_eq!(
+        sent_attrs(&ch, "10.0.0.8", "10.3.0.0/16").unwrap().next_hop,
+        ip("10.0.0.1")
+    );
+    assert_eq!(rib.advertised(m.addr), 3);
+    assert_eq!(rib.adj_rib_out(m.addr).announced.len(), 3);
 }

@@ -467,9 +467,14 @@ impl Control {
                 },
                 Some(ev) = events.recv() => {
                     self.on_event(ev);
-                    // Drain what else is queued before publishing status once.
+                    // Drain what else is queued before publishing status once. In between,
+                    // let the tasks each event woke run: above all the writers of the
+                    // UPDATEs it queued, which the runtime keeps on this worker and would
+                    // otherwise start only after the whole batch, so that routes flow on
+                    // while more arrive and the queues stay short.
                     let mut n = 0;
                     while n < 1024 {
+                        tokio::task::yield_now().await;
                         match events.try_recv() {
                             Ok(ev) => self.on_event(ev),
                             Err(_) => break,
@@ -480,6 +485,9 @@ impl Control {
                 () = sleep_until_opt(deadline) => self.on_timers(),
             }
             self.publish();
+            // The same after a command or the timers (and without it this task would only
+            // yield when tokio's cooperative budget runs out, 128 rounds of this loop).
+            tokio::task::yield_now().await;
         }
     }
 
@@ -1088,7 +1096,7 @@ impl Control {
             .collect();
         let status = SpeakerStatus {
             peers,
-            loc_rib: self.rib.best().count(),
+            loc_rib: self.rib.loc_rib_len(),
         };
         self.status_tx.send_if_modified(|cur| {
             let changed = *cur != status;

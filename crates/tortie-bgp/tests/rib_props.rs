@@ -169,6 +169,9 @@ enum Op {
     Update {
         peer: usize,
         announce: Vec<(usize, PathAttrs)>,
+        /// All announcements share the first one's attributes (one `Arc`, as decoded from
+        /// one UPDATE message).
+        shared: bool,
         withdraw: Vec<usize>,
         eor: Option<Family>,
     },
@@ -190,12 +193,14 @@ fn op_strategy() -> impl Strategy<Value = Op> {
     let update = (
         p.clone(),
         routes,
+        any::<bool>(),
         prop::collection::vec(0..PREFIXES.len(), 0..3),
         prop::option::weighted(0.2, family_strategy()),
     )
-        .prop_map(|(peer, announce, withdraw, eor)| Op::Update {
+        .prop_map(|(peer, announce, shared, withdraw, eor)| Op::Update {
             peer,
             announce,
+            shared,
             withdraw,
             eor,
         });
@@ -229,13 +234,18 @@ impl Model {
             Op::Update {
                 peer,
                 announce,
+                shared,
                 withdraw,
                 eor,
             } => {
+                let first = announce.first().map(|(_, a)| Arc::new(a.clone()));
                 let update = Update {
                     announced: announce
                         .into_iter()
-                        .map(|(i, a)| (prefix(i), Arc::new(a)))
+                        .map(|(i, a)| match (&first, shared) {
+                            (Some(f), true) => (prefix(i), f.clone()),
+                            _ => (prefix(i), Arc::new(a)),
+                        })
                         .collect(),
                     withdrawn: withdraw.into_iter().map(prefix).collect(),
                     end_of_rib: eor.into_iter().collect(),
@@ -324,7 +334,7 @@ impl Model {
 }
 
 fn loc_rib(rib: &Rib) -> BTreeMap<IpNet, Best> {
-    rib.best().map(|(p, b)| (*p, b.clone())).collect()
+    rib.best().collect()
 }
 
 /// A RIB built from scratch: the peers with their latest session parameters, each sending
