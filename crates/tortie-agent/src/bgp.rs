@@ -17,6 +17,7 @@ use tortie_bgp::speaker::{
 use tortie_netlink::NetNs;
 
 use crate::bgp_plan::BgpPlan;
+use crate::route::{RouteSet, RouteTarget};
 
 /// What the speaker reports to the agent.
 #[derive(Debug)]
@@ -207,16 +208,38 @@ impl Bgp {
         }
     }
 
-    /// Applies a batch from [`Bgp::next_routes`]; `true` if the learned set changed.
-    pub fn absorb(&mut self, changes: Vec<RouteChange>) -> bool {
-        let mut changed = false;
+    /// Applies a batch from [`Bgp::next_event`]; returns the prefixes whose learned next hop
+    /// changed (empty when nothing did), for [`Bgp::desired_at`].
+    pub fn absorb(&mut self, changes: Vec<RouteChange>) -> Vec<IpNet> {
+        let mut changed = Vec::new();
         for (prefix, nh) in changes {
-            changed |= match nh {
+            let differs = match nh {
                 Some(nh) => self.learned.insert(prefix, nh) != Some(nh),
                 None => self.learned.remove(&prefix).is_some(),
             };
+            if differs {
+                changed.push(prefix);
+            }
         }
         changed
+    }
+
+    /// The desired routes with BGP: `base` (the node's own blackholes) wins, and every other
+    /// learned prefix is routed via its next hop.
+    pub fn desired_routes(&self, base: &RouteSet) -> RouteSet {
+        let mut out = base.clone();
+        for (prefix, nh) in &self.learned {
+            out.entry(*prefix).or_insert(RouteTarget::Via(*nh));
+        }
+        out
+    }
+
+    /// The route [`Bgp::desired_routes`] has at `prefix`, without building the whole set: how
+    /// a batch of learned changes updates the routes manager.
+    pub fn desired_at(&self, base: &RouteSet, prefix: &IpNet) -> Option<RouteTarget> {
+        base.get(prefix)
+            .copied()
+            .or_else(|| self.learned.get(prefix).map(|nh| RouteTarget::Via(*nh)))
     }
 
     /// Whether every peer of the current plan is Established and has sent its whole table
@@ -272,5 +295,68 @@ impl Bgp {
         self.running = None;
         self.routes_rx = None;
         self.status_rx = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::route_manager::RouteManager;
+
+    fn net(s: &str) -> IpNet {
+        s.parse().unwrap()
+    }
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn learned_changes_update_the_desired_routes_by_delta() {
+        let mut bgp = Bgp::new(None);
+        let base = RouteSet::from([(net("10.244.1.0/26"), RouteTarget::Blackhole)]);
+        let mut m = RouteManager::new();
+        m.on_update(bgp.desired_routes(&base));
+        let batches: Vec<Vec<RouteChange>> = vec![
+            vec![
+                (net("10.244.2.0/26"), Some(ip("198.18.0.12"))),
+                (net("10.244.3.0/26"), Some(ip("198.18.0.13"))),
+                // The own block learned back from a peer: the blackhole stays.
+                (net("10.244.1.0/26"), Some(ip("198.18.0.12"))),
+            ],
+            vec![
+                (net("10.244.2.0/26"), Some(ip("198.18.0.12"))), // no change
+                (net("10.244.3.0/26"), Some(ip("198.18.0.14"))),
+                (net("10.244.9.0/26"), None), // never learned
+            ],
+            vec![(net("10.244.3.0/26"), None), (net("10.244.1.0/26"), None)],
+        ];
+        let changed: Vec<Vec<IpNet>> = batches
+            .into_iter()
+            .map(|batch| {
+                let changed = bgp.absorb(batch);
+                m.on_changes(changed.iter().map(|p| (*p, bgp.desired_at(&base, p))));
+                assert_eq!(*m.desired(), bgp.desired_routes(&base));
+                changed
+            })
+            .collect();
+        assert_eq!(
+            changed,
+            [
+                vec![
+                    net("10.244.2.0/26"),
+                    net("10.244.3.0/26"),
+                    net("10.244.1.0/26")
+                ],
+                vec![net("10.244.3.0/26")],
+                vec![net("10.244.3.0/26"), net("10.244.1.0/26")],
+            ]
+        );
+        assert_eq!(
+            *m.desired(),
+            RouteSet::from([
+                (net("10.244.1.0/26"), RouteTarget::Blackhole),
+                (net("10.244.2.0/26"), RouteTarget::Via(ip("198.18.0.12"))),
+            ])
+        );
     }
 }

@@ -3,7 +3,9 @@
 //!
 //! [`NodeDataplane`] executes [`RouteOp`] values and lists the routes tagged
 //! [`ROUTE_PROTOCOL`]; it never decides anything. [`NetlinkDataplane`] does it in the host
-//! namespace given at construction (the agent's own, or `--host-netns`).
+//! namespace given at construction (the agent's own, or `--host-netns`): listings through
+//! rtnetlink, the ops of an apply in batches ([`tortie_netlink::batch::RouteSocket`]: a window
+//! of messages per `sendmsg` on a blocking thread, every op's answer matched to it).
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -11,7 +13,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
 use ipnet::IpNet;
-use tortie_netlink::route::{self as nl, Route, RouteFilter, RouteKind};
+use tortie_netlink::batch::RouteSocket;
+use tortie_netlink::route::{self as nl, Route, RouteFilter, RouteKind, RouteRequest};
 use tortie_netlink::{Handle, NetNs};
 
 use crate::route::{KernelRoute, ROUTE_PROTOCOL, RouteOp, RouteTarget, default_metric};
@@ -67,6 +70,18 @@ impl DataplaneError {
     pub fn chain(&self) -> String {
         error_chain(self)
     }
+
+    /// `op` whose outcome never came back (a dataplane gave fewer results than ops, or its
+    /// worker thread died): unknown, so a failure.
+    pub fn missing_result(op: RouteOp) -> DataplaneError {
+        DataplaneError::Op {
+            op,
+            source: Box::new(tortie_netlink::Error::Unanswered {
+                what: op.to_string(),
+                source: std::io::Error::other("the dataplane returned no result"),
+            }),
+        }
+    }
 }
 
 /// Sysctls the agent asserts in the host namespace: `(key under /proc/sys, value, required)`.
@@ -87,6 +102,16 @@ pub trait NodeDataplane: Send + fmt::Debug {
     /// Executes one change. Deleting a route that is already gone succeeds.
     async fn execute(&mut self, op: &RouteOp) -> Result<(), DataplaneError>;
 
+    /// Executes `ops` in order, as [`NodeDataplane::execute`] would one by one: every op is
+    /// attempted whatever happens to the others; one result per op, in op order.
+    async fn execute_all(&mut self, ops: &[RouteOp]) -> Vec<Result<(), DataplaneError>> {
+        let mut results = Vec::with_capacity(ops.len());
+        for op in ops {
+            results.push(self.execute(op).await);
+        }
+        results
+    }
+
     /// Sets [`SYSCTLS`].
     async fn assert_sysctls(&mut self) -> Result<(), DataplaneError>;
 }
@@ -96,6 +121,9 @@ pub trait NodeDataplane: Send + fmt::Debug {
 pub struct NetlinkDataplane {
     ns: NetNs,
     handle: Handle,
+    /// For [`NodeDataplane::execute_all`]; out on a blocking thread during a batch, and
+    /// opened again if that thread died with it.
+    batch: Option<RouteSocket>,
 }
 
 impl NetlinkDataplane {
@@ -109,10 +137,25 @@ impl NetlinkDataplane {
         .map_err(|e| DataplaneError::Open {
             source: Box::new(e),
         })?;
-        let handle = tortie_netlink::netlink_handle_in(&ns).map_err(|e| DataplaneError::Open {
+        let open_err = |e| DataplaneError::Open {
             source: Box::new(e),
-        })?;
-        Ok(Self { ns, handle })
+        };
+        let handle = tortie_netlink::netlink_handle_in(&ns).map_err(open_err)?;
+        let batch = RouteSocket::open(&ns).map_err(open_err)?;
+        Ok(Self {
+            ns,
+            handle,
+            batch: Some(batch),
+        })
+    }
+}
+
+/// The netlink request for `op`.
+fn request(op: &RouteOp) -> RouteRequest {
+    match *op {
+        RouteOp::Add { dst, target } => RouteRequest::Add(to_route(dst, target)),
+        RouteOp::Replace { dst, to, .. } => RouteRequest::Replace(to_route(dst, to)),
+        RouteOp::Delete(k) => RouteRequest::Delete(to_route(k.dst, k.target).with_metric(k.metric)),
     }
 }
 
@@ -155,22 +198,67 @@ impl NodeDataplane for NetlinkDataplane {
     }
 
     async fn execute(&mut self, op: &RouteOp) -> Result<(), DataplaneError> {
-        let result = match *op {
-            RouteOp::Add { dst, target } => {
-                nl::add_route(&self.handle, &to_route(dst, target)).await
-            }
-            RouteOp::Replace { dst, to, .. } => {
-                nl::replace_route(&self.handle, &to_route(dst, to)).await
-            }
-            RouteOp::Delete(k) => {
-                let route = to_route(k.dst, k.target).with_metric(k.metric);
-                nl::delete_route(&self.handle, &route).await.map(|_| ())
-            }
+        let result = match request(op) {
+            RouteRequest::Add(r) => nl::add_route(&self.handle, &r).await,
+            RouteRequest::Replace(r) => nl::replace_route(&self.handle, &r).await,
+            RouteRequest::Delete(r) => nl::delete_route(&self.handle, &r).await.map(|_| ()),
         };
         result.map_err(|e| DataplaneError::Op {
             op: *op,
             source: Box::new(e),
         })
+    }
+
+    async fn execute_all(&mut self, ops: &[RouteOp]) -> Vec<Result<(), DataplaneError>> {
+        if ops.is_empty() {
+            return Vec::new();
+        }
+        let mut socket = match self.batch.take() {
+            Some(s) => s,
+            None => match RouteSocket::open(&self.ns) {
+                Ok(s) => s,
+                Err(e) => {
+                    let chain = error_chain(&e);
+                    return ops
+                        .iter()
+                        .map(|op| {
+                            Err(DataplaneError::Op {
+                                op: *op,
+                                source: Box::new(tortie_netlink::Error::Unanswered {
+                                    what: op.to_string(),
+                                    source: std::io::Error::other(chain.clone()),
+                                }),
+                            })
+                        })
+                        .collect();
+                }
+            },
+        };
+        let requests: Vec<RouteRequest> = ops.iter().map(request).collect();
+        // The kernel does the work inside `sendmsg`: off the runtime's worker threads.
+        let joined = tokio::task::spawn_blocking(move || {
+            let results = socket.execute(&requests);
+            (socket, results)
+        })
+        .await;
+        match joined {
+            Ok((socket, results)) => {
+                self.batch = Some(socket);
+                ops.iter()
+                    .zip(results)
+                    .map(|(op, r)| {
+                        r.map_err(|e| DataplaneError::Op {
+                            op: *op,
+                            source: Box::new(e),
+                        })
+                    })
+                    .collect()
+            }
+            Err(_) => ops
+                .iter()
+                .map(|op| Err(DataplaneError::missing_result(*op)))
+                .collect(),
+        }
     }
 
     async fn assert_sysctls(&mut self) -> Result<(), DataplaneError> {

@@ -4,9 +4,11 @@
 //!
 //! Order of work: register the Node (retrying), start the syncer, then loop. Updates are
 //! absorbed in batches (no I/O), routes recomputed, and one apply is scheduled shortly after
-//! (coalescing bursts). Nothing touches the kernel before the first `InSync`. A failed apply
-//! is retried with backoff; every `resync_interval` the kernel is re-read and sysctls
-//! re-asserted. Shutdown leaves every route in place.
+//! (coalescing bursts); a batch of BGP-learned changes updates the desired routes at its
+//! prefixes only. Nothing touches the kernel before the first `InSync`. A failed apply is
+//! retried with backoff; every `resync_interval` the kernel is re-read (a full
+//! mark-and-sweep; applies in between plan only what changed) and sysctls re-asserted.
+//! Shutdown leaves every route in place.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -28,6 +30,7 @@ use crate::model::{Model, PodId};
 use crate::node::{NodeRegistration, register};
 use crate::policy_dataplane::PolicyDataplane;
 use crate::readiness::{Readiness, ReadinessEvent};
+use crate::route::{RouteSet, RouteTarget};
 use crate::route_manager::{ApplyOutcome, RouteManager};
 
 /// The syncer's prefix: resources and IPAM.
@@ -126,6 +129,9 @@ struct MainLoop {
     label_retry: BTreeSet<PodId>,
     label_retry_at: Option<tokio::time::Instant>,
     unresolved: usize,
+    /// With BGP: the routes from the datastore that stay under the learned ones (the node's
+    /// own blackholes), kept so a batch of learned changes updates only its prefixes.
+    bgp_base: RouteSet,
     /// A re-registration in progress (the own Node record vanished).
     reregister: Option<TaskGuard>,
     /// The policy dataplane; `None` while an apply runs on a blocking thread.
@@ -162,6 +168,7 @@ pub async fn run(mut w: Wiring) -> anyhow::Result<()> {
         label_retry: BTreeSet::new(),
         label_retry_at: None,
         unresolved: 0,
+        bgp_base: RouteSet::new(),
         reregister: None,
         policy: Some(policy),
         policy_at: None,
@@ -488,13 +495,10 @@ impl MainLoop {
             // With BGP, other nodes' pods are reached by what the peers advertise; IPAM only
             // gives this node's own blackholes.
             out.routes
-                .retain(|_, t| matches!(t, crate::route::RouteTarget::Blackhole));
+                .retain(|_, t| matches!(t, RouteTarget::Blackhole));
             out.unresolved.clear();
-            for (prefix, nh) in bgp.learned() {
-                out.routes
-                    .entry(*prefix)
-                    .or_insert(crate::route::RouteTarget::Via(*nh));
-            }
+            self.bgp_base = std::mem::take(&mut out.routes);
+            out.routes = bgp.desired_routes(&self.bgp_base);
         }
         if out.unresolved.len() != self.unresolved {
             for u in &out.unresolved {
@@ -574,7 +578,12 @@ impl MainLoop {
                     .set(all - v6);
                 m.get_or_create(&FamilyLabel { family: "ipv6" }).set(v6);
                 if !report.done.is_empty() {
-                    tracing::info!(changes = report.done.len(), ?elapsed, "routes reconciled");
+                    tracing::info!(
+                        changes = report.done.len(),
+                        full = report.full,
+                        ?elapsed,
+                        "routes reconciled"
+                    );
                 }
                 self.apply_backoff.reset();
                 self.event(ReadinessEvent::ApplySucceeded);
@@ -591,13 +600,17 @@ impl MainLoop {
     }
 
     fn count_ops(&self, ops: &[crate::route::RouteOp]) {
+        let mut by_kind: BTreeMap<&'static str, u64> = BTreeMap::new();
         for op in ops {
             tracing::debug!(%op, "route change");
+            *by_kind.entry(op.kind()).or_default() += 1;
+        }
+        for (op, n) in by_kind {
             self.w
                 .metrics
                 .route_changes
-                .get_or_create(&OpLabel { op: op.kind() })
-                .inc();
+                .get_or_create(&OpLabel { op })
+                .inc_by(n);
         }
     }
 
@@ -632,10 +645,20 @@ impl MainLoop {
         self.on_bgp_status();
     }
 
+    /// Absorbs learned route changes and updates the desired routes at those prefixes only.
     fn on_bgp_routes(&mut self, changes: Vec<tortie_bgp::speaker::RouteChange>) {
-        let changed = self.bgp.as_mut().is_some_and(|b| b.absorb(changes));
-        if changed && self.in_sync {
-            self.recalc_routes();
+        let Some(bgp) = &mut self.bgp else {
+            return;
+        };
+        let changed = bgp.absorb(changes);
+        if changed.is_empty() || !self.in_sync {
+            return;
+        }
+        let base = &self.bgp_base;
+        self.routes
+            .on_changes(changed.iter().map(|p| (*p, bgp.desired_at(base, p))));
+        if self.routes.needs_apply() {
+            self.schedule_apply(APPLY_COALESCE);
         }
     }
 

@@ -8,6 +8,10 @@
 //! [`plan`] is the mark-and-sweep: desired routes missing or different in the kernel are added
 //! or replaced; tagged routes nobody wants are deleted. It is pure, deterministic, and yields
 //! nothing when the kernel already matches, so a restarted agent leaves working routes alone.
+//!
+//! [`plan_changes`] is the same plan when the kernel is known without reading it (it holds the
+//! previous desired set): only the destinations that changed are looked at. [`diff`] lists
+//! those changes between two desired sets.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -166,6 +170,77 @@ pub fn plan(desired: &RouteSet, actual: &[KernelRoute]) -> Vec<RouteOp> {
     writes
 }
 
+/// Per changed destination, the target there before the change (`None`: no route).
+pub type Changed = BTreeMap<IpNet, Option<RouteTarget>>;
+
+/// The changes that turn `old` into `new`: `(dst, target in new)` for every destination whose
+/// target differs (`None`: gone from `new`), in destination order.
+pub fn diff(old: &RouteSet, new: &RouteSet) -> Vec<(IpNet, Option<RouteTarget>)> {
+    let mut out = Vec::new();
+    let mut a = old.iter().peekable();
+    let mut b = new.iter().peekable();
+    loop {
+        match (a.peek(), b.peek()) {
+            (None, None) => break,
+            (Some((da, _)), None) => {
+                out.push((**da, None));
+                a.next();
+            }
+            (None, Some((db, tb))) => {
+                out.push((**db, Some(**tb)));
+                b.next();
+            }
+            (Some((da, ta)), Some((db, tb))) => match da.cmp(db) {
+                std::cmp::Ordering::Less => {
+                    out.push((**da, None));
+                    a.next();
+                }
+                std::cmp::Ordering::Greater => {
+                    out.push((**db, Some(**tb)));
+                    b.next();
+                }
+                std::cmp::Ordering::Equal => {
+                    if ta != tb {
+                        out.push((**db, Some(**tb)));
+                    }
+                    a.next();
+                    b.next();
+                }
+            },
+        }
+    }
+    out
+}
+
+/// The operations that turn the kernel into `desired` when its tagged routes are known to be
+/// exactly `desired` (one route per destination, at [`default_metric`]) except at the
+/// destinations of `was`, which hold the target given there (`None`: no route).
+///
+/// Equal to [`plan`] over that kernel, in the same order, but in the size of `was`.
+pub fn plan_changes(desired: &RouteSet, was: &Changed) -> Vec<RouteOp> {
+    let mut writes = Vec::new();
+    let mut deletes = Vec::new();
+    for (dst, before) in was {
+        match (*before, desired.get(dst).copied()) {
+            (None, Some(target)) => writes.push(RouteOp::Add { dst: *dst, target }),
+            (Some(from), Some(to)) if from != to => writes.push(RouteOp::Replace {
+                dst: *dst,
+                from,
+                to,
+            }),
+            (Some(target), None) => deletes.push(RouteOp::Delete(KernelRoute {
+                dst: *dst,
+                target,
+                metric: default_metric(dst),
+            })),
+            _ => {}
+        }
+    }
+    writes.sort();
+    writes.extend(deletes);
+    writes
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -253,5 +328,103 @@ mod tests {
             plan(&RouteSet::new(), &actual),
             [RouteOp::Delete(actual[0])]
         );
+    }
+
+    /// A small deterministic generator (no dependency for one test).
+    struct Lcg(u64);
+    impl Lcg {
+        fn next(&mut self, n: u64) -> u64 {
+            self.0 = self
+                .0
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (self.0 >> 33) % n
+        }
+        fn set(&mut self) -> RouteSet {
+            let mut s = RouteSet::new();
+            for _ in 0..self.next(40) {
+                let i = self.next(64) as u8;
+                let dst = if self.next(4) == 0 {
+                    net(&format!("fd00:0:{i}::/64"))
+                } else {
+                    net(&format!("10.0.{i}.0/24"))
+                };
+                let target = match self.next(3) {
+                    0 => RouteTarget::Blackhole,
+                    1 => via("198.18.0.12"),
+                    _ => via("198.18.0.13"),
+                };
+                s.insert(dst, target);
+            }
+            s
+        }
+    }
+
+    /// The kernel holding exactly `set`, as [`plan`] sees it.
+    fn kernel_of(set: &RouteSet) -> Vec<KernelRoute> {
+        set.iter()
+            .map(|(dst, target)| KernelRoute {
+                dst: *dst,
+                target: *target,
+                metric: default_metric(dst),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn diff_lists_exactly_the_changes() {
+        let old = RouteSet::from([
+            (net("10.0.0.0/26"), RouteTarget::Blackhole),
+            (net("10.0.0.64/26"), via("198.18.0.12")),
+            (net("10.0.1.0/26"), via("198.18.0.12")),
+        ]);
+        let new = RouteSet::from([
+            (net("10.0.0.0/26"), RouteTarget::Blackhole),
+            (net("10.0.0.64/26"), via("198.18.0.13")),
+            (net("10.0.2.0/26"), via("198.18.0.12")),
+        ]);
+        assert_eq!(
+            diff(&old, &new),
+            [
+                (net("10.0.0.64/26"), Some(via("198.18.0.13"))),
+                (net("10.0.1.0/26"), None),
+                (net("10.0.2.0/26"), Some(via("198.18.0.12"))),
+            ]
+        );
+        assert!(diff(&new, &new).is_empty());
+    }
+
+    #[test]
+    fn incremental_plan_equals_the_full_plan_over_the_known_kernel() {
+        let mut g = Lcg(7);
+        for _ in 0..500 {
+            let old = g.set();
+            let new = g.set();
+            let was: Changed = diff(&old, &new)
+                .into_iter()
+                .map(|(dst, _)| (dst, old.get(&dst).copied()))
+                .collect();
+            let ops = plan_changes(&new, &was);
+            assert_eq!(ops, plan(&new, &kernel_of(&old)), "{old:?} -> {new:?}");
+            // Applying `diff` to `old` gives `new`.
+            let mut patched = old.clone();
+            for (dst, t) in diff(&old, &new) {
+                match t {
+                    Some(t) => patched.insert(dst, t),
+                    None => patched.remove(&dst),
+                };
+            }
+            assert_eq!(patched, new);
+        }
+    }
+
+    #[test]
+    fn unchanged_destinations_in_was_give_no_ops() {
+        let desired = RouteSet::from([(net("10.0.0.0/26"), RouteTarget::Blackhole)]);
+        let was = Changed::from([
+            (net("10.0.0.0/26"), Some(RouteTarget::Blackhole)),
+            (net("10.0.9.0/26"), None),
+        ]);
+        assert!(plan_changes(&desired, &was).is_empty());
     }
 }

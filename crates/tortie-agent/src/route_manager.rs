@@ -1,18 +1,27 @@
-//! The routes manager: absorbs desired routes without I/O ([`RouteManager::on_update`]) and
-//! reconciles the kernel on [`RouteManager::apply`].
+//! The routes manager: absorbs desired routes without I/O ([`RouteManager::on_update`],
+//! [`RouteManager::on_changes`]) and reconciles the kernel on [`RouteManager::apply`].
 //!
 //! Invariants:
 //! - before [`RouteManager::on_in_sync`], `apply` does no I/O at all (not even a listing): a
 //!   partial view of the datastore must never delete a working route;
-//! - every apply reads the tagged routes afresh, plans the whole change as data
-//!   ([`crate::route::plan`]) and executes it, attempting every op even after a failure and
-//!   returning all failures; a failed apply stays dirty so the next one retries;
+//! - the first apply, the first after [`RouteManager::request_resync`] (the periodic resync)
+//!   and the first after any failure read the tagged routes afresh and plan the whole change
+//!   ([`crate::route::plan`], mark-and-sweep); an apply after a fully successful one knows the
+//!   kernel holds the desired set it applied, so it plans only the destinations changed since
+//!   ([`crate::route::plan_changes`]), without a listing;
+//! - every op is attempted even after a failure, and all failures are returned; a failed
+//!   apply stays dirty so the next one (a full one) retries;
 //! - nothing is flushed: with the kernel already right, an apply changes nothing.
 
+use std::collections::btree_map::Entry;
 use std::time::Duration;
 
+use ipnet::IpNet;
+
 use crate::dataplane::{DataplaneError, NodeDataplane};
-use crate::route::{KernelRoute, RouteOp, RouteSet, plan};
+use crate::route::{
+    Changed, KernelRoute, RouteOp, RouteSet, RouteTarget, diff, plan, plan_changes,
+};
 
 /// The outcome of an apply that ran.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -23,6 +32,8 @@ pub struct ApplyReport {
     pub programmed: usize,
     /// Of which IPv6.
     pub programmed_v6: usize,
+    /// Whether the kernel was listed and the whole table planned (else only the changes).
+    pub full: bool,
     /// How long it took (measured by the caller's clock).
     pub elapsed: Duration,
 }
@@ -61,8 +72,16 @@ pub enum ApplyOutcome {
 #[derive(Debug, Default)]
 pub struct RouteManager {
     desired: RouteSet,
+    /// IPv6 destinations in `desired`.
+    desired_v6: usize,
     in_sync: bool,
     dirty: bool,
+    /// Whether the kernel's tagged routes are known without listing them: the last apply
+    /// succeeded fully, so they are `desired` except at the destinations in `was`.
+    known: bool,
+    /// While `known`: every destination changed since the last apply, with the target the
+    /// kernel holds there.
+    was: Changed,
 }
 
 impl RouteManager {
@@ -73,10 +92,47 @@ impl RouteManager {
 
     /// Takes a new desired set; marks dirty if it differs.
     pub fn on_update(&mut self, desired: RouteSet) {
-        if desired != self.desired {
-            self.desired = desired;
-            self.dirty = true;
+        for (dst, target) in diff(&self.desired, &desired) {
+            self.set(dst, target);
         }
+    }
+
+    /// Takes changes to the desired set: `(dst, Some(target))` routes `dst` so, `(dst, None)`
+    /// removes it. Marks dirty if anything differs.
+    pub fn on_changes(&mut self, changes: impl IntoIterator<Item = (IpNet, Option<RouteTarget>)>) {
+        for (dst, target) in changes {
+            self.set(dst, target);
+        }
+    }
+
+    fn set(&mut self, dst: IpNet, target: Option<RouteTarget>) {
+        let before = match target {
+            Some(t) => self.desired.insert(dst, t),
+            None => self.desired.remove(&dst),
+        };
+        if before == target {
+            return;
+        }
+        if dst.addr().is_ipv6() {
+            match (before, target) {
+                (None, Some(_)) => self.desired_v6 += 1,
+                (Some(_), None) => self.desired_v6 -= 1,
+                _ => {}
+            }
+        }
+        if self.known {
+            match self.was.entry(dst) {
+                Entry::Vacant(e) => {
+                    e.insert(before);
+                }
+                Entry::Occupied(e) => {
+                    if *e.get() == target {
+                        e.remove();
+                    }
+                }
+            }
+        }
+        self.dirty = true;
     }
 
     /// The datastore view is complete: applies may touch the kernel from now on.
@@ -85,10 +141,16 @@ impl RouteManager {
         self.dirty = true;
     }
 
-    /// Asks the next apply to re-read the kernel even though nothing changed (periodic
-    /// resync, repairing outside interference).
+    /// Asks the next apply to re-read the kernel and plan everything, even though nothing
+    /// changed (periodic resync, repairing outside interference).
     pub fn request_resync(&mut self) {
+        self.forget_kernel();
         self.dirty = true;
+    }
+
+    fn forget_kernel(&mut self) {
+        self.known = false;
+        self.was.clear();
     }
 
     /// Whether an apply would do anything.
@@ -106,30 +168,51 @@ impl RouteManager {
         if !self.in_sync {
             return Ok(ApplyOutcome::NotInSync);
         }
-        let actual: Vec<KernelRoute> = match dp.list_owned().await {
-            Ok(a) => a,
-            Err(e) => {
-                return Err(ApplyError {
-                    failures: vec![e],
-                    report: ApplyReport::default(),
-                });
-            }
+        let full = !self.known;
+        let ops = if full {
+            let actual: Vec<KernelRoute> = match dp.list_owned().await {
+                Ok(a) => a,
+                Err(e) => {
+                    return Err(ApplyError {
+                        failures: vec![e],
+                        report: ApplyReport {
+                            full,
+                            ..ApplyReport::default()
+                        },
+                    });
+                }
+            };
+            plan(&self.desired, &actual)
+        } else {
+            plan_changes(&self.desired, &self.was)
         };
-        let ops = plan(&self.desired, &actual);
-        let mut report = ApplyReport::default();
+        let results = if ops.is_empty() {
+            Vec::new()
+        } else {
+            dp.execute_all(&ops).await
+        };
+        let mut report = ApplyReport {
+            full,
+            programmed: self.desired.len(),
+            programmed_v6: self.desired_v6,
+            ..ApplyReport::default()
+        };
         let mut failures = Vec::new();
+        let mut results = results.into_iter();
         for op in ops {
-            match dp.execute(&op).await {
-                Ok(()) => report.done.push(op),
-                Err(e) => failures.push(e),
+            match results.next() {
+                Some(Ok(())) => report.done.push(op),
+                Some(Err(e)) => failures.push(e),
+                None => failures.push(DataplaneError::missing_result(op)),
             }
         }
-        report.programmed = self.desired.len();
-        report.programmed_v6 = self.desired.keys().filter(|n| n.addr().is_ipv6()).count();
         if failures.is_empty() {
             self.dirty = false;
+            self.known = true;
+            self.was.clear();
             Ok(ApplyOutcome::Applied(report))
         } else {
+            self.forget_kernel();
             Err(ApplyError { failures, report })
         }
     }
@@ -238,5 +321,150 @@ mod tests {
             fake.owned_lines(),
             ["blackhole 10.0.0.0/26", "10.0.0.64/26 via 198.18.0.12"]
         );
+    }
+
+    fn via(s: &str) -> RouteTarget {
+        RouteTarget::Via(s.parse().unwrap())
+    }
+
+    async fn applied(m: &mut RouteManager, dp: &mut FakeDataplane) -> ApplyReport {
+        match m.apply(dp).await.unwrap() {
+            ApplyOutcome::Applied(r) => r,
+            ApplyOutcome::NotInSync => panic!("not applied"),
+        }
+    }
+
+    #[tokio::test]
+    async fn applies_after_a_successful_one_plan_only_the_changes_without_listing() {
+        let fake = FakeDataplane::new();
+        let mut dp = fake.clone();
+        let mut m = RouteManager::new();
+        m.on_update(desired());
+        m.on_in_sync();
+        assert!(applied(&mut m, &mut dp).await.full);
+        assert_eq!(fake.state().lists, 1);
+
+        m.on_changes([
+            (net("10.0.0.64/26"), Some(via("198.18.0.13"))),
+            (net("10.0.0.0/26"), None),
+            (net("fd00::/122"), Some(RouteTarget::Blackhole)),
+            (net("10.0.5.0/26"), None), // not there: no change
+        ]);
+        assert!(m.needs_apply());
+        let r = applied(&mut m, &mut dp).await;
+        assert!(!r.full);
+        assert_eq!(fake.state().lists, 1, "no listing");
+        let text: Vec<String> = r.done.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            text,
+            [
+                "add fd00::/122 blackhole",
+                "replace 10.0.0.64/26 via 198.18.0.12 with via 198.18.0.13",
+                "delete blackhole 10.0.0.0/26",
+            ]
+        );
+        assert_eq!((r.programmed, r.programmed_v6), (2, 1));
+        assert_eq!(
+            fake.owned_lines(),
+            ["10.0.0.64/26 via 198.18.0.13", "blackhole fd00::/122"]
+        );
+        assert!(!m.needs_apply());
+    }
+
+    #[tokio::test]
+    async fn changes_undone_before_the_apply_give_no_ops() {
+        let fake = FakeDataplane::new();
+        let mut dp = fake.clone();
+        let mut m = RouteManager::new();
+        m.on_update(desired());
+        m.on_in_sync();
+        applied(&mut m, &mut dp).await;
+        let ops_before = fake.state().ops.len();
+        m.on_changes([(net("10.0.0.64/26"), None)]);
+        m.on_changes([(net("10.0.9.0/26"), Some(RouteTarget::Blackhole))]);
+        m.on_update(desired());
+        let r = applied(&mut m, &mut dp).await;
+        assert!(r.done.is_empty());
+        assert_eq!(fake.state().ops.len(), ops_before);
+    }
+
+    #[tokio::test]
+    async fn a_resync_lists_again_and_repairs_drift() {
+        let fake = FakeDataplane::new();
+        let mut dp = fake.clone();
+        let mut m = RouteManager::new();
+        m.on_update(desired());
+        m.on_in_sync();
+        applied(&mut m, &mut dp).await;
+        // Behind the manager's back: one route gone, a stray tagged one added.
+        fake.state().owned.retain(|r| r.dst != net("10.0.0.0/26"));
+        dp.execute(&RouteOp::Add {
+            dst: net("10.9.0.0/26"),
+            target: RouteTarget::Blackhole,
+        })
+        .await
+        .unwrap();
+        assert!(!m.needs_apply(), "nothing changed as far as it knows");
+        m.request_resync();
+        let r = applied(&mut m, &mut dp).await;
+        assert!(r.full);
+        assert_eq!(fake.state().lists, 2);
+        assert_eq!(
+            fake.owned_lines(),
+            ["blackhole 10.0.0.0/26", "10.0.0.64/26 via 198.18.0.12"]
+        );
+    }
+
+    #[tokio::test]
+    async fn after_a_failure_the_next_apply_is_full() {
+        let fake = FakeDataplane::new();
+        let mut dp = fake.clone();
+        let mut m = RouteManager::new();
+        m.on_update(desired());
+        m.on_in_sync();
+        applied(&mut m, &mut dp).await;
+        fake.state().fail_dsts.insert(net("10.0.1.0/26"));
+        m.on_changes([
+            (net("10.0.1.0/26"), Some(RouteTarget::Blackhole)),
+            (net("10.0.2.0/26"), Some(RouteTarget::Blackhole)),
+        ]);
+        let err = m.apply(&mut dp).await.unwrap_err();
+        assert_eq!(err.failures.len(), 1);
+        assert!(!err.report.full);
+        assert_eq!(err.report.done.len(), 1, "the other change went in");
+        assert!(m.needs_apply());
+        fake.state().fail_dsts.clear();
+        let r = applied(&mut m, &mut dp).await;
+        assert!(r.full, "a failure forgets the kernel");
+        assert_eq!(fake.state().lists, 2);
+        assert_eq!(r.done.len(), 1);
+        assert_eq!(fake.owned_lines().len(), 4);
+    }
+
+    #[tokio::test]
+    async fn a_failed_listing_is_reported_and_retried_in_full() {
+        #[derive(Debug)]
+        struct NoList;
+        #[async_trait::async_trait]
+        impl NodeDataplane for NoList {
+            async fn list_owned(&mut self) -> Result<Vec<KernelRoute>, DataplaneError> {
+                Err(DataplaneError::Fake {
+                    what: "list".into(),
+                    reason: "injected".into(),
+                })
+            }
+            async fn execute(&mut self, _op: &RouteOp) -> Result<(), DataplaneError> {
+                Ok(())
+            }
+            async fn assert_sysctls(&mut self) -> Result<(), DataplaneError> {
+                Ok(())
+            }
+        }
+        let mut m = RouteManager::new();
+        m.on_update(desired());
+        m.on_in_sync();
+        let err = m.apply(&mut NoList).await.unwrap_err();
+        assert!(err.report.full && err.report.done.is_empty());
+        assert!(m.needs_apply());
     }
 }

@@ -305,3 +305,136 @@ async fn routes_follow_the_datastore_in_a_real_namespace() {
     again.shutdown().await.unwrap();
     drop(guard);
 }
+
+/// The routes manager over the real dataplane: thousands of ops go out in batches, a route
+/// whose gateway no interface reaches fails on its own (named, the others installed), the next
+/// apply lists again, and later applies change only what changed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batched_apply_reports_the_failing_route_and_installs_the_others() {
+    use tortie_agent::NodeDataplane;
+    use tortie_agent::dataplane::DataplaneError;
+    use tortie_agent::route::{KernelRoute, RouteOp, RouteSet, RouteTarget, default_metric};
+    use tortie_agent::route_manager::{ApplyOutcome, RouteManager};
+
+    if !root_or_skip("batched_apply_reports_the_failing_route_and_installs_the_others") {
+        return;
+    }
+    let mut guard = NetnsGuard::new("rb");
+    let n1 = guard.add("n1");
+    let n2 = guard.add("n2");
+    link_nodes(&n1, &[N1_V4, N1_V6], &n2, &[N2_V4, N2_V6]);
+    ip(&[
+        "-n",
+        &n1,
+        "route",
+        "add",
+        "10.77.0.0/24",
+        "via",
+        "198.18.0.12",
+    ]);
+    let proto = ROUTE_PROTOCOL.to_string();
+    ip(&[
+        "-n",
+        &n1,
+        "route",
+        "add",
+        "10.99.0.0/26",
+        "via",
+        "198.18.0.12",
+        "proto",
+        &proto,
+    ]);
+    let mut dp = agent_dataplane(&n1);
+    let gw4 = RouteTarget::Via("198.18.0.12".parse().unwrap());
+    let gw6 = RouteTarget::Via("fd00:198:18::12".parse().unwrap());
+    let v4 = |i: usize| -> IpNet {
+        format!("10.200.{}.{}/28", i / 16, (i % 16) * 16)
+            .parse()
+            .unwrap()
+    };
+    let mut desired: RouteSet = (0..3000).map(|i| (v4(i), gw4)).collect();
+    for i in 0..50 {
+        desired.insert(format!("fd00:200:{i}::/64").parse().unwrap(), gw6);
+    }
+    desired.insert("10.201.0.0/26".parse().unwrap(), RouteTarget::Blackhole);
+    let bad = v4(1500);
+    desired.insert(bad, RouteTarget::Via("203.0.113.1".parse().unwrap()));
+
+    let mut m = RouteManager::new();
+    m.on_update(desired.clone());
+    m.on_in_sync();
+    let err = m.apply(dp.as_mut()).await.unwrap_err();
+    assert_eq!(err.failures.len(), 1, "{err}");
+    match &err.failures[0] {
+        DataplaneError::Op { op, source } => {
+            assert!(
+                matches!(op, RouteOp::Add { dst, .. } if *dst == bad),
+                "{op}"
+            );
+            assert_eq!(source.errno(), Some(101), "ENETUNREACH: {source}");
+        }
+        other => panic!("{other}"),
+    }
+    assert!(
+        err.to_string()
+            .contains("add 10.200.93.192/28 via 203.0.113.1"),
+        "{err}"
+    );
+    // Everything else went in, the stale route was swept, the operator's route stayed.
+    assert_eq!(err.report.done.len(), desired.len() - 1 + 1);
+    async fn tagged_now(dp: &mut NetlinkDataplane) -> Vec<KernelRoute> {
+        let mut l = dp.list_owned().await.unwrap();
+        l.sort();
+        l
+    }
+    let want = |set: &RouteSet| -> Vec<KernelRoute> {
+        let mut v: Vec<KernelRoute> = set
+            .iter()
+            .map(|(dst, target)| KernelRoute {
+                dst: *dst,
+                target: *target,
+                metric: default_metric(dst),
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let mut without_bad = desired.clone();
+    without_bad.remove(&bad);
+    assert_eq!(tagged_now(dp.as_mut()).await, want(&without_bad));
+    assert!(
+        routes(&n1, &[])
+            .iter()
+            .any(|r| r == "10.77.0.0/24 via 198.18.0.12 dev eth0")
+    );
+
+    // Fixed: the next apply is a full one (after a failure) and adds just that route.
+    m.on_changes([(bad, Some(gw4))]);
+    desired.insert(bad, gw4);
+    let ApplyOutcome::Applied(r) = m.apply(dp.as_mut()).await.unwrap() else {
+        panic!("not applied");
+    };
+    assert!(r.full);
+    assert_eq!(r.done.len(), 1);
+    assert_eq!(tagged_now(dp.as_mut()).await, want(&desired));
+
+    // Then only the changes: 1000 withdrawn, 10 moved to another next hop.
+    let other = RouteTarget::Via("198.18.0.13".parse().unwrap());
+    let mut changes = Vec::new();
+    for i in 0..1000 {
+        changes.push((v4(i), None));
+        desired.remove(&v4(i));
+    }
+    for i in 2000..2010 {
+        changes.push((v4(i), Some(other)));
+        desired.insert(v4(i), other);
+    }
+    m.on_changes(changes);
+    let ApplyOutcome::Applied(r) = m.apply(dp.as_mut()).await.unwrap() else {
+        panic!("not applied");
+    };
+    assert!(!r.full);
+    assert_eq!(r.done.len(), 1010);
+    assert_eq!(tagged_now(dp.as_mut()).await, want(&desired));
+    drop(guard);
+}

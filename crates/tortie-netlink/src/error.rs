@@ -46,6 +46,14 @@ pub enum Error {
         #[source]
         source: rtnetlink::Error,
     },
+    /// A batched request ([`crate::batch::RouteSocket`]) got no answer: it could not be sent,
+    /// its answer was lost (`ENOBUFS`) or did not come in time. Its outcome is unknown.
+    #[error("netlink: {what}: no answer")]
+    Unanswered {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
     /// A sysctl could not be read or written.
     #[error("sysctl {path}")]
     Sysctl {
@@ -77,7 +85,8 @@ impl Error {
             Error::OpenNetns { source, .. }
             | Error::Spawn { source, .. }
             | Error::Socket { source, .. }
-            | Error::Sysctl { source, .. } => source.raw_os_error(),
+            | Error::Sysctl { source, .. }
+            | Error::Unanswered { source, .. } => source.raw_os_error(),
             _ => None,
         }
     }

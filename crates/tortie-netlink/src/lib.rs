@@ -12,7 +12,8 @@
 //!   ([`route`]) and neighbours ([`neigh`]), and [`sysctl`] writes within a namespace.
 //!
 //! Routes are values ([`route::Route`]): built and unit-tested as data, turned into netlink
-//! messages in one place.
+//! messages in one place. Many route changes at once go through a [`batch::RouteSocket`]:
+//! a window of messages per `sendmsg`, every answer matched to its route.
 //!
 //! Every function that touches the kernel returns [`Error`], whose [`Error::errno`] lets
 //! callers treat "already gone" or "already there" as success.
@@ -31,6 +32,7 @@
 //! ```
 
 pub mod addr;
+pub mod batch;
 pub mod error;
 pub mod link;
 pub mod neigh;

@@ -287,45 +287,78 @@ async fn send(h: &Handle, msg: RouteNetlinkMessage, flags: u16, what: String) ->
     Ok(())
 }
 
+/// One route change, as [`add_route`], [`replace_route`] and [`delete_route`] make it; also the
+/// unit of [`crate::batch::RouteSocket`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteRequest {
+    /// Create; fails with EEXIST if a route with the same destination, table and metric exists.
+    Add(Route),
+    /// Create or replace the route with the same destination, table and metric.
+    Replace(Route),
+    /// Delete the matching route (see [`delete_route`] for what matches).
+    Delete(Route),
+}
+
+impl RouteRequest {
+    /// The route it is about.
+    pub fn route(&self) -> &Route {
+        match self {
+            RouteRequest::Add(r) | RouteRequest::Replace(r) | RouteRequest::Delete(r) => r,
+        }
+    }
+
+    /// The netlink message and its header flags (always with `NLM_F_ACK`).
+    pub fn message(&self) -> (RouteNetlinkMessage, u16) {
+        match self {
+            RouteRequest::Add(r) => (
+                RouteNetlinkMessage::NewRoute(r.to_message()),
+                NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
+            ),
+            RouteRequest::Replace(r) => (
+                RouteNetlinkMessage::NewRoute(r.to_message()),
+                NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE,
+            ),
+            RouteRequest::Delete(r) => {
+                let mut m = r.to_message();
+                m.header.scope = RouteScope::NoWhere; // match any scope, as `ip route del` does
+                m.header.flags = RouteFlags::empty();
+                (RouteNetlinkMessage::DelRoute(m), NLM_F_REQUEST | NLM_F_ACK)
+            }
+        }
+    }
+
+    /// What errors name the request by: `add route Route { .. }`.
+    pub fn describe(&self) -> String {
+        match self {
+            RouteRequest::Add(r) => format!("add route {r:?}"),
+            RouteRequest::Replace(r) => format!("replace route {r:?}"),
+            RouteRequest::Delete(r) => format!("delete route {r:?}"),
+        }
+    }
+}
+
+async fn request(h: &Handle, req: RouteRequest) -> Result<(), Error> {
+    let (msg, flags) = req.message();
+    send(h, msg, flags, req.describe()).await
+}
+
 /// Adds `route`; fails with EEXIST ([`Error::is_exists`]) if an equal route exists.
 pub async fn add_route(h: &Handle, route: &Route) -> Result<(), Error> {
     route.validate()?;
-    send(
-        h,
-        RouteNetlinkMessage::NewRoute(route.to_message()),
-        NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
-        format!("add route {route:?}"),
-    )
-    .await
+    request(h, RouteRequest::Add(route.clone())).await
 }
 
 /// Adds `route`, replacing any route to the same destination (same table, metric, TOS).
 pub async fn replace_route(h: &Handle, route: &Route) -> Result<(), Error> {
     route.validate()?;
-    send(
-        h,
-        RouteNetlinkMessage::NewRoute(route.to_message()),
-        NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE,
-        format!("replace route {route:?}"),
-    )
-    .await
+    request(h, RouteRequest::Replace(route.clone())).await
 }
 
 /// Deletes the route matching `route`'s destination, table, kind and (when non-zero)
 /// protocol, gateway and output interface; any scope matches. Returns `false` if no such
 /// route existed.
 pub async fn delete_route(h: &Handle, route: &Route) -> Result<bool, Error> {
-    let mut m = route.to_message();
-    m.header.scope = RouteScope::NoWhere; // match any scope, as `ip route del` does
-    m.header.flags = RouteFlags::empty();
-    match send(
-        h,
-        RouteNetlinkMessage::DelRoute(m),
-        NLM_F_REQUEST | NLM_F_ACK,
-        format!("delete route {route:?}"),
-    )
-    .await
-    {
+    match request(h, RouteRequest::Delete(route.clone())).await {
         Ok(()) => Ok(true),
         Err(e) if e.is_not_found() => Ok(false),
         Err(e) => Err(e),

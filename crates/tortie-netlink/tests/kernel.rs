@@ -4,11 +4,13 @@
 use std::process::Command;
 
 use tortie_netlink::addr::{add_address, list_addresses};
+use tortie_netlink::batch::RouteSocket;
 use tortie_netlink::link::{
     LinkChange, VethPair, create_veth, delete_link, format_mac, link_by_name, list_links, set_link,
 };
 use tortie_netlink::route::{
-    Route, RouteFilter, RouteKind, add_route, delete_route, list_routes, replace_route,
+    Route, RouteFilter, RouteKind, RouteRequest, add_route, delete_route, list_routes,
+    replace_route,
 };
 use tortie_netlink::sysctl::{read_sysctl, write_sysctls};
 use tortie_netlink::{NetNs, WORKLOAD_ROUTE_PROTOCOL, netlink_handle_in};
@@ -189,4 +191,111 @@ async fn veth_addresses_routes_and_sysctls() {
             .is_empty(),
         "the device route went with the device"
     );
+}
+
+/// Runs `ip -n NS ARGS…`, which must succeed.
+fn ip_in(ns: &str, args: &[&str]) {
+    let st = Command::new("ip")
+        .args(["-n", ns])
+        .args(args)
+        .status()
+        .expect("run ip");
+    assert!(st.success(), "ip -n {ns} {args:?}");
+}
+
+#[tokio::test]
+async fn batched_route_changes_report_each_failure_on_its_route() {
+    if !is_root() {
+        return;
+    }
+    let pid = std::process::id();
+    let mut guard = Namespaces(Vec::new());
+    let name = format!("tn{pid}-batch");
+    let ns = guard.add(&name);
+    // A veth pair inside the namespace (no dummy driver everywhere) gives 198.18.0.0/24 a
+    // link.
+    ip_in(
+        &name,
+        &["link", "add", "v0", "type", "veth", "peer", "name", "v1"],
+    );
+    ip_in(&name, &["addr", "add", "198.18.0.1/24", "dev", "v0"]);
+    ip_in(&name, &["link", "set", "v0", "up"]);
+    ip_in(&name, &["link", "set", "v1", "up"]);
+    let h = netlink_handle_in(&ns).expect("handle");
+    let ours = || async {
+        list_routes(&h, &RouteFilter::protocol(81))
+            .await
+            .expect("list")
+    };
+
+    let gw: std::net::IpAddr = "198.18.0.2".parse().expect("ip");
+    let route = |i: usize| {
+        let dst = ipnet::IpNet::new(
+            std::net::Ipv4Addr::new(10, (i >> 12) as u8, (i >> 4) as u8, (i << 4) as u8).into(),
+            28,
+        )
+        .expect("net");
+        Route::via(dst, gw).with_protocol(81)
+    };
+    // 1000 adds, 64 per sendmsg. In the middle: a gateway no interface reaches, and a
+    // duplicate of an earlier route.
+    let mut reqs: Vec<RouteRequest> = (0..1000).map(|i| RouteRequest::Add(route(i))).collect();
+    let unreachable =
+        Route::via(route(500).dst, "203.0.113.1".parse().expect("ip")).with_protocol(81);
+    reqs[500] = RouteRequest::Add(unreachable);
+    reqs[700] = RouteRequest::Add(route(10));
+    let mut sock = RouteSocket::open(&ns).expect("socket");
+    assert!(sock.window() >= 256, "window {}", sock.window());
+    sock.set_window(64);
+    let results = sock.execute(&reqs);
+    assert_eq!(results.len(), 1000);
+    for (i, r) in results.iter().enumerate() {
+        match i {
+            500 => {
+                let e = r.as_ref().expect_err("unreachable gateway");
+                assert_eq!(e.errno(), Some(101), "ENETUNREACH: {e}");
+                assert!(e.to_string().contains("203.0.113.1"), "{e}");
+            }
+            700 => assert!(r.as_ref().expect_err("duplicate").is_exists()),
+            _ => assert!(r.is_ok(), "route {i}: {r:?}"),
+        }
+    }
+    let listed = ours().await;
+    assert_eq!(listed.len(), 998);
+    assert!(!listed.iter().any(|r| r.dst == route(500).dst));
+
+    // Replace a few, delete everything (the two that never went in are already gone: fine).
+    let other: std::net::IpAddr = "198.18.0.3".parse().expect("ip");
+    let replaced: Vec<RouteRequest> = (0..3)
+        .map(|i| RouteRequest::Replace(Route::via(route(i).dst, other).with_protocol(81)))
+        .collect();
+    assert!(sock.execute(&replaced).iter().all(Result::is_ok));
+    let listed = ours().await;
+    assert_eq!(
+        listed.iter().filter(|r| r.gateway == Some(other)).count(),
+        3
+    );
+    let deletes: Vec<RouteRequest> = listed.into_iter().map(RouteRequest::Delete).collect();
+    let mut deletes = deletes;
+    deletes.push(RouteRequest::Delete(route(500)));
+    assert!(sock.execute(&deletes).iter().all(Result::is_ok));
+    assert!(ours().await.is_empty());
+
+    // Full windows against the real receive buffer: no answer may be lost.
+    sock.set_window(usize::MAX);
+    let many: Vec<RouteRequest> = (0..20_000).map(|i| RouteRequest::Add(route(i))).collect();
+    let results = sock.execute(&many);
+    let failed: Vec<_> = results.iter().filter(|r| r.is_err()).collect();
+    assert!(
+        failed.is_empty(),
+        "{} failed, first {:?}",
+        failed.len(),
+        failed[0]
+    );
+    assert_eq!(ours().await.len(), 20_000);
+    let gone: Vec<RouteRequest> = (0..20_000)
+        .map(|i| RouteRequest::Delete(route(i)))
+        .collect();
+    assert!(sock.execute(&gone).iter().all(Result::is_ok));
+    assert!(ours().await.is_empty());
 }

@@ -9,8 +9,8 @@
 //!   agent's [`Bgp`] (speaker + learned routes), its [`RouteManager`] and its
 //!   [`NetlinkDataplane`] installing `proto 81` routes, driven the way
 //!   `tortie_agent::main_loop` drives them: every batch of route changes is absorbed and the
-//!   desired route set recomputed, an apply is scheduled [`APPLY_COALESCE`] later, and the
-//!   first apply waits for every peer's End-of-RIB (or [`BGP_INITIAL_WAIT`]).
+//!   desired routes updated at the changed prefixes, an apply is scheduled [`APPLY_COALESCE`]
+//!   later, and the first apply waits for every peer's End-of-RIB (or [`BGP_INITIAL_WAIT`]).
 //!
 //! Prints `ready` on stdout once listening. Ends on SIGTERM, when stdin closes (the bench
 //! died) or after `--max-secs`. Timing lines for each apply go to stderr.
@@ -28,7 +28,7 @@ use tortie_agent::bgp::{Bgp, BgpEvent};
 use tortie_agent::bgp_plan::BgpPlan;
 use tortie_agent::main_loop::{APPLY_COALESCE, BGP_INITIAL_WAIT, MIN_BACKOFF};
 use tortie_agent::model::NodeAddrs;
-use tortie_agent::route::{RouteSet, RouteTarget};
+use tortie_agent::route::RouteSet;
 use tortie_agent::route_manager::{ApplyOutcome, RouteManager};
 use tortie_bgp::Family;
 use tortie_bgp::filter::{Action, Filter, FilterRule};
@@ -182,6 +182,8 @@ struct Stats {
     recalcs: usize,
     recalc: Duration,
     applies: usize,
+    /// Applies that listed the kernel and planned everything.
+    full: usize,
     apply: Duration,
     ops: usize,
 }
@@ -191,6 +193,8 @@ struct Stats {
 struct KernelLoop {
     bgp: Bgp,
     routes: RouteManager,
+    /// `MainLoop::bgp_base`: the node's own blackholes (none here).
+    base: RouteSet,
     dp: NetlinkDataplane,
     /// `MainLoop::bgp_hold_until`: no programming until every peer sent End-of-RIB.
     hold_until: Option<tokio::time::Instant>,
@@ -229,6 +233,7 @@ impl KernelLoop {
         Ok(KernelLoop {
             bgp,
             routes,
+            base: RouteSet::new(),
             dp,
             hold_until: Some(now + BGP_INITIAL_WAIT),
             // `MainLoop::on_in_sync` schedules an apply at once.
@@ -265,11 +270,13 @@ impl KernelLoop {
         match result {
             Ok(ApplyOutcome::Applied(r)) => {
                 self.stats.ops += r.done.len();
+                self.stats.full += usize::from(r.full);
                 eprintln!(
-                    "dut: t={:.3} apply ops={} programmed={} ms={:.1}",
+                    "dut: t={:.3} apply ops={} programmed={} full={} ms={:.1}",
                     self.started.elapsed().as_secs_f64(),
                     r.done.len(),
                     r.programmed,
+                    r.full,
                     took.as_secs_f64() * 1e3
                 );
             }
@@ -282,20 +289,19 @@ impl KernelLoop {
         }
     }
 
-    /// `MainLoop::on_bgp_routes` + `recalc_routes` with BGP: the node's own blackholes
-    /// (none here) plus a route via the next hop for every learned prefix.
+    /// `MainLoop::on_bgp_routes`: the desired routes updated at the changed prefixes (the
+    /// node's own blackholes, none here, else a route via the learned next hop).
     fn on_routes(&mut self, changes: Vec<RouteChange>) {
         self.stats.batches += 1;
         self.stats.changes += changes.len();
-        if !self.bgp.absorb(changes) {
+        let changed = self.bgp.absorb(changes);
+        if changed.is_empty() {
             return;
         }
         let t = Instant::now();
-        let mut desired = RouteSet::new();
-        for (prefix, nh) in self.bgp.learned() {
-            desired.entry(*prefix).or_insert(RouteTarget::Via(*nh));
-        }
-        self.routes.on_update(desired);
+        let (bgp, base) = (&self.bgp, &self.base);
+        self.routes
+            .on_changes(changed.iter().map(|p| (*p, bgp.desired_at(base, p))));
         if self.routes.needs_apply() {
             self.schedule_apply(APPLY_COALESCE);
         }
@@ -313,12 +319,13 @@ impl KernelLoop {
     fn summary(&self) -> String {
         let s = &self.stats;
         format!(
-            "dut: summary batches={} changes={} recalcs={} recalc_ms={:.1} applies={} apply_ms={:.1} ops={}",
+            "dut: summary batches={} changes={} recalcs={} recalc_ms={:.1} applies={} full={} apply_ms={:.1} ops={}",
             s.batches,
             s.changes,
             s.recalcs,
             s.recalc.as_secs_f64() * 1e3,
             s.applies,
+            s.full,
             s.apply.as_secs_f64() * 1e3,
             s.ops
         )

@@ -1,13 +1,16 @@
 //! `bench_bgp netlink-floor`: what B10's route installation costs without BGP, to tell the
 //! agent's per-route overhead from the kernel's. In a fresh namespace, R routes
 //! `10.x/28 via 198.18.0.2 proto 81` are added and then deleted:
-//! * through the agent's `NetlinkDataplane::execute`, one awaited op after another (what
-//!   `RouteManager::apply` does), on a multi-thread runtime like the agent's;
+//! * through the agent's `NetlinkDataplane::execute_all`, all R ops in one call (what
+//!   `RouteManager::apply` does: windows of messages per `sendmsg`, on a blocking thread), on
+//!   a multi-thread runtime like the agent's;
+//! * through `NetlinkDataplane::execute`, one awaited op after another (what the agent did
+//!   before batching), on a multi-thread runtime;
 //! * the same on a current-thread runtime (no cross-thread wake-ups per request);
 //! * through the same rtnetlink handle with 64 requests in flight (a diagnostic of what
 //!   pipelining would give; not something the agent does);
 //!
-//! plus one `list_owned` of the R routes (every apply of the agent starts with one).
+//! plus one `list_owned` of the R routes (a full apply of the agent starts with one).
 //! A diagnostic, not one of the benchmark's cases.
 
 use std::fmt::Write as _;
@@ -59,6 +62,14 @@ pub fn main(args: &FloorArgs) -> anyhow::Result<()> {
     let n = args.routes;
     let mut report = String::from(
         "| how | add s | adds/s | µs/op | delete s | deletes/s |\n| --- | ---: | ---: | ---: | ---: | ---: |\n",
+    );
+    let t = batched(&path, n)?;
+    ensure!(counter.dump_count()? == 0, "routes left");
+    row(
+        &mut report,
+        "agent `NetlinkDataplane::execute_all` (batched, as `RouteManager::apply`), multi-thread runtime",
+        n,
+        &t,
     );
     let cases = [
         (
@@ -147,6 +158,45 @@ fn sequential(path: &std::path::Path, n: usize, multi_thread: bool) -> anyhow::R
         Ok(Timing {
             add,
             del: t.elapsed(),
+            list: Some(list),
+        })
+    })
+}
+
+/// What `RouteManager::apply` does with its ops: one `execute_all` with all of them.
+fn batched(path: &std::path::Path, n: usize) -> anyhow::Result<Timing> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let err = |e: &tortie_agent::dataplane::DataplaneError| anyhow::anyhow!(e.chain());
+    rt.block_on(async {
+        let mut dp = NetlinkDataplane::open(Some(path)).map_err(|e| err(&e))?;
+        let adds: Vec<RouteOp> = (0..n)
+            .map(|k| RouteOp::Add {
+                dst: prefix(k),
+                target: via(),
+            })
+            .collect();
+        let t = Instant::now();
+        let results = dp.execute_all(&adds).await;
+        let add = t.elapsed();
+        if let Some(Err(e)) = results.iter().find(|r| r.is_err()) {
+            return Err(err(e));
+        }
+        let t = Instant::now();
+        let listed = dp.list_owned().await.map_err(|e| err(&e))?;
+        let list = t.elapsed();
+        ensure!(listed.len() == n, "listed {} of {n}", listed.len());
+        let deletes: Vec<RouteOp> = listed.into_iter().map(RouteOp::Delete).collect();
+        let t = Instant::now();
+        let results = dp.execute_all(&deletes).await;
+        let del = t.elapsed();
+        if let Some(Err(e)) = results.iter().find(|r| r.is_err()) {
+            return Err(err(e));
+        }
+        Ok(Timing {
+            add,
+            del,
             list: Some(list),
         })
     })
