@@ -8,10 +8,10 @@
 //!   the pod) and egress (traffic from the pod), then its profile chains;
 //! - per local host endpoint interface (or `*` for the all-interfaces one), the same for
 //!   traffic to the host's own processes (ingress, the INPUT hook) and from them (egress,
-//!   the OUTPUT hook), plus the node's failsafe ports (§3.3). Only the filter path is
-//!   modelled: `preDNAT` and `doNotTrack` policies (mangle/raw) are left out, and forwarded
-//!   traffic through a host endpoint is not policed (`applyOnForward` policies apply to the
-//!   host's own traffic like any other policy, but not to forwarded traffic). Host
+//!   the OUTPUT hook), plus the node's failsafe ports (§3.3); and, per host endpoint
+//!   interface with any, the tiers of its `doNotTrack` policies (both directions, before
+//!   conntrack), its `preDNAT` policies (ingress, before DNAT) and its `applyOnForward`
+//!   policies for forwarded traffic (both directions) in [`HostEndpointExtras`]. Host
 //!   endpoints without `interfaceName` (matched by `expectedIPs` in Calico) are not in the
 //!   model (not enforced by the kernel); their addresses still count for rule selectors;
 //! - IP sets, one per (selector, family) and per (selector, named port, family), with their
@@ -27,7 +27,7 @@ use ipnet::IpNet;
 use serde::Serialize;
 use tortie_selector::Selector;
 
-use crate::eval::Addresses;
+use crate::eval::{Addresses, PolicyClass};
 use crate::failsafe::FailsafePort;
 use crate::graph::Membership;
 use crate::model::{
@@ -140,6 +140,33 @@ pub struct WorkloadChains {
 /// (Calico: a host endpoint denies everything but the failsafe ports by default).
 pub type HostEndpointChains = WorkloadChains;
 
+/// A host endpoint's policy outside the filter INPUT/OUTPUT path, as tiers of policy chains
+/// (the same `pi-`/`po-` chains). Tiers of untracked and pre-DNAT policy never end in a drop
+/// (`end_drop` is false): what they do not decide goes on to the next stage.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct HostEndpointExtras {
+    /// `doNotTrack` policies, traffic arriving through the interface (raw prerouting).
+    pub untracked_ingress: Vec<TierChains>,
+    /// `doNotTrack` policies, the host's own traffic leaving through it (raw output).
+    pub untracked_egress: Vec<TierChains>,
+    /// `preDNAT` policies, traffic arriving through the interface (before DNAT).
+    pub pre_dnat_ingress: Vec<TierChains>,
+    /// `applyOnForward` policies, forwarded traffic arriving through the interface.
+    pub forward_ingress: Vec<TierChains>,
+    /// `applyOnForward` policies, forwarded traffic leaving through it.
+    pub forward_egress: Vec<TierChains>,
+}
+
+impl HostEndpointExtras {
+    pub fn is_empty(&self) -> bool {
+        self.untracked_ingress.is_empty()
+            && self.untracked_egress.is_empty()
+            && self.pre_dnat_ingress.is_empty()
+            && self.forward_ingress.is_empty()
+            && self.forward_egress.is_empty()
+    }
+}
+
 /// The key of the all-interfaces host endpoint in [`DataplaneModel::host_endpoints`].
 pub const ALL_INTERFACES: &str = "*";
 
@@ -171,6 +198,10 @@ pub struct DataplaneModel {
     /// Local host endpoints by interface name ([`ALL_INTERFACES`] for `interfaceName: *`).
     /// When an interface has several, the first by name wins.
     pub host_endpoints: BTreeMap<String, HostEndpointChains>,
+    /// Untracked, pre-DNAT and forward policy of those host endpoints, only for the ones that
+    /// have any (same keys).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub host_endpoint_extras: BTreeMap<String, HostEndpointExtras>,
     /// Always allowed to the host through a host endpoint (destination port; `net` = source).
     pub failsafe_inbound: Vec<FailsafePort>,
     /// Always allowed from the host through a host endpoint (destination port; `net` =
@@ -389,6 +420,7 @@ pub fn build_with(world: &World, cfg: &NodeConfig, m: &dyn Membership) -> Datapl
     let mut chains: BTreeMap<String, PolicyChain> = BTreeMap::new();
     let mut workloads = BTreeMap::new();
     let mut host_endpoints = BTreeMap::new();
+    let mut host_endpoint_extras = BTreeMap::new();
     // Host endpoints come in name order, so an interface claimed by several gets the one with
     // the smallest name.
     for ep in world.endpoints() {
@@ -402,8 +434,13 @@ pub fn build_with(world: &World, cfg: &NodeConfig, m: &dyn Membership) -> Datapl
             }
             EndpointId::Host { .. } => {
                 if !host_endpoints.contains_key(&ep.interface) {
-                    let c = endpoint_chains(world, &policies_for(ep), ep, &mut b, &mut chains);
+                    let policies = policies_for(ep);
+                    let c = endpoint_chains(world, &policies, ep, &mut b, &mut chains);
                     host_endpoints.insert(ep.interface.clone(), c);
+                    let x = host_endpoint_extras_of(world, &policies, ep, &mut b, &mut chains);
+                    if !x.is_empty() {
+                        host_endpoint_extras.insert(ep.interface.clone(), x);
+                    }
                 }
             }
         }
@@ -413,10 +450,64 @@ pub fn build_with(world: &World, cfg: &NodeConfig, m: &dyn Membership) -> Datapl
         chains,
         workloads,
         host_endpoints,
+        host_endpoint_extras,
         failsafe_inbound: cfg.failsafe_inbound.clone(),
         failsafe_outbound: cfg.failsafe_outbound.clone(),
         endpoint_to_host: cfg.endpoint_to_host,
         nat: cfg.nat.clone(),
+    }
+}
+
+/// The tiers of `class`'s policies for an endpoint and direction, adding their chains.
+fn class_tiers(
+    world: &World,
+    policies: &[&Policy],
+    labels: &crate::world::Labels,
+    dir: Direction,
+    class: PolicyClass,
+    b: &mut Builder<'_>,
+    chains: &mut BTreeMap<String, PolicyChain>,
+) -> Vec<TierChains> {
+    crate::eval::applicable_class(world, policies.iter().copied(), labels, dir, class)
+        .into_iter()
+        .map(|(tier, ps)| {
+            let names = ps
+                .iter()
+                .map(|p| {
+                    let name = policy_chain_name(p, dir);
+                    if !chains.contains_key(&name) {
+                        let rules =
+                            b.rules(&p.id.to_string(), dir, p.rules(dir).unwrap_or_default());
+                        chains.insert(name.clone(), PolicyChain { rules });
+                    }
+                    name
+                })
+                .collect();
+            TierChains {
+                tier: tier.name.clone(),
+                policies: names,
+                end_drop: class.end_of_tier_drop() && tier.default_action == TierDefault::Deny,
+            }
+        })
+        .collect()
+}
+
+/// A host endpoint's untracked, pre-DNAT and forward tiers.
+fn host_endpoint_extras_of(
+    world: &World,
+    policies: &[&Policy],
+    ep: &Endpoint,
+    b: &mut Builder<'_>,
+    chains: &mut BTreeMap<String, PolicyChain>,
+) -> HostEndpointExtras {
+    let labels = world.effective_labels(ep);
+    let mut tiers = |dir, class| class_tiers(world, policies, &labels, dir, class, b, chains);
+    HostEndpointExtras {
+        untracked_ingress: tiers(Direction::Ingress, PolicyClass::Untracked),
+        untracked_egress: tiers(Direction::Egress, PolicyClass::Untracked),
+        pre_dnat_ingress: tiers(Direction::Ingress, PolicyClass::PreDnat),
+        forward_ingress: tiers(Direction::Ingress, PolicyClass::Forward),
+        forward_egress: tiers(Direction::Egress, PolicyClass::Forward),
     }
 }
 
@@ -430,28 +521,15 @@ fn endpoint_chains(
 ) -> WorkloadChains {
     let labels = world.effective_labels(ep);
     let mut tiers_of = |dir: Direction, chains: &mut BTreeMap<String, PolicyChain>| {
-        crate::eval::applicable(world, policies.iter().copied(), &labels, dir)
-            .into_iter()
-            .map(|(tier, ps)| {
-                let names = ps
-                    .iter()
-                    .map(|p| {
-                        let name = policy_chain_name(p, dir);
-                        if !chains.contains_key(&name) {
-                            let rules =
-                                b.rules(&p.id.to_string(), dir, p.rules(dir).unwrap_or_default());
-                            chains.insert(name.clone(), PolicyChain { rules });
-                        }
-                        name
-                    })
-                    .collect();
-                TierChains {
-                    tier: tier.name.clone(),
-                    policies: names,
-                    end_drop: tier.default_action == TierDefault::Deny,
-                }
-            })
-            .collect::<Vec<_>>()
+        class_tiers(
+            world,
+            policies,
+            &labels,
+            dir,
+            PolicyClass::Normal,
+            b,
+            chains,
+        )
     };
     let ingress = tiers_of(Direction::Ingress, chains);
     let egress = tiers_of(Direction::Egress, chains);

@@ -6,7 +6,10 @@
 //!
 //! Host endpoints (§3.3) are decided for the host's own traffic: ingress = to the host's
 //! processes, egress = from them. The node's failsafe ports ([`World::failsafe`]) allow
-//! first; then tiers and profiles as for pods, so a host endpoint with neither denies. Which
+//! first; then `doNotTrack` policies, then (ingress) `preDNAT` policies, each deciding only
+//! on an explicit allow or deny; then tiers and profiles as for pods, so a host endpoint
+//! with neither denies. Traffic forwarded through a host endpoint is decided by
+//! [`evaluate_forward`]. Which
 //! interface a packet uses is not known here, so every host endpoint owning the address is
 //! decided as if the packet used its interface; host endpoints without `interfaceName` are
 //! decided too, although the kernel dataplane does not enforce them.
@@ -72,6 +75,9 @@ pub enum Decider {
     /// A failsafe port of the host endpoint's node: allowed before any policy (inbound:
     /// the destination port of traffic to the host; outbound: of traffic from it).
     Failsafe { protocol: String, port: u16 },
+    /// Forwarded through a host endpoint that no `applyOnForward` policy selects in this
+    /// direction: allowed (Calico).
+    NoForwardPolicy,
 }
 
 /// A Log rule that matched on the way.
@@ -300,25 +306,65 @@ pub fn rule_matches(addrs: &Addresses, r: &Rule, pkt: &Packet) -> bool {
         && side_matches(addrs, &r.destination, pkt.dst, pkt.protocol, pkt.dst_port)
 }
 
-/// The ordered tiers with their ordered policies that apply to an endpoint in a direction.
+/// Which policies a decision runs (calico-reference §3.3): the filter path of workloads and
+/// of the host's own traffic, or one of a host endpoint's extra classes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum PolicyClass {
+    /// Every policy that is neither `preDNAT` nor `doNotTrack` (the filter INPUT/OUTPUT path
+    /// of host endpoints, `applyOnForward` or not, and all workload policy).
+    Normal,
+    /// Forwarded traffic through a host endpoint: `applyOnForward` policies that are neither
+    /// `preDNAT` nor `doNotTrack`.
+    Forward,
+    /// `preDNAT` policies (host endpoints, ingress, before DNAT).
+    PreDnat,
+    /// `doNotTrack` policies (host endpoints, before conntrack).
+    Untracked,
+}
+
+impl PolicyClass {
+    /// Whether `p` belongs to this class.
+    pub fn includes(self, p: &Policy) -> bool {
+        match self {
+            PolicyClass::Normal => !p.pre_dnat && !p.do_not_track,
+            PolicyClass::Forward => p.apply_on_forward && !p.pre_dnat && !p.do_not_track,
+            PolicyClass::PreDnat => p.pre_dnat,
+            PolicyClass::Untracked => p.do_not_track,
+        }
+    }
+
+    /// Whether a tier that neither allowed, denied nor passed drops (only the filter paths;
+    /// untracked and pre-DNAT policy leaves undecided packets to the later stages).
+    pub fn end_of_tier_drop(self) -> bool {
+        matches!(self, PolicyClass::Normal | PolicyClass::Forward)
+    }
+}
+
+/// The ordered tiers with their ordered policies that apply to an endpoint in a direction
+/// (the [`PolicyClass::Normal`] ones).
 pub fn applicable<'p>(
     world: &World,
     policies: impl IntoIterator<Item = &'p Policy>,
     labels: &Labels,
     dir: Direction,
 ) -> Vec<(crate::model::Tier, Vec<&'p Policy>)> {
+    applicable_class(world, policies, labels, dir, PolicyClass::Normal)
+}
+
+/// [`applicable`] for one policy class.
+pub fn applicable_class<'p>(
+    world: &World,
+    policies: impl IntoIterator<Item = &'p Policy>,
+    labels: &Labels,
+    dir: Direction,
+    class: PolicyClass,
+) -> Vec<(crate::model::Tier, Vec<&'p Policy>)> {
     let mut by_tier: std::collections::BTreeMap<String, Vec<&Policy>> = Default::default();
     for p in policies {
-        if p.rules(dir).is_none() {
+        if p.rules(dir).is_none() || !class.includes(p) {
             continue;
         }
-        // preDNAT and doNotTrack policies apply only to host endpoints, in their own hooks
-        // (mangle and raw), never in the filter path decided here.
-        if p.pre_dnat || p.do_not_track {
-            continue;
-        }
-        // Forwarded traffic is not modelled: for a host endpoint this decides the host's own
-        // traffic (INPUT/OUTPUT), which every other policy, `applyOnForward` or not, governs.
         if p.selector.evaluate(labels) {
             by_tier.entry(p.tier.clone()).or_default().push(p);
         }
@@ -336,49 +382,25 @@ pub fn applicable<'p>(
     out
 }
 
-/// Evaluates one direction for the endpoint `ep_id` under `policies` (enforced ones, or a
-/// staged view).
-pub fn evaluate(
+/// Runs `class`'s tiers for one endpoint and direction. `Some` when a rule allowed or
+/// denied, or a tier ended in a drop; `None` when every tier passed or (untracked and
+/// pre-DNAT) left the packet undecided.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one decision stage: world, addresses, policies, endpoint labels, direction, class, packet and the hits"
+)]
+fn run_tiers(
     world: &World,
     addrs: &Addresses,
     policies: &[Policy],
-    ep_id: &EndpointId,
+    labels: &Labels,
     dir: Direction,
+    class: PolicyClass,
     pkt: &Packet,
-) -> Verdict {
-    let Some(ep) = world.endpoint(ep_id) else {
-        return Verdict::new(Outcome::Allow, Decider::NotAnEndpoint);
-    };
-    let labels = world.effective_labels(ep);
-    let host = matches!(ep.id, EndpointId::Host { .. });
-    if host {
-        // Failsafe ports are checked before any policy (Calico's `cali-failsafe-in/out`).
-        let fs = world.failsafe(&ep.node);
-        let (list, peer) = match dir {
-            Direction::Ingress => (&fs.inbound, pkt.src),
-            Direction::Egress => (&fs.outbound, pkt.dst),
-        };
-        if list
-            .iter()
-            .any(|f| f.matches(pkt.protocol, pkt.dst_port, peer))
-        {
-            return Verdict::new(
-                Outcome::Allow,
-                Decider::Failsafe {
-                    protocol: proto::name(pkt.protocol),
-                    port: pkt.dst_port,
-                },
-            );
-        }
-    }
-    let mut passes = Vec::new();
-    let mut logs = Vec::new();
-    let finish = |mut v: Verdict, passes: Vec<PassHit>, logs: Vec<LogHit>| {
-        v.passes = passes;
-        v.logs = logs;
-        v
-    };
-    for (tier, ps) in applicable(world, policies, &labels, dir) {
+    passes: &mut Vec<PassHit>,
+    logs: &mut Vec<LogHit>,
+) -> Option<Verdict> {
+    for (tier, ps) in applicable_class(world, policies, labels, dir, class) {
         let mut passed = false;
         'policies: for p in ps {
             for r in p.rules(dir).unwrap_or_default() {
@@ -397,15 +419,14 @@ pub fn evaluate(
                         } else {
                             Outcome::Deny
                         };
-                        let v = Verdict::new(
+                        return Some(Verdict::new(
                             outcome,
                             Decider::Rule {
                                 tier: tier.name.clone(),
                                 policy: p.id.clone(),
                                 rule: r.index,
                             },
-                        );
-                        return finish(v, passes, logs);
+                        ));
                     }
                     Action::Pass => {
                         passes.push(PassHit {
@@ -423,16 +444,167 @@ pub fn evaluate(
             continue;
         }
         match tier.default_action {
+            TierDefault::Deny if class.end_of_tier_drop() => {
+                return Some(Verdict::new(
+                    Outcome::Deny,
+                    Decider::EndOfTier { tier: tier.name },
+                ));
+            }
+            TierDefault::Deny => {}
             TierDefault::Pass => passes.push(PassHit {
                 tier: tier.name.clone(),
                 policy: None,
                 rule: None,
             }),
-            TierDefault::Deny => {
-                let v = Verdict::new(Outcome::Deny, Decider::EndOfTier { tier: tier.name });
+        }
+    }
+    None
+}
+
+/// The failsafe port a host endpoint's packet hits, if any.
+fn failsafe_hit(world: &World, node: &str, dir: Direction, pkt: &Packet) -> Option<Verdict> {
+    let fs = world.failsafe(node);
+    let (list, peer) = match dir {
+        Direction::Ingress => (&fs.inbound, pkt.src),
+        Direction::Egress => (&fs.outbound, pkt.dst),
+    };
+    list.iter()
+        .any(|f| f.matches(pkt.protocol, pkt.dst_port, peer))
+        .then(|| {
+            Verdict::new(
+                Outcome::Allow,
+                Decider::Failsafe {
+                    protocol: proto::name(pkt.protocol),
+                    port: pkt.dst_port,
+                },
+            )
+        })
+}
+
+/// Decides a packet *forwarded* through the host endpoint `hep_id`: arriving through its
+/// interface (`Ingress`) or leaving through it (`Egress`). Calico's order: on the way in,
+/// `doNotTrack` then `preDNAT` policy (both skipped for a failsafe port, which they accept
+/// before policy; an allow there skips the forward policy, a deny drops, no verdict goes
+/// on), then the `applyOnForward` policies, which allow when none applies in the direction
+/// and otherwise end each tier in a drop (no profiles, no failsafe). On the way out only the
+/// `applyOnForward` policies apply. Workload policy of a pod at either end is decided
+/// separately ([`evaluate`]).
+pub fn evaluate_forward(
+    world: &World,
+    addrs: &Addresses,
+    policies: &[Policy],
+    hep_id: &EndpointId,
+    dir: Direction,
+    pkt: &Packet,
+) -> Verdict {
+    let Some(ep) = world.endpoint(hep_id) else {
+        return Verdict::new(Outcome::Allow, Decider::NotAnEndpoint);
+    };
+    if !matches!(ep.id, EndpointId::Host { .. }) {
+        return Verdict::new(Outcome::Allow, Decider::NotAnEndpoint);
+    }
+    let labels = world.effective_labels(ep);
+    let mut passes = Vec::new();
+    let mut logs = Vec::new();
+    let finish = |mut v: Verdict, passes: Vec<PassHit>, logs: Vec<LogHit>| {
+        v.passes = passes;
+        v.logs = logs;
+        v
+    };
+    if dir == Direction::Ingress && failsafe_hit(world, &ep.node, dir, pkt).is_none() {
+        for class in [PolicyClass::Untracked, PolicyClass::PreDnat] {
+            if let Some(v) = run_tiers(
+                world,
+                addrs,
+                policies,
+                &labels,
+                dir,
+                class,
+                pkt,
+                &mut passes,
+                &mut logs,
+            ) {
                 return finish(v, passes, logs);
             }
         }
+    }
+    let v = run_tiers(
+        world,
+        addrs,
+        policies,
+        &labels,
+        dir,
+        PolicyClass::Forward,
+        pkt,
+        &mut passes,
+        &mut logs,
+    )
+    .unwrap_or_else(|| Verdict::new(Outcome::Allow, Decider::NoForwardPolicy));
+    finish(v, passes, logs)
+}
+
+/// Evaluates one direction for the endpoint `ep_id` under `policies` (enforced ones, or a
+/// staged view).
+pub fn evaluate(
+    world: &World,
+    addrs: &Addresses,
+    policies: &[Policy],
+    ep_id: &EndpointId,
+    dir: Direction,
+    pkt: &Packet,
+) -> Verdict {
+    let Some(ep) = world.endpoint(ep_id) else {
+        return Verdict::new(Outcome::Allow, Decider::NotAnEndpoint);
+    };
+    let labels = world.effective_labels(ep);
+    let host = matches!(ep.id, EndpointId::Host { .. });
+    let mut passes = Vec::new();
+    let mut logs = Vec::new();
+    let finish = |mut v: Verdict, passes: Vec<PassHit>, logs: Vec<LogHit>| {
+        v.passes = passes;
+        v.logs = logs;
+        v
+    };
+    if host {
+        // Failsafe ports are checked before any policy (Calico's `cali-failsafe-in/out`, in
+        // the raw, mangle and filter paths alike).
+        if let Some(v) = failsafe_hit(world, &ep.node, dir, pkt) {
+            return v;
+        }
+        // Then Calico's order: doNotTrack (raw), preDNAT (ingress only), then the filter
+        // path. The first two decide only on an explicit allow or deny.
+        let mut early = vec![PolicyClass::Untracked];
+        if dir == Direction::Ingress {
+            early.push(PolicyClass::PreDnat);
+        }
+        for class in early {
+            if let Some(v) = run_tiers(
+                world,
+                addrs,
+                policies,
+                &labels,
+                dir,
+                class,
+                pkt,
+                &mut passes,
+                &mut logs,
+            ) {
+                return finish(v, passes, logs);
+            }
+        }
+    }
+    if let Some(v) = run_tiers(
+        world,
+        addrs,
+        policies,
+        &labels,
+        dir,
+        PolicyClass::Normal,
+        pkt,
+        &mut passes,
+        &mut logs,
+    ) {
+        return finish(v, passes, logs);
     }
     for name in &ep.profiles {
         let Some(profile) = world.profile(name) else {

@@ -111,6 +111,7 @@ pub(crate) fn model() -> DataplaneModel {
         chains,
         workloads,
         host_endpoints: BTreeMap::new(),
+        host_endpoint_extras: BTreeMap::new(),
         failsafe_inbound: tortie_calc::failsafe::default_inbound(),
         failsafe_outbound: tortie_calc::failsafe::default_outbound(),
         endpoint_to_host: EndpointToHost::Drop,

@@ -1,7 +1,10 @@
 //! [`NftManager`]: keeps the kernel's `inet tortie` table equal to the desired one.
 //!
 //! State: the table it last applied successfully (`None` = unknown, so the next apply is a
-//! full atomic replace) and the kernel's listing right after that apply (to notice drift).
+//! full atomic replace) and a drift baseline: the namespace's nftables generation right after
+//! its last commit, and, once a drift check has run, the table's listing with the generation
+//! it was taken at. A commit does not list the table (listing costs as much as the commit and
+//! grows with the sets); the next drift check does, and only when the generation has moved.
 //! On start it knows nothing, so its first apply replaces whatever a previous agent left in
 //! one transaction: the old rules enforce until the new ones commit.
 
@@ -42,14 +45,28 @@ impl ApplyStats {
     }
 }
 
+/// What a drift check compares the kernel with.
+#[derive(Debug)]
+enum Baseline {
+    /// Nothing: the next drift check replaces the table.
+    Unknown,
+    /// The last commit produced this nftables generation; the table was not listed since.
+    Committed { generation: u32 },
+    /// The table's listing, taken when the namespace was at `generation` (if known).
+    Listing {
+        text: String,
+        generation: Option<u32>,
+    },
+}
+
 /// Owns the `inet tortie` table.
 #[derive(Debug)]
 pub struct NftManager<R> {
     runner: R,
     /// The table as last committed; `None` when unknown.
     last_applied: Option<NftTable>,
-    /// `nft list table` right after the last commit.
-    last_listing: Option<String>,
+    /// What the drift check compares the kernel with.
+    baseline: Baseline,
     /// The table last asked for (kept across failures, for drift repair).
     desired: Option<NftTable>,
     /// The model's IP sets behind `last_applied` (to reuse unchanged sets' rendering).
@@ -63,7 +80,7 @@ impl<R: NftRunner> NftManager<R> {
             runner,
             last_applied: None,
             last_sets: None,
-            last_listing: None,
+            baseline: Baseline::Unknown,
             desired: None,
         }
     }
@@ -78,16 +95,23 @@ impl<R: NftRunner> NftManager<R> {
         self.last_applied.as_ref()
     }
 
-    /// The kernel listing read back after the last commit, if any.
+    /// The kernel listing the drift check compares with, once taken after the last commit
+    /// (by [`check_drift`](Self::check_drift), or by `apply` when the runner cannot read the
+    /// nftables generation).
     pub fn last_listing(&self) -> Option<&str> {
-        self.last_listing.as_deref()
+        match &self.baseline {
+            Baseline::Listing { text, .. } => Some(text),
+            Baseline::Unknown | Baseline::Committed { .. } => None,
+        }
     }
 
-    /// Renders `model`, commits the difference to what was last applied (everything when
-    /// that is unknown) and reads the table back. An incremental failure is retried once as
-    /// a full replace; if that fails too the error is returned and the next apply is full.
-    /// If only the read-back fails, the commit stands, the error is returned and the next
-    /// [`check_drift`](Self::check_drift) replaces the table (it has nothing to compare with).
+    /// Renders `model` and commits the difference to what was last applied (everything when
+    /// that is unknown), then notes the nftables generation its commit produced: the table is
+    /// not listed here but at the next [`check_drift`](Self::check_drift). An incremental
+    /// failure is retried once as a full replace; if that fails too the error is returned and
+    /// the next apply is full. A runner that cannot read the generation gets the table read
+    /// back right away instead; if only that read-back fails, the commit stands, the error is
+    /// returned and the next `check_drift` replaces the table (it has nothing to compare with).
     pub fn apply(&mut self, model: &DataplaneModel) -> Result<ApplyStats, NftError> {
         // Sets unchanged since the last commit are carried over, not rendered again; a changed
         // address set is patched in place and its delta handed to the diff. `desired` shares
@@ -137,7 +161,10 @@ impl<R: NftRunner> NftManager<R> {
         };
         self.last_applied = Some(table);
         self.last_sets = Some(model.ip_sets.clone());
-        self.read_back()?;
+        match self.runner.generation() {
+            Some(generation) => self.baseline = Baseline::Committed { generation },
+            None => self.read_back()?,
+        }
         tracing::debug!(?mode, retried_full, "nft table applied");
         Ok(ApplyStats {
             mode,
@@ -151,42 +178,70 @@ impl<R: NftRunner> NftManager<R> {
         self.runner.run(script).inspect_err(|_| {
             self.last_applied = None;
             self.last_sets = None;
-            self.last_listing = None;
+            self.baseline = Baseline::Unknown;
         })
     }
 
+    /// Lists the table as the new baseline, with the generation read just before (a change
+    /// after that read shows up as a generation move at the next check).
     fn read_back(&mut self) -> Result<(), NftError> {
+        let generation = self.runner.generation();
         match self.runner.list() {
             Ok(text) => {
-                self.last_listing = Some(text);
+                self.baseline = Baseline::Listing { text, generation };
                 Ok(())
             }
             Err(e) => {
-                self.last_listing = None;
+                self.baseline = Baseline::Unknown;
                 Err(e)
             }
         }
     }
 
-    /// Lists the table and compares it with the listing taken after the last commit. If it
-    /// differs, is gone, or the last apply failed, replaces the table with the desired one and
-    /// returns `true`. Returns `false` when nothing was ever asked for.
+    /// Checks that the kernel still holds what was last committed; if not (the table was
+    /// flushed, edited or deleted, or the last apply failed), replaces it with the desired one
+    /// and returns `true`. Returns `false` when nothing was ever asked for.
+    ///
+    /// When the nftables generation has not moved since the baseline, nothing changed and
+    /// nothing is listed. Right after a commit the baseline is only a generation: if it has
+    /// not moved the table is listed as the baseline; if it has, something else committed
+    /// since and there is no listing to compare with, so the table is replaced (atomically,
+    /// as any repair). Otherwise the listing is compared with the baseline listing.
     pub fn check_drift(&mut self) -> Result<bool, NftError> {
         let Some(desired) = self.desired.clone() else {
             return Ok(false);
         };
-        let now = match self.runner.list() {
-            Ok(text) => Some(text),
-            Err(e) if e.is_missing() => None,
-            Err(e) => return Err(e),
-        };
-        if self.last_applied.is_some() && now.is_some() && now == self.last_listing {
-            return Ok(false);
+        let mut gone = false;
+        if self.last_applied.is_some() {
+            match &mut self.baseline {
+                Baseline::Committed { generation } => {
+                    if self.runner.generation() == Some(*generation) {
+                        self.read_back()?;
+                        return Ok(false);
+                    }
+                }
+                Baseline::Listing { text, generation } => {
+                    let current = self.runner.generation();
+                    if current.is_some() && current == *generation {
+                        return Ok(false);
+                    }
+                    match self.runner.list() {
+                        Ok(now) if now == *text => {
+                            *generation = current;
+                            return Ok(false);
+                        }
+                        Ok(_) => {}
+                        Err(e) if e.is_missing() => gone = true,
+                        Err(e) => return Err(e),
+                    }
+                }
+                Baseline::Unknown => {}
+            }
         }
         tracing::warn!(
             table = TABLE,
-            gone = now.is_none(),
-            "nft table drifted from what was applied; replacing it"
+            gone,
+            "nft table drifted from what was applied (or cannot be compared); replacing it"
         );
         self.commit(&diff::full_script(&desired))?;
         self.last_applied = Some(desired);
@@ -199,7 +254,7 @@ impl<R: NftRunner> NftManager<R> {
     pub fn remove(&mut self) -> Result<(), NftError> {
         self.desired = None;
         self.last_applied = None;
-        self.last_listing = None;
+        self.baseline = Baseline::Unknown;
         self.runner
             .run(&format!("table {TABLE} {{}}\ndelete table {TABLE}\n"))
     }

@@ -17,6 +17,8 @@ fn first_apply_is_full_then_incremental_then_unchanged() {
     let s = mgr.apply(&model()).expect("apply");
     assert_eq!(s.mode, ApplyMode::Full);
     assert!(s.script.contains("delete table inet tortie"));
+    assert_eq!(mgr.last_listing(), None, "not read back on the change path");
+    assert!(!mgr.check_drift().expect("check"));
     assert_eq!(mgr.last_listing(), Some("listing 1"));
     let s = mgr.apply(&changed_model()).expect("apply");
     assert_eq!(s.mode, ApplyMode::Incremental);
@@ -90,6 +92,68 @@ fn drift_is_repaired_with_a_full_replace() {
     assert_eq!(scripts.last(), Some(&diff::full_script(&render(&model()))));
     // The repaired table's listing is the new reference.
     assert!(!mgr.check_drift().expect("stable"));
+}
+
+#[test]
+fn apply_does_not_list_the_table() {
+    let mut mgr = NftManager::new(RecordingNft::new());
+    mgr.apply(&model()).expect("apply");
+    mgr.apply(&changed_model()).expect("apply");
+    assert_eq!(mgr.runner().list_calls(), 0);
+    // The first drift check after the commits takes the listing; later ones with no
+    // nftables commit in between list nothing.
+    assert!(!mgr.check_drift().expect("check"));
+    assert_eq!(mgr.runner().list_calls(), 1);
+    assert!(!mgr.check_drift().expect("check"));
+    assert!(!mgr.check_drift().expect("check"));
+    assert_eq!(mgr.runner().list_calls(), 1);
+}
+
+#[test]
+fn a_flush_before_the_first_drift_check_is_repaired() {
+    let mut mgr = NftManager::new(RecordingNft::new());
+    mgr.runner().set_listing("good");
+    mgr.apply(&model()).expect("apply");
+    mgr.apply(&changed_model()).expect("apply");
+    // Someone flushes the table right after the commit, before any listing was taken.
+    mgr.runner().set_listing("flushed by someone");
+    assert!(mgr.check_drift().expect("drift"));
+    let scripts = mgr.runner().scripts();
+    assert_eq!(
+        scripts.last(),
+        Some(&diff::full_script(&render(&changed_model())))
+    );
+    assert_eq!(mgr.last_applied(), Some(&render(&changed_model())));
+    assert!(!mgr.check_drift().expect("stable"));
+}
+
+#[test]
+fn another_programs_commit_after_the_baseline_is_compared_not_repaired() {
+    let mut mgr = NftManager::new(RecordingNft::new());
+    mgr.runner().set_listing("good");
+    mgr.apply(&model()).expect("apply");
+    assert!(!mgr.check_drift().expect("baseline"));
+    let lists = mgr.runner().list_calls();
+    mgr.runner().bump_generation();
+    assert!(!mgr.check_drift().expect("same listing"));
+    assert_eq!(mgr.runner().list_calls(), lists + 1);
+    // The generation seen is the new reference: nothing listed next time.
+    assert!(!mgr.check_drift().expect("quiet"));
+    assert_eq!(mgr.runner().list_calls(), lists + 1);
+    mgr.runner().set_listing("edited");
+    assert!(mgr.check_drift().expect("edited"));
+}
+
+#[test]
+fn without_a_generation_the_table_is_read_back_after_each_commit() {
+    let mut mgr = NftManager::new(RecordingNft::without_generation());
+    mgr.runner().set_listing("good");
+    mgr.apply(&model()).expect("apply");
+    assert_eq!(mgr.runner().list_calls(), 1);
+    assert_eq!(mgr.last_listing(), Some("good"));
+    assert!(!mgr.check_drift().expect("same listing"));
+    mgr.runner().set_listing("flushed");
+    assert!(mgr.check_drift().expect("drift"));
 }
 
 #[test]

@@ -100,6 +100,12 @@ pub trait NftRunner {
     fn run(&self, script: &str) -> Result<(), NftError>;
     /// `nft list table inet tortie`.
     fn list(&self) -> Result<String, NftError>;
+    /// The namespace's nftables generation: a counter the kernel bumps on every committed
+    /// nftables transaction (any table, any program). `None` when it cannot be read; the
+    /// manager then reads the table back after each commit instead.
+    fn generation(&self) -> Option<u32> {
+        None
+    }
 }
 
 impl<T: NftRunner + ?Sized> NftRunner for &T {
@@ -108,6 +114,9 @@ impl<T: NftRunner + ?Sized> NftRunner for &T {
     }
     fn list(&self) -> Result<String, NftError> {
         (**self).list()
+    }
+    fn generation(&self) -> Option<u32> {
+        (**self).generation()
     }
 }
 
@@ -253,6 +262,95 @@ impl NftRunner for NftCommand {
             ))
         }
     }
+
+    fn generation(&self) -> Option<u32> {
+        nft_generation(self.netns.as_deref())
+            .inspect_err(|e| tracing::debug!(error = %e, "could not read the nftables generation"))
+            .ok()
+    }
+}
+
+/// nfnetlink subsystem of nf_tables, and its "get generation" / "new generation" messages.
+const NFNL_SUBSYS_NFTABLES: u16 = 10;
+const NFT_MSG_NEWGEN: u16 = 15;
+const NFT_MSG_GETGEN: u16 = 16;
+const NFTA_GEN_ID: u16 = 1;
+const NLMSG_ERROR: u16 = 2;
+const NLM_F_REQUEST: u16 = 1;
+
+/// Reads the nftables generation of the namespace at `netns` (the caller's when `None`) with
+/// one `NFT_MSG_GETGEN` request on a netfilter netlink socket opened inside it.
+pub fn nft_generation(netns: Option<&std::path::Path>) -> io::Result<u32> {
+    let socket = netfilter_socket(netns)?;
+    let mut req = Vec::with_capacity(20);
+    req.extend_from_slice(&20u32.to_ne_bytes());
+    req.extend_from_slice(&((NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETGEN).to_ne_bytes());
+    req.extend_from_slice(&NLM_F_REQUEST.to_ne_bytes());
+    req.extend_from_slice(&1u32.to_ne_bytes()); // sequence
+    req.extend_from_slice(&0u32.to_ne_bytes()); // port id: the kernel's
+    req.extend_from_slice(&[0, 0, 0, 0]); // nfgenmsg: AF_UNSPEC, version 0, res_id 0
+    socket.send_to(&req, &netlink_sys::SocketAddr::new(0, 0), 0)?;
+    // The kernel answers inside sendmsg, so the reply is already queued: never block.
+    let mut buf = Vec::with_capacity(4096);
+    socket.recv_from(&mut buf, nix::libc::MSG_DONTWAIT)?;
+    parse_generation(&buf)
+}
+
+fn netfilter_socket(netns: Option<&std::path::Path>) -> io::Result<netlink_sys::Socket> {
+    let open = || netlink_sys::Socket::new(netlink_sys::protocols::NETLINK_NETFILTER);
+    let Some(ns) = netns else {
+        return open();
+    };
+    let file = std::fs::File::open(ns)?;
+    // A socket belongs to the namespace it was created in: create it on a short-lived
+    // thread that entered the namespace, so the calling thread's namespace never changes.
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)?;
+            open()
+        })
+        .join()
+        .unwrap_or_else(|_| Err(io::Error::other("namespace thread panicked")))
+    })
+}
+
+fn parse_generation(msg: &[u8]) -> io::Result<u32> {
+    let bad = |what: &str| io::Error::new(io::ErrorKind::InvalidData, what.to_string());
+    let u16_at = |i: usize| msg.get(i..i + 2).map(|b| u16::from_ne_bytes([b[0], b[1]]));
+    let len = msg
+        .get(0..4)
+        .map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]) as usize)
+        .ok_or_else(|| bad("short netlink reply"))?;
+    let msg = msg
+        .get(..len)
+        .ok_or_else(|| bad("truncated netlink reply"))?;
+    match u16_at(4) {
+        Some(NLMSG_ERROR) => {
+            let code = msg
+                .get(16..20)
+                .map(|b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+                .ok_or_else(|| bad("short netlink error"))?;
+            Err(io::Error::from_raw_os_error(-code))
+        }
+        Some(t) if t == (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWGEN => {
+            // Attributes follow the 16-byte header and the 4-byte nfgenmsg.
+            let mut at = 20;
+            while let (Some(alen), Some(atype)) = (u16_at(at), u16_at(at + 2)) {
+                let alen = usize::from(alen);
+                if alen < 4 {
+                    break;
+                }
+                if atype & 0x3fff == NFTA_GEN_ID
+                    && let Some(b) = msg.get(at + 4..at + 8)
+                {
+                    return Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
+                }
+                at += (alen + 3) & !3;
+            }
+            Err(bad("no generation in the reply"))
+        }
+        _ => Err(bad("unexpected netlink reply")),
+    }
 }
 
 /// A recording fake: keeps every script, answers `run` from a queue of results (default
@@ -263,11 +361,23 @@ pub struct RecordingNft {
     results: Mutex<VecDeque<Result<(), NftError>>>,
     listing: Mutex<String>,
     lists: Mutex<usize>,
+    /// The fake generation: bumped by every successful `run` and every `set_listing`.
+    generation: Mutex<u32>,
+    /// `generation` answers `None` (a runner that cannot tell).
+    no_generation: bool,
 }
 
 impl RecordingNft {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A fake whose `generation` is unknown (the manager must read back after commits).
+    pub fn without_generation() -> Self {
+        RecordingNft {
+            no_generation: true,
+            ..Self::default()
+        }
     }
 
     /// Every script run so far, in order.
@@ -280,9 +390,15 @@ impl RecordingNft {
         lock(&self.results).push_back(r);
     }
 
-    /// What `list` returns from now on.
+    /// What `list` returns from now on (a change to the kernel: bumps the generation).
     pub fn set_listing(&self, text: &str) {
         *lock(&self.listing) = text.to_string();
+        *lock(&self.generation) += 1;
+    }
+
+    /// Another program's nftables commit that leaves the listing as it is.
+    pub fn bump_generation(&self) {
+        *lock(&self.generation) += 1;
     }
 
     /// How many times `list` was called.
@@ -309,12 +425,20 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl NftRunner for RecordingNft {
     fn run(&self, script: &str) -> Result<(), NftError> {
         lock(&self.scripts).push(script.to_string());
-        lock(&self.results).pop_front().unwrap_or(Ok(()))
+        let r = lock(&self.results).pop_front().unwrap_or(Ok(()));
+        if r.is_ok() {
+            *lock(&self.generation) += 1;
+        }
+        r
     }
 
     fn list(&self) -> Result<String, NftError> {
         *lock(&self.lists) += 1;
         Ok(lock(&self.listing).clone())
+    }
+
+    fn generation(&self) -> Option<u32> {
+        (!self.no_generation).then(|| *lock(&self.generation))
     }
 }
 

@@ -12,8 +12,8 @@ use std::sync::Arc;
 
 use ipnet::IpNet;
 use tortie_calc::dataplane::{
-    ALL_INTERFACES, DataplaneModel, EndpointToHost, Family, HostEndpointChains, IpSet,
-    IpSetMembers, PolicyChain, TierChains, WorkloadChains,
+    ALL_INTERFACES, DataplaneModel, EndpointToHost, Family, HostEndpointChains, HostEndpointExtras,
+    IpSet, IpSetMembers, PolicyChain, TierChains, WorkloadChains,
 };
 use tortie_calc::failsafe::FailsafePort;
 
@@ -55,6 +55,27 @@ pub const CHAIN_TO_ALL_HEP: &str = "to-hep-all";
 pub const CHAIN_FAILSAFE_IN: &str = "failsafe-in";
 /// Outbound failsafe ports, jumped to by every host endpoint egress chain.
 pub const CHAIN_FAILSAFE_OUT: &str = "failsafe-out";
+/// Failsafe accepts for untracked ingress (raw prerouting): the inbound failsafe ports and,
+/// by source port, the replies to the host's outbound failsafe connections, which would
+/// otherwise meet untracked policy before conntrack could recognise them (as Calico's raw
+/// `cali-failsafe-in`). Accepting here only skips untracked policy: the filter path still
+/// requires the reply to be established or the port to be failsafe.
+pub const CHAIN_FAILSAFE_IN_RAW: &str = "failsafe-in-raw";
+/// Failsafe accepts for untracked egress (raw output): the outbound failsafe ports and, by
+/// source port, the host's replies on inbound failsafe connections.
+pub const CHAIN_FAILSAFE_OUT_RAW: &str = "failsafe-out-raw";
+/// Base chain on the prerouting hook at raw priority: untracked (`doNotTrack`) ingress
+/// policy of host endpoints, before conntrack (present only when some host endpoint has any).
+pub const CHAIN_RAW_PREROUTING: &str = "raw-prerouting";
+/// Base chain on the output hook at raw priority: untracked egress policy of host endpoints.
+pub const CHAIN_RAW_OUTPUT: &str = "raw-output";
+/// Base chain on the prerouting hook at mangle priority (before DNAT at dstnat): `preDNAT`
+/// policy of host endpoints.
+pub const CHAIN_PRE_DNAT: &str = "pre-dnat";
+/// Dispatch of forwarded traffic arriving through a host endpoint (`applyOnForward` ingress).
+pub const CHAIN_FROM_HEP_FWD: &str = "from-hep-fwd";
+/// Dispatch of forwarded traffic leaving through a host endpoint (`applyOnForward` egress).
+pub const CHAIN_TO_HEP_FWD: &str = "to-hep-fwd";
 /// The loopback interface, never policed.
 pub const LOOPBACK: &str = "lo";
 
@@ -112,13 +133,14 @@ fn render_with_sets(model: &DataplaneModel, sets: BTreeMap<String, SetDef>) -> N
         t.chains.insert(fw_name, from);
     }
     let heps = host_endpoints(&mut t, model, &mut wanted_chains);
-    fail_closed_stand_ins(&mut t, &wanted_chains, &refs);
     t.maps.insert(MAP_FROM_WL.to_string(), dispatch_map(fw));
     t.maps.insert(MAP_TO_WL.to_string(), dispatch_map(tw));
     static_chains(&mut t, model.endpoint_to_host);
     if let Some(heps) = heps {
         host_endpoint_base_chains(&mut t, heps);
+        host_endpoint_stages(&mut t, model, heps, &mut wanted_chains);
     }
+    fail_closed_stand_ins(&mut t, &wanted_chains, &refs);
     nat(&mut t, &model.nat.masquerade_pools, &model.nat.all_pools);
     t
 }
@@ -128,6 +150,8 @@ fn render_with_sets(model: &DataplaneModel, sets: BTreeMap<String, SetDef>) -> N
 struct Heps {
     /// An all-interfaces (`*`) host endpoint exists.
     all: bool,
+    /// The `failsafe-in` chain exists.
+    failsafe_in: bool,
 }
 
 /// Host endpoint chains, dispatch maps and failsafe chains; `None` (and nothing rendered)
@@ -140,8 +164,18 @@ fn host_endpoints(
     if model.host_endpoints.is_empty() {
         return None;
     }
-    let failsafe_in = failsafe_rules(&model.failsafe_inbound, "saddr", "failsafe inbound");
-    let failsafe_out = failsafe_rules(&model.failsafe_outbound, "daddr", "failsafe outbound");
+    let failsafe_in = failsafe_rules(
+        &model.failsafe_inbound,
+        "saddr",
+        "dport",
+        "failsafe inbound",
+    );
+    let failsafe_out = failsafe_rules(
+        &model.failsafe_outbound,
+        "daddr",
+        "dport",
+        "failsafe outbound",
+    );
     let mut fh = BTreeMap::new();
     let mut th = BTreeMap::new();
     let mut all = false;
@@ -150,11 +184,7 @@ fn host_endpoints(
             all = true;
             (CHAIN_FROM_ALL_HEP.to_string(), CHAIN_TO_ALL_HEP.to_string())
         } else {
-            let key = match ifname_literal(iface) {
-                Some(_) if iface == LOOPBACK || iface.starts_with("cali") => None,
-                k => k,
-            };
-            let Some(key) = key else {
+            let Some(key) = hep_key(iface) else {
                 tracing::warn!(iface, endpoint = %hep.endpoint, "host endpoint on an interface that is never policed as one (loopback, workload or unmatchable name); ignored");
                 continue;
             };
@@ -169,6 +199,10 @@ fn host_endpoints(
         t.chains.insert(fh_name, from);
         t.chains.insert(th_name, to);
     }
+    let heps = Heps {
+        all,
+        failsafe_in: !failsafe_in.is_empty(),
+    };
     for (name, rules) in [
         (CHAIN_FAILSAFE_IN, failsafe_in),
         (CHAIN_FAILSAFE_OUT, failsafe_out),
@@ -180,7 +214,299 @@ fn host_endpoints(
     }
     t.maps.insert(MAP_FROM_HEP.to_string(), dispatch_map(fh));
     t.maps.insert(MAP_TO_HEP.to_string(), dispatch_map(th));
-    Some(Heps { all })
+    Some(heps)
+}
+
+/// The dispatch key of a named host endpoint interface; `None` for interfaces never policed
+/// as host endpoints (loopback, workload veths, names nft cannot match exactly).
+fn hep_key(iface: &str) -> Option<String> {
+    match ifname_literal(iface) {
+        Some(_) if iface == LOOPBACK || iface.starts_with("cali") => None,
+        k => k,
+    }
+}
+
+/// A host endpoint policy stage outside the filter INPUT/OUTPUT path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// `doNotTrack` ingress, raw prerouting.
+    UntrackedIn,
+    /// `doNotTrack` egress, raw output.
+    UntrackedOut,
+    /// `preDNAT` ingress, prerouting at mangle priority.
+    PreDnatIn,
+    /// `applyOnForward` ingress, filter forward.
+    ForwardIn,
+    /// `applyOnForward` egress, filter forward.
+    ForwardOut,
+}
+
+impl Stage {
+    const ALL: [Stage; 5] = [
+        Stage::UntrackedIn,
+        Stage::UntrackedOut,
+        Stage::PreDnatIn,
+        Stage::ForwardIn,
+        Stage::ForwardOut,
+    ];
+
+    fn tiers(self, x: &HostEndpointExtras) -> &[TierChains] {
+        match self {
+            Stage::UntrackedIn => &x.untracked_ingress,
+            Stage::UntrackedOut => &x.untracked_egress,
+            Stage::PreDnatIn => &x.pre_dnat_ingress,
+            Stage::ForwardIn => &x.forward_ingress,
+            Stage::ForwardOut => &x.forward_egress,
+        }
+    }
+
+    /// Per-interface chain prefix; the dispatch map is `<prefix>-dispatch`.
+    fn prefix(self) -> &'static str {
+        match self {
+            Stage::UntrackedIn => "fhu",
+            Stage::UntrackedOut => "thu",
+            Stage::PreDnatIn => "fhp",
+            Stage::ForwardIn => "fhf",
+            Stage::ForwardOut => "thf",
+        }
+    }
+
+    /// The all-interfaces (`*`) host endpoint's chain.
+    fn all_chain(self) -> &'static str {
+        match self {
+            Stage::UntrackedIn => "from-hep-all-untracked",
+            Stage::UntrackedOut => "to-hep-all-untracked",
+            Stage::PreDnatIn => "from-hep-all-pre-dnat",
+            Stage::ForwardIn => "from-hep-all-fwd",
+            Stage::ForwardOut => "to-hep-all-fwd",
+        }
+    }
+
+    fn ingress(self) -> bool {
+        matches!(
+            self,
+            Stage::UntrackedIn | Stage::PreDnatIn | Stage::ForwardIn
+        )
+    }
+
+    /// What follows each policy jump: the policy's allow is final for this stage.
+    fn on_accept(self) -> String {
+        let accept = mark_hex(MARK_ACCEPT);
+        match self {
+            // Allowed untracked: not tracked, and accepted by the filter hooks on the mark.
+            Stage::UntrackedIn | Stage::UntrackedOut => format!(
+                "meta mark & {accept} == {accept} notrack accept {}",
+                comment("untracked policy accepted")
+            ),
+            Stage::PreDnatIn => format!(
+                "meta mark & {accept} == {accept} accept {}",
+                comment("pre-DNAT policy accepted")
+            ),
+            Stage::ForwardIn | Stage::ForwardOut => format!(
+                "meta mark & {accept} == {accept} return {}",
+                comment("return if policy accepted")
+            ),
+        }
+    }
+}
+
+/// The untracked, pre-DNAT and forward stages of host endpoint policy: for each stage some
+/// host endpoint has policy in, one chain per such endpoint, a dispatch map (every named host
+/// endpoint: its chain, or `return` when it has no policy in the stage, so that it does not
+/// fall through to the `*` endpoint's) and the hook into the packet path.
+fn host_endpoint_stages(
+    t: &mut NftTable,
+    model: &DataplaneModel,
+    heps: Heps,
+    wanted: &mut BTreeSet<String>,
+) {
+    let used = |stage: Stage| {
+        model
+            .host_endpoint_extras
+            .values()
+            .any(|x| !stage.tiers(x).is_empty())
+    };
+    let untracked_in = used(Stage::UntrackedIn);
+    let untracked_out = used(Stage::UntrackedOut);
+    let pre_dnat = used(Stage::PreDnatIn);
+    let accept = mark_hex(MARK_ACCEPT);
+    let clear = format!(
+        "meta mark set meta mark & {} {}",
+        mark_hex(!(MARK_ACCEPT | MARK_PASS)),
+        comment("clear accept and pass marks")
+    );
+    let accepted_early = format!(
+        "meta mark & {accept} == {accept} accept {}",
+        comment("allowed by untracked or pre-DNAT policy")
+    );
+    // Before conntrack, a failsafe connection's replies look like any other packet: the raw
+    // failsafe chains also accept them, by source port (Calico's raw failsafe chains).
+    let raw_failsafe_in = untracked_in
+        && raw_failsafe_chain(
+            t,
+            CHAIN_FAILSAFE_IN_RAW,
+            "failsafe inbound",
+            &model.failsafe_inbound,
+            &model.failsafe_outbound,
+            "saddr",
+        );
+    let raw_failsafe_out = untracked_out
+        && raw_failsafe_chain(
+            t,
+            CHAIN_FAILSAFE_OUT_RAW,
+            "failsafe outbound",
+            &model.failsafe_outbound,
+            &model.failsafe_inbound,
+            "daddr",
+        );
+    let none = HostEndpointExtras::default();
+    for stage in Stage::ALL {
+        if !used(stage) {
+            continue;
+        }
+        let mut map = BTreeMap::new();
+        let mut all_chain = false;
+        for iface in model.host_endpoints.keys() {
+            let x = model.host_endpoint_extras.get(iface).unwrap_or(&none);
+            let tiers = stage.tiers(x);
+            let name = if iface == ALL_INTERFACES {
+                if tiers.is_empty() {
+                    continue;
+                }
+                all_chain = true;
+                stage.all_chain().to_string()
+            } else {
+                let Some(key) = hep_key(iface) else {
+                    continue;
+                };
+                if tiers.is_empty() {
+                    map.insert(key, "return".to_string());
+                    continue;
+                }
+                let name = nft_name(&format!("{}-{iface}", stage.prefix()));
+                map.insert(key, format!("goto {name}"));
+                name
+            };
+            let mut rules = Vec::new();
+            if stage == Stage::PreDnatIn {
+                rules.push("ct state invalid drop".to_string());
+            }
+            let failsafe = match stage {
+                Stage::UntrackedIn if raw_failsafe_in => Some(CHAIN_FAILSAFE_IN_RAW),
+                Stage::PreDnatIn if heps.failsafe_in => Some(CHAIN_FAILSAFE_IN),
+                Stage::UntrackedOut if raw_failsafe_out => Some(CHAIN_FAILSAFE_OUT_RAW),
+                _ => None,
+            };
+            if let Some(chain) = failsafe {
+                rules.push(format!("jump {chain}"));
+            }
+            rules.push(clear.clone());
+            rules.extend(tier_rules(tiers, &stage.on_accept(), wanted));
+            t.chains.insert(name, ChainDef { hook: None, rules });
+        }
+        let map_name = format!("{}-dispatch", stage.prefix());
+        t.maps.insert(map_name.clone(), dispatch_map(map));
+        let (iif, wl) = if stage.ingress() {
+            ("iifname", WORKLOAD_IFACE_PATTERN)
+        } else {
+            ("oifname", WORKLOAD_IFACE_PATTERN)
+        };
+        let mut rules = Vec::new();
+        match stage {
+            Stage::UntrackedIn | Stage::UntrackedOut => rules.push(clear.clone()),
+            Stage::PreDnatIn if untracked_in => rules.push(format!(
+                "meta mark & {accept} == {accept} accept {}",
+                comment("allowed by untracked policy")
+            )),
+            Stage::PreDnatIn => rules.push(clear.clone()),
+            Stage::ForwardIn | Stage::ForwardOut => {}
+        }
+        if stage == Stage::PreDnatIn {
+            rules.push("ct state established,related accept".to_string());
+        }
+        rules.push(format!(
+            "{iif} \"{wl}\" return {}",
+            comment("workload traffic: not host endpoint traffic")
+        ));
+        if stage != Stage::ForwardIn && stage != Stage::ForwardOut {
+            rules.push(format!(
+                "{iif} \"{LOOPBACK}\" return {}",
+                comment("loopback is never policed")
+            ));
+        }
+        rules.push(format!("{iif} vmap @{map_name}"));
+        if all_chain {
+            rules.push(format!("goto {}", stage.all_chain()));
+        }
+        let (name, hook) = match stage {
+            Stage::UntrackedIn => (
+                CHAIN_RAW_PREROUTING,
+                base_hook("filter", "prerouting", "raw"),
+            ),
+            Stage::UntrackedOut => (CHAIN_RAW_OUTPUT, base_hook("filter", "output", "raw")),
+            Stage::PreDnatIn => (CHAIN_PRE_DNAT, base_hook("filter", "prerouting", "mangle")),
+            Stage::ForwardIn => (CHAIN_FROM_HEP_FWD, None),
+            Stage::ForwardOut => (CHAIN_TO_HEP_FWD, None),
+        };
+        t.chains.insert(name.to_string(), ChainDef { hook, rules });
+    }
+    // The filter hooks accept what untracked or pre-DNAT policy allowed (the mark survives
+    // from prerouting), right after the established flows.
+    if (untracked_in || pre_dnat)
+        && let Some(input) = t.chains.get_mut(CHAIN_INPUT)
+    {
+        input.rules.insert(1, accepted_early);
+    }
+    if untracked_out && let Some(output) = t.chains.get_mut(CHAIN_OUTPUT) {
+        output.rules.insert(
+            1,
+            format!(
+                "meta mark & {accept} == {accept} accept {}",
+                comment("allowed by untracked policy")
+            ),
+        );
+    }
+    if let Some(forward) = t.chains.get_mut(CHAIN_FORWARD) {
+        if used(Stage::ForwardIn) {
+            // Allowed by untracked or pre-DNAT policy: the forward ingress policy is skipped
+            // (as Calico); the workload and forward egress policy still apply.
+            let rule = if untracked_in || pre_dnat {
+                format!("meta mark & {accept} == 0 jump {CHAIN_FROM_HEP_FWD}")
+            } else {
+                format!("jump {CHAIN_FROM_HEP_FWD}")
+            };
+            forward.rules.insert(1, rule);
+        }
+        if used(Stage::ForwardOut) {
+            forward.rules.push(format!("jump {CHAIN_TO_HEP_FWD}"));
+        }
+    }
+}
+
+/// A raw failsafe chain `name`: `ours` by destination port, and the replies of the other
+/// direction's failsafe connections (`theirs`) by source port, `peer` being the remote
+/// address in both. `false` (and no chain) when both lists are empty.
+fn raw_failsafe_chain(
+    t: &mut NftTable,
+    name: &str,
+    what: &str,
+    ours: &[FailsafePort],
+    theirs: &[FailsafePort],
+    peer: &str,
+) -> bool {
+    let mut rules = failsafe_rules(ours, peer, "dport", what);
+    rules.extend(failsafe_rules(
+        theirs,
+        peer,
+        "sport",
+        &format!("{what}: replies"),
+    ));
+    if rules.is_empty() {
+        return false;
+    }
+    t.chains
+        .insert(name.to_string(), ChainDef { hook: None, rules });
+    true
 }
 
 /// `fh-<iface>` (`dir` To: ingress policy, traffic to the host) / `th-<iface>` (From:
@@ -208,8 +534,10 @@ fn hep_chain(
 
 /// Failsafe accepts: every entry without a `net` in one set lookup
 /// (`meta l4proto . th dport { tcp . 22, ... }`), one rule per entry with a `net` (its
-/// `peer` address: the source inbound, the destination outbound).
-fn failsafe_rules(ports: &[FailsafePort], peer: &str, what: &str) -> Vec<String> {
+/// `peer` address: the source inbound, the destination outbound). `port` is the field the
+/// failsafe port is matched in: `dport`, or `sport` for the replies of the other direction's
+/// failsafe connections (raw chains only).
+fn failsafe_rules(ports: &[FailsafePort], peer: &str, port: &str, what: &str) -> Vec<String> {
     let plain: Vec<String> = ports
         .iter()
         .filter(|p| p.net.is_none())
@@ -221,7 +549,7 @@ fn failsafe_rules(ports: &[FailsafePort], peer: &str, what: &str) -> Vec<String>
     let mut rules = Vec::new();
     if !plain.is_empty() {
         rules.push(format!(
-            "meta l4proto . th dport {{ {} }} accept {}",
+            "meta l4proto . th {port} {{ {} }} accept {}",
             join(&plain),
             comment(what)
         ));
@@ -235,7 +563,7 @@ fn failsafe_rules(ports: &[FailsafePort], peer: &str, what: &str) -> Vec<String>
                 Family::V6 => "ip6",
             };
             Some(format!(
-                "{ip} {peer} {net} meta l4proto {} th dport {} accept {}",
+                "{ip} {peer} {net} meta l4proto {} th {port} {} accept {}",
                 proto_name(p.protocol),
                 p.port,
                 comment(what)
@@ -478,35 +806,17 @@ fn endpoint_chain(wl: &WorkloadChains, dir: Dir, wanted: &mut BTreeSet<String>) 
         Dir::From => (&wl.egress, &wl.egress_profiles),
     };
     let accept = mark_hex(MARK_ACCEPT);
-    let pass = mark_hex(MARK_PASS);
     let accepted = format!("meta mark & {accept} == {accept} return");
     let mut rules = vec![format!(
         "meta mark set meta mark & {} {}",
         mark_hex(!(MARK_ACCEPT | MARK_PASS)),
         comment("clear accept and pass marks")
     )];
-    for tier in tiers {
-        rules.push(format!(
-            "meta mark set meta mark & {} {}",
-            mark_hex(!MARK_PASS),
-            comment(&format!("start of tier {}", tier.tier))
-        ));
-        for p in &tier.policies {
-            let chain = nft_name(p);
-            rules.push(format!("meta mark & {pass} == 0 jump {chain}"));
-            rules.push(format!(
-                "{accepted} {}",
-                comment("return if policy accepted")
-            ));
-            wanted.insert(chain);
-        }
-        if tier.end_drop {
-            rules.push(format!(
-                "meta mark & {pass} == 0 drop {}",
-                comment(&format!("end of tier {}", tier.tier))
-            ));
-        }
-    }
+    rules.extend(tier_rules(
+        tiers,
+        &format!("{accepted} {}", comment("return if policy accepted")),
+        wanted,
+    ));
     for p in profiles {
         let chain = nft_name(p);
         rules.push(format!("jump {chain}"));
@@ -518,6 +828,33 @@ fn endpoint_chain(wl: &WorkloadChains, dir: Dir, wanted: &mut BTreeSet<String>) 
     }
     rules.push(format!("drop {}", comment("no profile matched")));
     ChainDef { hook: None, rules }
+}
+
+/// Per tier: clear PASS, then per policy `meta mark & PASS == 0 jump <chain>` followed by
+/// `on_accept`; at the end of a tier with `end_drop`, drop unless something passed.
+fn tier_rules(tiers: &[TierChains], on_accept: &str, wanted: &mut BTreeSet<String>) -> Vec<String> {
+    let pass = mark_hex(MARK_PASS);
+    let mut rules = Vec::new();
+    for tier in tiers {
+        rules.push(format!(
+            "meta mark set meta mark & {} {}",
+            mark_hex(!MARK_PASS),
+            comment(&format!("start of tier {}", tier.tier))
+        ));
+        for p in &tier.policies {
+            let chain = nft_name(p);
+            rules.push(format!("meta mark & {pass} == 0 jump {chain}"));
+            rules.push(on_accept.to_string());
+            wanted.insert(chain);
+        }
+        if tier.end_drop {
+            rules.push(format!(
+                "meta mark & {pass} == 0 drop {}",
+                comment(&format!("end of tier {}", tier.tier))
+            ));
+        }
+    }
+    rules
 }
 
 fn dispatch_map(elements: BTreeMap<String, String>) -> MapDef {

@@ -367,3 +367,130 @@ fn patched_address_sets_equal_fresh_renderings() {
         prev_model = next;
     }
 }
+
+/// [`model_with_heps`] plus untracked, pre-DNAT and forward policy on eth0 and forward
+/// ingress policy on the all-interfaces endpoint.
+fn model_with_hep_stages() -> tortie_calc::dataplane::DataplaneModel {
+    use tortie_calc::dataplane::{HostEndpointExtras, TierChains};
+    let mut m = model_with_heps();
+    let tiers = |end_drop| {
+        vec![TierChains {
+            tier: "default".into(),
+            policies: vec!["pi-knp/x/allow-a".into()],
+            end_drop,
+        }]
+    };
+    m.host_endpoint_extras.insert(
+        "eth0".into(),
+        HostEndpointExtras {
+            untracked_ingress: tiers(false),
+            untracked_egress: tiers(false),
+            pre_dnat_ingress: tiers(false),
+            forward_ingress: tiers(true),
+            forward_egress: tiers(true),
+        },
+    );
+    m.host_endpoint_extras.insert(
+        "*".into(),
+        HostEndpointExtras {
+            forward_ingress: tiers(true),
+            ..HostEndpointExtras::default()
+        },
+    );
+    m
+}
+
+/// The raw, pre-DNAT and forward stages of host endpoint policy, as reviewed.
+#[test]
+fn golden_definition_with_host_endpoint_stages() {
+    let got = render(&model_with_hep_stages()).definition();
+    update_golden("fixture-model-hep-stages.nft", &got);
+    let want = include_str!("testdata/fixture-model-hep-stages.nft");
+    assert_eq!(got, want, "got:\n{got}");
+}
+
+/// Host endpoints without untracked, pre-DNAT or forward policy render as before: no raw or
+/// pre-DNAT base chains, `forward` untouched.
+#[test]
+fn without_stage_policy_no_stage_chains() {
+    let t = render(&model_with_heps());
+    for name in [
+        "raw-prerouting",
+        "raw-output",
+        "pre-dnat",
+        "from-hep-fwd",
+        "to-hep-fwd",
+    ] {
+        assert!(!t.chains.contains_key(name), "{name}");
+    }
+    assert_eq!(t.chains["forward"].rules.len(), 3);
+    let t = render(&model_with_hep_stages());
+    assert_eq!(t.chains["forward"].rules.len(), 5);
+    assert!(t.chains["input"].rules[1].contains("accept"));
+}
+
+/// The untracked stages jump to raw failsafe chains that also accept the replies of the
+/// other direction's failsafe connections by source port (before conntrack, a reply is just
+/// a packet); the pre-DNAT stage is after conntrack and uses the plain chain.
+#[test]
+fn untracked_stages_accept_failsafe_replies() {
+    use tortie_calc::failsafe::FailsafePort;
+    use tortie_calc::model::proto;
+    let mut m = model_with_hep_stages();
+    m.failsafe_inbound = vec![
+        FailsafePort {
+            protocol: proto::TCP,
+            port: 22,
+            net: None,
+        },
+        FailsafePort {
+            protocol: proto::TCP,
+            port: 8080,
+            net: Some("198.18.0.0/24".parse().unwrap()),
+        },
+    ];
+    m.failsafe_outbound = vec![FailsafePort {
+        protocol: proto::UDP,
+        port: 53,
+        net: None,
+    }];
+    let t = render(&m);
+    assert_eq!(
+        t.chains["failsafe-in-raw"].rules,
+        [
+            "meta l4proto . th dport { tcp . 22 } accept comment \"failsafe inbound\"",
+            "ip saddr 198.18.0.0/24 meta l4proto tcp th dport 8080 accept comment \"failsafe inbound\"",
+            "meta l4proto . th sport { udp . 53 } accept comment \"failsafe inbound: replies\"",
+        ]
+    );
+    assert_eq!(
+        t.chains["failsafe-out-raw"].rules,
+        [
+            "meta l4proto . th dport { udp . 53 } accept comment \"failsafe outbound\"",
+            "meta l4proto . th sport { tcp . 22 } accept comment \"failsafe outbound: replies\"",
+            "ip daddr 198.18.0.0/24 meta l4proto tcp th sport 8080 accept comment \"failsafe outbound: replies\"",
+        ]
+    );
+    assert_eq!(t.chains["fhu-eth0"].rules[0], "jump failsafe-in-raw");
+    assert_eq!(t.chains["thu-eth0"].rules[0], "jump failsafe-out-raw");
+    assert_eq!(t.chains["fhp-eth0"].rules[1], "jump failsafe-in");
+    // The filter path keeps matching destination ports only.
+    assert!(
+        t.chains["failsafe-in"]
+            .rules
+            .iter()
+            .all(|r| !r.contains("sport"))
+    );
+    // Without failsafe ports, no failsafe chains and no jumps.
+    m.failsafe_inbound.clear();
+    m.failsafe_outbound.clear();
+    let t = render(&m);
+    assert!(!t.chains.contains_key("failsafe-in-raw"));
+    assert!(!t.chains.contains_key("failsafe-out-raw"));
+    assert!(
+        t.chains["fhu-eth0"]
+            .rules
+            .iter()
+            .all(|r| !r.contains("failsafe"))
+    );
+}

@@ -62,11 +62,12 @@ fn full_apply_is_accepted_by_nft() {
     ] {
         assert!(listing.contains(want), "missing {want:?} in\n{listing}");
     }
-    assert_eq!(mgr.last_listing(), Some(listing.as_str()));
+    assert_eq!(mgr.last_listing(), None, "not listed on the change path");
     assert!(
         !mgr.check_drift().expect("check"),
         "no drift right after apply"
     );
+    assert_eq!(mgr.last_listing(), Some(listing.as_str()));
     // Applying the same model again does nothing.
     assert_eq!(mgr.apply(&m).expect("again").mode, ApplyMode::Unchanged);
     mgr.remove().expect("remove");
@@ -129,6 +130,31 @@ fn drift_is_repaired() {
     nft_in(&ns, &["add", "rule", "inet", "tortie", "forward", "accept"]);
     assert!(mgr.check_drift().expect("check after edit"));
     assert_eq!(nft_in(&ns, &["list", "table", "inet", "tortie"]), before);
+}
+
+/// The nftables generation moves with every commit in the namespace, whoever makes it, and
+/// is read inside the namespace (not the caller's).
+#[test]
+fn generation_moves_with_commits() {
+    if !is_root() {
+        return;
+    }
+    let mut nss = Namespaces::new();
+    let ns = nss.add();
+    let runner = NftCommand::in_netns(path(&ns));
+    let g0 = runner.generation().expect("generation");
+    runner
+        .run("table inet scratch {}\n")
+        .expect("create a table");
+    let g1 = runner.generation().expect("generation");
+    assert_ne!(g0, g1);
+    assert_eq!(
+        runner.generation(),
+        Some(g1),
+        "stable while nothing commits"
+    );
+    nft_in(&ns, &["delete", "table", "inet", "scratch"]);
+    assert_ne!(runner.generation(), Some(g1));
 }
 
 /// Every shape of rule the renderer can produce, in both families, is accepted by nft.
@@ -527,4 +553,483 @@ fn host_endpoint_packets_follow_policy() {
     let listing = nft_in(&lab.host, &["list", "table", "inet", "tortie"]);
     assert!(!listing.contains("chain output"), "{listing}");
     assert!(!mgr.check_drift().expect("drift check"));
+}
+
+/// A GlobalNetworkPolicy selecting the host endpoint (role=node) with `spec` (YAML lines,
+/// indented two spaces) after the selector.
+fn node_gnp(name: &str, spec: &str) -> String {
+    format!(
+        "apiVersion: projectcalico.org/v3
+kind: GlobalNetworkPolicy
+metadata:
+  name: {name}
+spec:
+  selector: role == 'node'
+{spec}"
+    )
+}
+
+/// Runs an nft script in `ns`.
+fn nft_script(ns: &str, script: &str) {
+    use std::io::Write as _;
+    let mut child = std::process::Command::new("nsenter")
+        .arg(format!("--net={}", path(ns).display()))
+        .args(["--", "nft", "-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("run nft");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(script.as_bytes())
+        .expect("write script");
+    assert!(child.wait().expect("nft").success(), "nft -f:\n{script}");
+}
+
+/// Flows in the host namespace's conntrack table to or from TCP `port`.
+fn tracked_flows(ns: &str, port: u16) -> usize {
+    let out = std::process::Command::new("nsenter")
+        .arg(format!("--net={}", path(ns).display()))
+        .args(["--", "conntrack", "-L", "-p", "tcp"])
+        .output()
+        .expect("run conntrack");
+    assert!(
+        out.status.success(),
+        "conntrack -L: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let port = port.to_string();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| {
+            l.split_whitespace()
+                .any(|w| w == format!("dport={port}") || w == format!("sport={port}"))
+        })
+        .count()
+}
+
+/// Host endpoint policy outside the filter path, with real packets: `doNotTrack` policies
+/// (raw hooks, before conntrack), `preDNAT` policies (prerouting, before DNAT) and
+/// `applyOnForward` policies on traffic forwarded through the host endpoint's interface;
+/// failsafe ports pass all of them.
+#[test]
+fn host_endpoint_stages_follow_policy() {
+    if !is_root() {
+        return;
+    }
+    let lab = lab();
+    let h22 = lab.listen("host", 22);
+    let h80 = lab.listen("host", 80);
+    let h8080 = lab.listen("host", 8080);
+    let h8081 = lab.listen("host", 8081);
+    let e2379 = lab.listen("ext", 2379);
+    let e8081 = lab.listen("ext", 8081);
+    let a80 = lab.listen("a", 80);
+    let b80 = lab.listen("b", 80);
+    let b81 = lab.listen("b", 81);
+    let timed_out = Err(std::io::ErrorKind::TimedOut);
+    // Plumbing: the outside peer reaches the host and, forwarded through eth1, the pods.
+    assert_eq!(lab.connect("ext", "host", 8080, &h8080), Ok(()), "plumbing");
+    assert_eq!(
+        lab.connect("ext", "b", 80, &b80),
+        Ok(()),
+        "plumbing: ext → pod"
+    );
+
+    // Pods without policy: their namespace profile allows everything, so what is dropped
+    // below is host endpoint policy.
+    let with = |extra: &[String]| {
+        let mut docs = vec![
+            namespace(),
+            wep("a", "a", "calia1", "10.244.1.10", ""),
+            wep("b", "b", "calib2", "10.244.2.11", HTTP_PORT),
+        ];
+        docs.extend(extra.iter().cloned());
+        let m = model_of(&docs);
+        assert_eq!(m.host_endpoints.len(), 1);
+        m
+    };
+    let allow_all = hep("eth1", "projectcalico-default-allow");
+    let deny_all = hep("eth1", "");
+    let normal_deny = DENY_NODE_INGRESS.to_string();
+    let mut mgr = NftManager::new(NftCommand::in_netns(path(&lab.host)));
+
+    // (a) doNotTrack. A deny drops before the profile, which would allow; what it does not
+    // match goes on (no end-of-tier drop), in both directions.
+    let untracked_deny = node_gnp(
+        "untracked-deny",
+        "  doNotTrack: true
+  applyOnForward: true
+  types: [Ingress]
+  ingress:
+  - action: Deny
+    protocol: TCP
+    destination:
+      ports: [8080]
+",
+    );
+    mgr.apply(&with(&[allow_all.clone(), untracked_deny]))
+        .expect("apply untracked deny");
+    let listing = nft_in(&lab.host, &["list", "table", "inet", "tortie"]);
+    assert!(
+        listing.contains("type filter hook prerouting priority raw"),
+        "{listing}"
+    );
+    assert_eq!(
+        lab.connect("ext", "host", 8080, &h8080),
+        timed_out,
+        "untracked deny beats the allowing profile"
+    );
+    assert_eq!(
+        lab.connect("ext", "host", 8081, &h8081),
+        Ok(()),
+        "no untracked match: the profile decides"
+    );
+    assert_eq!(lab.connect("host", "ext", 8081, &e8081), Ok(()), "egress");
+    assert_eq!(
+        lab.connect("ext", "b", 80, &b80),
+        Ok(()),
+        "forwarded, no untracked match"
+    );
+
+    // An untracked allow is final: a normal policy denies all ingress and there is no
+    // profile, yet ext → host:8080 connects when the replies are allowed untracked too.
+    // Nothing is tracked for it.
+    let untracked_allow_in = node_gnp(
+        "untracked-allow-in",
+        "  doNotTrack: true
+  applyOnForward: true
+  types: [Ingress]
+  ingress:
+  - action: Allow
+    protocol: TCP
+    destination:
+      ports: [8080]
+",
+    );
+    let untracked_allow_replies = node_gnp(
+        "untracked-allow-replies",
+        "  doNotTrack: true
+  applyOnForward: true
+  types: [Egress]
+  egress:
+  - action: Allow
+    protocol: TCP
+    source:
+      ports: [8080]
+",
+    );
+    mgr.apply(&with(&[
+        deny_all.clone(),
+        normal_deny.clone(),
+        untracked_allow_in.clone(),
+        untracked_allow_replies,
+    ]))
+    .expect("apply untracked allow");
+    let flows = tracked_flows(&lab.host, 8080);
+    assert_eq!(
+        lab.connect("ext", "host", 8080, &h8080),
+        Ok(()),
+        "untracked allow skips the normal deny"
+    );
+    assert_eq!(tracked_flows(&lab.host, 8080), flows, "not tracked");
+    assert_eq!(
+        lab.connect("ext", "host", 8081, &h8081),
+        timed_out,
+        "the normal deny still applies to the rest"
+    );
+    // Without the untracked allow for the replies, the host's SYN-ACK is new to conntrack
+    // (INVALID) and dropped although the profile allows egress: untracked return traffic
+    // needs its own untracked allow.
+    mgr.apply(&with(&[
+        allow_all.clone(),
+        normal_deny.clone(),
+        untracked_allow_in,
+    ]))
+    .expect("apply untracked allow, ingress only");
+    assert_eq!(
+        lab.connect("host", "ext", 8081, &e8081),
+        Ok(()),
+        "the profile allows the host's egress"
+    );
+    assert_eq!(
+        lab.connect("ext", "host", 8080, &h8080),
+        timed_out,
+        "replies not allowed untracked"
+    );
+
+    // (b) preDNAT: ingress only. A deny drops although the profile would allow; an allow
+    // skips the normal ingress deny; established flows pass.
+    let pre_dnat = |name: &str, action: &str| {
+        node_gnp(
+            name,
+            &format!(
+                "  preDNAT: true
+  applyOnForward: true
+  types: [Ingress]
+  ingress:
+  - action: {action}
+    protocol: TCP
+    destination:
+      ports: [8080]
+"
+            ),
+        )
+    };
+    mgr.apply(&with(&[
+        allow_all.clone(),
+        pre_dnat("pre-dnat-deny", "Deny"),
+    ]))
+    .expect("apply pre-DNAT deny");
+    let listing = nft_in(&lab.host, &["list", "table", "inet", "tortie"]);
+    assert!(
+        listing.contains("type filter hook prerouting priority mangle"),
+        "{listing}"
+    );
+    assert_eq!(
+        lab.connect("ext", "host", 8080, &h8080),
+        timed_out,
+        "pre-DNAT deny beats the allowing profile"
+    );
+    assert_eq!(
+        lab.connect("ext", "host", 8081, &h8081),
+        Ok(()),
+        "no pre-DNAT match: the profile decides"
+    );
+    assert_eq!(
+        lab.connect("host", "ext", 8081, &e8081),
+        Ok(()),
+        "egress and its replies"
+    );
+    mgr.apply(&with(&[
+        deny_all.clone(),
+        normal_deny.clone(),
+        pre_dnat("pre-dnat-allow", "Allow"),
+    ]))
+    .expect("apply pre-DNAT allow");
+    assert_eq!(
+        lab.connect("ext", "host", 8080, &h8080),
+        Ok(()),
+        "pre-DNAT allow skips the normal ingress deny (replies are tracked)"
+    );
+    assert_eq!(
+        lab.connect("ext", "host", 8081, &h8081),
+        timed_out,
+        "the normal deny still applies to the rest"
+    );
+    // Before DNAT: with host:8888 DNATed to pod b:80 (a table of the test's own), a pre-DNAT
+    // policy sees port 8888, and the pod's traffic is then forwarded (not host traffic).
+    let dnat = "table ip dnat-test {
+  chain pre {
+    type nat hook prerouting priority dstnat; policy accept;
+    tcp dport 8888 dnat to 10.244.2.11:80
+  }
+}
+";
+    nft_script(&lab.host, dnat);
+    mgr.apply(&with(std::slice::from_ref(&allow_all)))
+        .expect("apply without pre-DNAT policy");
+    assert_eq!(
+        lab.connect("ext", "host", 8888, &b80),
+        Ok(()),
+        "DNAT to the pod"
+    );
+    let pre_dnat_8888 = node_gnp(
+        "pre-dnat-deny-8888",
+        "  preDNAT: true
+  applyOnForward: true
+  types: [Ingress]
+  ingress:
+  - action: Deny
+    protocol: TCP
+    destination:
+      ports: [8888]
+",
+    );
+    mgr.apply(&with(&[allow_all.clone(), pre_dnat_8888]))
+        .expect("apply pre-DNAT deny of 8888");
+    assert_eq!(
+        lab.connect("ext", "host", 8888, &b80),
+        timed_out,
+        "pre-DNAT policy matches the original destination port"
+    );
+    assert_eq!(
+        lab.connect("ext", "b", 80, &b80),
+        Ok(()),
+        "not the DNATed port: forwarded"
+    );
+    nft_in(&lab.host, &["delete", "table", "ip", "dnat-test"]);
+
+    // (c) applyOnForward. A host endpoint policy without it does not police forwarded
+    // traffic; with it, the policy also applies to traffic forwarded through eth1 (and
+    // still to the host's own traffic), not to pod-to-pod traffic.
+    mgr.apply(&with(&[deny_all.clone(), normal_deny.clone()]))
+        .expect("apply normal deny");
+    assert_eq!(
+        lab.connect("ext", "b", 80, &b80),
+        Ok(()),
+        "no applyOnForward policy: forwarded traffic flows"
+    );
+    let forward_deny_80 = node_gnp(
+        "forward-deny-80",
+        "  applyOnForward: true
+  types: [Ingress]
+  ingress:
+  - action: Deny
+    protocol: TCP
+    destination:
+      ports: [80]
+  - action: Allow
+",
+    );
+    mgr.apply(&with(&[deny_all.clone(), forward_deny_80]))
+        .expect("apply applyOnForward deny");
+    assert_eq!(
+        lab.connect("ext", "b", 80, &b80),
+        timed_out,
+        "forwarded through eth1 to port 80: denied"
+    );
+    assert_eq!(
+        lab.connect("ext", "b", 81, &b81),
+        Ok(()),
+        "forwarded to another port: allowed by the policy"
+    );
+    assert_eq!(
+        lab.connect("ext", "host", 80, &h80),
+        timed_out,
+        "the host's own traffic too"
+    );
+    assert_eq!(
+        lab.connect("ext", "host", 8080, &h8080),
+        Ok(()),
+        "host traffic allowed by the policy"
+    );
+    assert_eq!(
+        lab.connect("a", "b", 80, &b80),
+        Ok(()),
+        "pod to pod is not host endpoint traffic"
+    );
+    assert_eq!(
+        lab.connect("b", "a", 80, &a80),
+        Ok(()),
+        "pod to pod is not host endpoint traffic"
+    );
+    // Egress: forwarded traffic leaving through eth1 (pod → outside, masqueraded to the
+    // host's address).
+    assert_eq!(
+        lab.connect_seen_as("b", "ext", 8081, &e8081, "host"),
+        Ok(()),
+        "no applyOnForward egress policy: forwarded out"
+    );
+    let forward_deny_8081_out = node_gnp(
+        "forward-deny-8081-out",
+        "  applyOnForward: true
+  types: [Egress]
+  egress:
+  - action: Deny
+    protocol: TCP
+    destination:
+      ports: [8081]
+  - action: Allow
+",
+    );
+    mgr.apply(&with(&[allow_all.clone(), forward_deny_8081_out]))
+        .expect("apply applyOnForward egress deny");
+    assert_eq!(
+        lab.connect_seen_as("b", "ext", 8081, &e8081, "host"),
+        timed_out,
+        "forwarded out through eth1 to port 8081: denied"
+    );
+    assert_eq!(
+        lab.connect_seen_as("b", "ext", 2379, &e2379, "host"),
+        Ok(()),
+        "forwarded out to another port: allowed"
+    );
+    assert_eq!(
+        lab.connect("host", "ext", 8081, &e8081),
+        timed_out,
+        "the host's own egress too"
+    );
+    assert_eq!(
+        lab.connect("ext", "b", 80, &b80),
+        Ok(()),
+        "forward ingress: no policy in that direction"
+    );
+
+    // (d) Failsafe ports pass untracked and pre-DNAT deny-all policies, both ways (the
+    // replies too).
+    let untracked_deny_all = node_gnp(
+        "untracked-deny-all",
+        "  doNotTrack: true
+  applyOnForward: true
+  types: [Ingress, Egress]
+  ingress:
+  - action: Deny
+  egress:
+  - action: Deny
+",
+    );
+    mgr.apply(&with(&[allow_all.clone(), untracked_deny_all]))
+        .expect("apply untracked deny-all");
+    assert_eq!(
+        lab.connect("ext", "host", 8080, &h8080),
+        timed_out,
+        "untracked deny-all"
+    );
+    assert_eq!(
+        lab.connect("ext", "b", 80, &b80),
+        timed_out,
+        "untracked deny-all applies to forwarded traffic"
+    );
+    assert_eq!(
+        lab.connect("ext", "host", 22, &h22),
+        Ok(()),
+        "failsafe in tcp/22 (untracked)"
+    );
+    assert_eq!(
+        lab.connect("host", "ext", 2379, &e2379),
+        Ok(()),
+        "failsafe out tcp/2379 (untracked)"
+    );
+    let pre_dnat_deny_all = node_gnp(
+        "pre-dnat-deny-all",
+        "  preDNAT: true
+  applyOnForward: true
+  types: [Ingress]
+  ingress:
+  - action: Deny
+",
+    );
+    mgr.apply(&with(&[allow_all.clone(), pre_dnat_deny_all]))
+        .expect("apply pre-DNAT deny-all");
+    assert_eq!(
+        lab.connect("ext", "host", 8080, &h8080),
+        timed_out,
+        "pre-DNAT deny-all"
+    );
+    assert_eq!(
+        lab.connect("ext", "host", 22, &h22),
+        Ok(()),
+        "failsafe in tcp/22 (pre-DNAT)"
+    );
+    assert_eq!(
+        lab.connect("host", "ext", 2379, &e2379),
+        Ok(()),
+        "failsafe out tcp/2379 (pre-DNAT)"
+    );
+    assert_eq!(
+        lab.connect("host", "ext", 8081, &e8081),
+        Ok(()),
+        "pre-DNAT policy is ingress only; the replies are established"
+    );
+
+    // Back to plain host endpoint policy: the stage chains go away.
+    mgr.apply(&with(&[allow_all])).expect("apply plain");
+    let listing = nft_in(&lab.host, &["list", "table", "inet", "tortie"]);
+    for gone in ["raw-prerouting", "raw-output", "pre-dnat", "from-hep-fwd"] {
+        assert!(!listing.contains(gone), "{gone} left in\n{listing}");
+    }
+    assert!(!mgr.check_drift().expect("drift check"));
+    assert_eq!(lab.connect("ext", "host", 8080, &h8080), Ok(()));
 }

@@ -221,6 +221,9 @@ fn decider_text(v: &Verdict, dir: &str) -> String {
         Decider::Failsafe { protocol, port } => format!(
             "failsafe port {protocol}/{port}: host endpoint traffic allowed before any policy"
         ),
+        Decider::NoForwardPolicy => {
+            "forwarded through a host endpoint no applyOnForward policy selects: allowed".into()
+        }
     }
 }
 

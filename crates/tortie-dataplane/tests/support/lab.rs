@@ -18,7 +18,8 @@ use super::netns::{Namespaces, run};
 ///
 /// Two more names for host endpoint tests: `host` is the host namespace itself (its address
 /// 198.18.0.11 on `eth1`) and `ext` a plain namespace on the other end of `eth1`
-/// (198.18.0.101/24), an outside peer of the host.
+/// (198.18.0.101/24), an outside peer of the host, with a route to the pods (10.244.0.0/16)
+/// via the host.
 pub struct Lab {
     _nss: Namespaces,
     pub host: String,
@@ -30,6 +31,8 @@ pub const HOST_MAC: &str = "ee:ee:ee:ee:ee:ee";
 pub const HOST_IP: &str = "198.18.0.11";
 /// The outside peer's address.
 pub const EXT_IP: &str = "198.18.0.101";
+/// The pods' pool, routed by `ext` via the host.
+pub const POD_NET: &str = "10.244.0.0/16";
 
 pub fn lab() -> Lab {
     let mut nss = Namespaces::new();
@@ -149,6 +152,14 @@ pub fn lab() -> Lab {
         );
         run("ip", &["-n", ns, "link", "set", dev, "up"]);
     }
+    // The outside peer reaches the pods through the host (forwarded through `eth1`), as a
+    // router in front of a Calico node would; the pods already route everything to the host.
+    run(
+        "ip",
+        &[
+            "-n", &ext, "route", "add", POD_NET, "via", HOST_IP, "dev", "eth0",
+        ],
+    );
     pods.insert("ext", (NetNs::named(&ext).expect("open ext netns"), EXT_IP));
     pods.insert(
         "host",
@@ -191,6 +202,19 @@ impl Lab {
         port: u16,
         l: &TcpListener,
     ) -> Result<(), std::io::ErrorKind> {
+        self.connect_seen_as(from, to, port, l, from)
+    }
+
+    /// [`Lab::connect`] where the listener sees the connection come from `seen_as`'s address
+    /// (the host's, when the host masquerades a pod's traffic to the outside peer).
+    pub fn connect_seen_as(
+        &self,
+        from: &str,
+        to: &str,
+        port: u16,
+        l: &TcpListener,
+        seen_as: &str,
+    ) -> Result<(), std::io::ErrorKind> {
         let addr = self.addr(to, port);
         let mut s = self.pods[from]
             .0
@@ -202,7 +226,11 @@ impl Lab {
         loop {
             match l.accept() {
                 Ok((mut c, peer)) => {
-                    assert_eq!(peer.ip(), self.addr(from, 0).ip(), "no NAT between pods");
+                    assert_eq!(
+                        peer.ip(),
+                        self.addr(seen_as, 0).ip(),
+                        "source address (no NAT between pods)"
+                    );
                     c.set_nonblocking(false).expect("blocking");
                     c.set_read_timeout(Some(Duration::from_secs(1)))
                         .expect("timeout");
