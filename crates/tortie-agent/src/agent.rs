@@ -67,7 +67,7 @@ impl Agent {
         let (heartbeat_tx, heartbeat) = watch::channel(Instant::now());
         let (shutdown_tx, shutdown) = watch::channel(false);
         let (status_tx, status) = watch::channel(AgentStatus::default());
-        let (bgp_tx, bgp) = watch::channel(Vec::new());
+        let (bgp_tx, bgp) = watch::channel(crate::bgp::BgpView::default());
         let view = HealthView {
             readiness: readiness.clone(),
             heartbeat,
@@ -97,6 +97,7 @@ impl Agent {
             routing: config.routing,
             host_netns: config.host_netns.clone(),
             bgp_tx,
+            secrets_namespace: config.secrets_namespace.clone(),
         };
         let main = tokio::spawn(main_loop::run(wiring));
         tracing::info!(node = %config.node, health = %health_addr, "agent started");

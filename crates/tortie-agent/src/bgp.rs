@@ -45,6 +45,19 @@ pub struct BgpPeerRow {
     pub received: usize,
     pub accepted: usize,
     pub advertised: usize,
+    /// A TCP MD5 password is set for the session.
+    #[serde(default)]
+    pub password: bool,
+}
+
+/// What `/bgp` serves: the peers, and the configuration problems of the current plan (peers
+/// skipped and why, passwords that cannot be read).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BgpView {
+    pub peers: Vec<BgpPeerRow>,
+    #[serde(default)]
+    pub problems: Vec<String>,
 }
 
 impl From<&PeerStatus> for BgpPeerRow {
@@ -62,6 +75,7 @@ impl From<&PeerStatus> for BgpPeerRow {
             received: p.received,
             accepted: p.accepted,
             advertised: p.advertised,
+            password: p.password,
         }
     }
 }
@@ -265,8 +279,14 @@ impl Bgp {
             .unwrap_or_default()
     }
 
-    /// `Ok` when the speaker runs and every configured peer is Established; else the first
-    /// reason, naming the peer, the local address and the error.
+    /// The configuration problems of the last plan (peers skipped, passwords not readable).
+    pub fn problems(&self) -> &[String] {
+        &self.problems
+    }
+
+    /// `Ok` when the speaker runs, every configured peer is Established and the plan had no
+    /// problem; else the first reason: the peer, the local address and the error, or the
+    /// problem (a peer the plan had to skip is as missing as one that is down).
     pub fn readiness(&self) -> Result<(), String> {
         if let Some(e) = &self.error {
             return Err(e.clone());
@@ -284,6 +304,9 @@ impl Bgp {
                     p.info()
                 ));
             }
+        }
+        if let Some(p) = self.problems.first() {
+            return Err(format!("BGP configuration problem: {p}"));
         }
         Ok(())
     }

@@ -26,7 +26,15 @@
 //!   inside an IP pool and the service CIDRs are advertised, anything else (say, a default
 //!   route learned from one router) is not.
 //!
-//! A problem in one BGPPeer (a missing filter, an unsupported password source) skips that
+//! - Passwords: BGPPeer `password.secretKeyRef` and BGPConfiguration `default`'s
+//!   `nodeMeshPassword.secretKeyRef` name a key of a Secret in the agent's
+//!   `--secrets-namespace` ([`Secrets`]); its value is the TCP MD5 key. A reference that
+//!   cannot be read (no such Secret or key, an empty value, over 80 bytes, not UTF-8) skips
+//!   that BGPPeer; for `nodeMeshPassword` the mesh sessions run without a password, as
+//!   Calico's confd renders them when it cannot read the Secret. Either way it is a problem.
+//!   An `optional: true` reference whose Secret or key is missing means no password.
+//!
+//! A problem in one BGPPeer (a missing filter, a password that cannot be read) skips that
 //! peer and is reported in [`BgpPlan::problems`]; it never stops the others.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -34,7 +42,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
 use ipnet::IpNet;
-use tortie_api::bgp::{BGPConfigurationSpec, BGPFilterSpec, BGPPeerSpec};
+use tortie_api::bgp::{BGPConfigurationSpec, BGPFilterSpec, BGPPeerSpec, SecretKeyRef};
 use tortie_bgp::filter::Community;
 use tortie_bgp::filter::Filter;
 use tortie_bgp::rib::NextHopMode;
@@ -42,12 +50,15 @@ use tortie_bgp::speaker::{DEFAULT_RESTART_TIME, PeerConfig, PeerKind};
 use tortie_bgp::{Family, PathAttrs, filter};
 use tortie_ipam::model::AffinityState;
 
+use crate::config::DEFAULT_SECRETS_NAMESPACE;
 use crate::model::{Labels, NodeAddrs, RoutingModel};
 
 /// Calico's default AS number.
 pub const DEFAULT_AS: u32 = 64512;
 /// BGP's port.
 pub const DEFAULT_PORT: u16 = 179;
+/// The longest TCP MD5 key the kernel takes (`TCP_MD5SIG_MAXKEYLEN`).
+pub const MAX_PASSWORD_BYTES: usize = 80;
 
 /// What BGP needs to know about a node.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -69,6 +80,85 @@ pub struct BgpInputs {
     pub filters: BTreeMap<String, BGPFilterSpec>,
     /// Node by name.
     pub nodes: BTreeMap<String, BgpNode>,
+    /// The Secrets passwords are read from.
+    pub secrets: Secrets,
+}
+
+/// The Secrets of one namespace, decoded: name → key → value. `Debug` shows names and keys,
+/// never values.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secrets {
+    pub namespace: String,
+    pub by_name: BTreeMap<String, BTreeMap<String, Vec<u8>>>,
+}
+
+impl Default for Secrets {
+    fn default() -> Self {
+        Secrets {
+            namespace: DEFAULT_SECRETS_NAMESPACE.to_string(),
+            by_name: BTreeMap::new(),
+        }
+    }
+}
+
+impl std::fmt::Debug for Secrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let keys: BTreeMap<&String, Vec<&String>> = self
+            .by_name
+            .iter()
+            .map(|(name, data)| (name, data.keys().collect()))
+            .collect();
+        f.debug_struct("Secrets")
+            .field("namespace", &self.namespace)
+            .field("keys", &keys)
+            .finish()
+    }
+}
+
+impl Secrets {
+    /// The TCP MD5 key a `secretKeyRef` names. `Ok(None)`: an `optional` reference whose
+    /// Secret or key is missing (no password). `Err` says why the value cannot be used,
+    /// naming the namespace, the Secret and the key.
+    pub fn password(&self, r: &SecretKeyRef) -> Result<Option<String>, String> {
+        let ns = &self.namespace;
+        let optional = r.optional == Some(true);
+        if r.name.is_empty() {
+            return Err(format!(
+                "secretKeyRef names no Secret (key {:?}, namespace {ns})",
+                r.key
+            ));
+        }
+        let Some(data) = self.by_name.get(&r.name) else {
+            return if optional {
+                Ok(None)
+            } else {
+                Err(format!(
+                    "Secret {ns}/{} does not exist (key {:?})",
+                    r.name, r.key
+                ))
+            };
+        };
+        let Some(value) = data.get(&r.key) else {
+            return if optional {
+                Ok(None)
+            } else {
+                Err(format!("Secret {ns}/{} has no key {:?}", r.name, r.key))
+            };
+        };
+        let what = format!("key {:?} of Secret {ns}/{}", r.key, r.name);
+        if value.is_empty() {
+            return Err(format!("{what} is empty"));
+        }
+        if value.len() > MAX_PASSWORD_BYTES {
+            return Err(format!(
+                "{what} is {} bytes; a TCP MD5 key has at most {MAX_PASSWORD_BYTES}",
+                value.len()
+            ));
+        }
+        String::from_utf8(value.clone())
+            .map(Some)
+            .map_err(|_| format!("{what} is not UTF-8 text"))
+    }
 }
 
 /// The speaker's configuration for one node.
@@ -164,13 +254,7 @@ pub fn plan(
             .and_then(|g| g.node_mesh_max_restart_time.as_deref())
             .and_then(|t| humantime::parse_duration(t).ok())
             .map_or(DEFAULT_RESTART_TIME, secs_u16);
-        if global.is_some_and(|g| g.node_mesh_password.is_some()) {
-            plan.problems.push(
-                "BGPConfiguration default: nodeMeshPassword is not supported yet (no Secret \
-                 store); mesh sessions run without a password"
-                    .to_string(),
-            );
-        }
+        let password = mesh_password(inputs, global, &mut plan.problems);
         for (name, node) in &inputs.nodes {
             if name == me || node.rr_cluster_id.is_some() {
                 continue;
@@ -192,6 +276,7 @@ pub fn plan(
                 p.passive = waits_for(mine, theirs);
                 p.graceful_restart = Some(restart);
                 p.families = vec![Family::of(&IpNet::from(theirs))];
+                p.password = password.clone();
                 peers.insert(theirs, p);
             }
         }
@@ -206,6 +291,31 @@ pub fn plan(
         })
         .collect();
     Ok(plan)
+}
+
+/// `nodeMeshPassword` of the `default` BGPConfiguration. When it cannot be read the mesh runs
+/// without a password (Calico's confd treats an unreadable Secret as no password) and the
+/// reason is a problem.
+fn mesh_password(
+    inputs: &BgpInputs,
+    global: Option<&BGPConfigurationSpec>,
+    problems: &mut Vec<String>,
+) -> Option<String> {
+    let r = global?
+        .node_mesh_password
+        .as_ref()?
+        .secret_key_ref
+        .as_ref()?;
+    match inputs.secrets.password(r) {
+        Ok(p) => p,
+        Err(e) => {
+            problems.push(format!(
+                "BGPConfiguration default: nodeMeshPassword.secretKeyRef: {e}; the mesh \
+                 sessions run without a password"
+            ));
+            None
+        }
+    }
 }
 
 /// Calico's mesh rule: the node whose IP string sorts lower waits for the other to connect.
@@ -258,9 +368,17 @@ fn explicit_peers(
     if !forward && !reverse {
         return Ok(Vec::new());
     }
-    if spec.password.is_some() {
-        return Err("password from a Secret is not supported yet (no Secret store)".to_string());
-    }
+    let password = match spec
+        .password
+        .as_ref()
+        .and_then(|p| p.secret_key_ref.as_ref())
+    {
+        Some(r) => inputs
+            .secrets
+            .password(r)
+            .map_err(|e| format!("password.secretKeyRef: {e}; the peer is skipped"))?,
+        None => None,
+    };
     let (import, export) = filters(inputs, &spec.filters)?;
     let next_hop = match (spec.keep_original_next_hop, spec.next_hop_mode.as_deref()) {
         (Some(true), _) | (_, Some("Keep")) => NextHopMode::Keep,
@@ -281,6 +399,7 @@ fn explicit_peers(
         p.next_hop = next_hop;
         p.import = import.clone();
         p.export = export.clone();
+        p.password = password.clone();
         if let Some(k) = keepalive {
             // BIRD's hold time is 3 × keepalive.
             p.hold_time = secs_u16(k).saturating_mul(3);

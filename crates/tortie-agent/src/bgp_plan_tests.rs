@@ -237,3 +237,184 @@ fn prefix_advertisements_tag_the_routes_inside_them() {
     assert_eq!(p.problems.len(), 1, "{:?}", p.problems);
     assert!(p.problems[0].contains("no-such-name"), "{:?}", p.problems);
 }
+
+/// `secretKeyRef`s resolve against the Secrets of the secrets namespace.
+fn with_secret(inputs: &mut BgpInputs, name: &str, data: &[(&str, &[u8])]) {
+    inputs.secrets.by_name.insert(
+        name.to_string(),
+        data.iter()
+            .map(|(k, v)| (k.to_string(), v.to_vec()))
+            .collect(),
+    );
+}
+
+fn peer_with_password(name: &str, key: &str) -> BGPPeerSpec {
+    serde_json::from_value(serde_json::json!({
+        "peerIP": "198.18.1.1", "asNumber": 65010,
+        "password": {"secretKeyRef": {"name": name, "key": key}}
+    }))
+    .unwrap()
+}
+
+fn mesh_password(name: &str, key: &str) -> BGPConfigurationSpec {
+    serde_json::from_value(serde_json::json!({
+        "nodeMeshPassword": {"secretKeyRef": {"name": name, "key": key}}
+    }))
+    .unwrap()
+}
+
+#[test]
+fn a_peer_password_is_read_from_its_secret() {
+    let (mut inputs, routing) = cluster(&[("n1", "198.18.0.1")]);
+    with_secret(&mut inputs, "bgp-passwords", &[("tor", &b"s3cret"[..])]);
+    inputs
+        .peers
+        .insert("tor".into(), peer_with_password("bgp-passwords", "tor"));
+    let p = plan(&inputs, &routing, &[], "n1").unwrap();
+    assert!(p.problems.is_empty(), "{:?}", p.problems);
+    assert_eq!(p.peers.len(), 1);
+    assert_eq!(p.peers[0].password.as_deref(), Some("s3cret"));
+
+    // A changed value is a changed peer config: the speaker restarts that session.
+    let before = p.peers[0].clone();
+    with_secret(&mut inputs, "bgp-passwords", &[("tor", &b"rotated"[..])]);
+    let p = plan(&inputs, &routing, &[], "n1").unwrap();
+    assert_eq!(p.peers[0].password.as_deref(), Some("rotated"));
+    assert_ne!(p.peers[0], before);
+}
+
+#[test]
+fn a_missing_secret_or_key_skips_the_peer_and_names_secret_key_and_namespace() {
+    let (mut inputs, routing) = cluster(&[("n1", "198.18.0.1"), ("n2", "198.18.0.2")]);
+    inputs.secrets.namespace = "kube-system".into();
+    inputs
+        .peers
+        .insert("tor".into(), peer_with_password("bgp-passwords", "tor"));
+    let p = plan(&inputs, &routing, &[], "n1").unwrap();
+    assert_eq!(
+        peer_addrs(&p),
+        vec![("198.18.0.2".to_string(), true, PeerKind::Mesh)],
+        "the mesh stays; the ToR peer is skipped"
+    );
+    assert_eq!(
+        p.problems,
+        vec![
+            "BGPPeer tor: password.secretKeyRef: Secret kube-system/bgp-passwords does not \
+             exist (key \"tor\"); the peer is skipped"
+                .to_string()
+        ]
+    );
+
+    with_secret(&mut inputs, "bgp-passwords", &[("other", &b"x"[..])]);
+    let p = plan(&inputs, &routing, &[], "n1").unwrap();
+    assert_eq!(p.peers.len(), 1);
+    assert_eq!(
+        p.problems,
+        vec![
+            "BGPPeer tor: password.secretKeyRef: Secret kube-system/bgp-passwords has no key \
+             \"tor\"; the peer is skipped"
+                .to_string()
+        ]
+    );
+
+    // Values the kernel cannot take are problems too.
+    for (value, want) in [
+        (&b""[..], "is empty"),
+        (&[b'x'; 81][..], "81 bytes; a TCP MD5 key has at most 80"),
+        (&[0xff, 0xfe][..], "is not UTF-8 text"),
+    ] {
+        with_secret(&mut inputs, "bgp-passwords", &[("tor", value)]);
+        let p = plan(&inputs, &routing, &[], "n1").unwrap();
+        assert_eq!(p.peers.len(), 1, "{want}");
+        assert!(
+            p.problems.len() == 1
+                && p.problems[0].contains("key \"tor\" of Secret kube-system/bgp-passwords")
+                && p.problems[0].contains(want),
+            "{want}: {:?}",
+            p.problems
+        );
+    }
+
+    // The peer is back once the key exists.
+    with_secret(&mut inputs, "bgp-passwords", &[("tor", &[b'x'; 80][..])]);
+    let p = plan(&inputs, &routing, &[], "n1").unwrap();
+    assert!(p.problems.is_empty(), "{:?}", p.problems);
+    assert_eq!(p.peers.len(), 2);
+}
+
+#[test]
+fn an_optional_reference_to_nothing_means_no_password() {
+    let (mut inputs, routing) = cluster(&[("n1", "198.18.0.1")]);
+    let spec: BGPPeerSpec = serde_json::from_value(serde_json::json!({
+        "peerIP": "198.18.1.1", "asNumber": 65010,
+        "password": {"secretKeyRef": {"name": "nope", "key": "k", "optional": true}}
+    }))
+    .unwrap();
+    inputs.peers.insert("tor".into(), spec);
+    let p = plan(&inputs, &routing, &[], "n1").unwrap();
+    assert!(p.problems.is_empty(), "{:?}", p.problems);
+    assert_eq!(p.peers.len(), 1);
+    assert_eq!(p.peers[0].password, None);
+}
+
+#[test]
+fn node_mesh_password_protects_every_mesh_session() {
+    let (mut inputs, routing) = cluster(&[
+        ("n1", "198.18.0.1"),
+        ("n2", "198.18.0.2"),
+        ("n3", "198.18.0.3"),
+    ]);
+    inputs
+        .configs
+        .insert("default".into(), mesh_password("mesh", "password"));
+    inputs.peers.insert(
+        "tor".into(),
+        serde_json::from_value(serde_json::json!({"peerIP": "198.18.1.1", "asNumber": 65010}))
+            .unwrap(),
+    );
+    with_secret(&mut inputs, "mesh", &[("password", &b"mesh-key"[..])]);
+    let p = plan(&inputs, &routing, &[], "n2").unwrap();
+    assert!(p.problems.is_empty(), "{:?}", p.problems);
+    let passwords: Vec<(String, Option<&str>)> = p
+        .peers
+        .iter()
+        .map(|p| (p.addr.to_string(), p.password.as_deref()))
+        .collect();
+    assert_eq!(
+        passwords,
+        vec![
+            ("198.18.0.1".to_string(), Some("mesh-key")),
+            ("198.18.0.3".to_string(), Some("mesh-key")),
+            // Not a mesh session: the mesh password is not its password.
+            ("198.18.1.1".to_string(), None),
+        ]
+    );
+}
+
+#[test]
+fn an_unreadable_node_mesh_password_leaves_the_mesh_without_one_and_says_so() {
+    let (mut inputs, routing) = cluster(&[("n1", "198.18.0.1"), ("n2", "198.18.0.2")]);
+    inputs
+        .configs
+        .insert("default".into(), mesh_password("mesh", "password"));
+    let p = plan(&inputs, &routing, &[], "n1").unwrap();
+    assert_eq!(p.peers.len(), 1, "the mesh session is kept");
+    assert_eq!(p.peers[0].password, None);
+    assert_eq!(
+        p.problems,
+        vec![
+            "BGPConfiguration default: nodeMeshPassword.secretKeyRef: Secret \
+             calico-system/mesh does not exist (key \"password\"); the mesh sessions run \
+             without a password"
+                .to_string()
+        ]
+    );
+    with_secret(&mut inputs, "mesh", &[("pw", &b"x"[..])]);
+    let p = plan(&inputs, &routing, &[], "n1").unwrap();
+    assert!(
+        p.problems.len() == 1
+            && p.problems[0].contains("Secret calico-system/mesh has no key \"password\""),
+        "{:?}",
+        p.problems
+    );
+}

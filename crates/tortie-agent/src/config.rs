@@ -11,6 +11,10 @@ use tortie_store::DatastoreUrl;
 /// Default address of the health and metrics endpoint (Felix's health port).
 pub const DEFAULT_HEALTH_LISTEN: &str = "127.0.0.1:9099";
 
+/// Default namespace of the Secrets BGP passwords are read from (calico-node's namespace in
+/// an operator install).
+pub const DEFAULT_SECRETS_NAMESPACE: &str = "calico-system";
+
 /// Default period of the full route resync.
 pub const DEFAULT_RESYNC_INTERVAL: Duration = Duration::from_secs(30);
 
@@ -49,6 +53,16 @@ pub struct AgentArgs {
     /// or `bgp`, where the agent's BGP speaker learns them from its peers (Calico's BIRD).
     #[arg(long, value_enum, default_value_t = Routing::Static)]
     pub routing: Routing,
+
+    /// Namespace of the Secrets that BGPPeer `password.secretKeyRef` and BGPConfiguration
+    /// `nodeMeshPassword.secretKeyRef` name (calico-node reads them from its own namespace).
+    #[arg(
+        long = "secrets-namespace",
+        env = "TORTIE_SECRETS_NAMESPACE",
+        value_name = "NAMESPACE",
+        default_value = DEFAULT_SECRETS_NAMESPACE
+    )]
+    pub secrets_namespace: String,
 }
 
 /// Where routes to other nodes' pods come from.
@@ -72,6 +86,8 @@ pub struct AgentConfig {
     pub datastore: DatastoreUrl,
     pub resync_interval: Duration,
     pub routing: Routing,
+    /// Where BGP passwords' Secrets live.
+    pub secrets_namespace: String,
 }
 
 /// A setting that cannot work.
@@ -85,6 +101,8 @@ pub enum ConfigError {
     NotIpv6 { value: IpNet },
     #[error("--resync-interval must be at least 1s")]
     ResyncTooShort,
+    #[error("--secrets-namespace {value:?} is not a namespace name (a DNS-1123 label)")]
+    SecretsNamespace { value: String },
     #[error("datastore setting")]
     Datastore(#[from] tortie_store::StoreError),
 }
@@ -103,6 +121,7 @@ impl AgentConfig {
             datastore,
             resync_interval: DEFAULT_RESYNC_INTERVAL,
             routing: Routing::Static,
+            secrets_namespace: DEFAULT_SECRETS_NAMESPACE.to_string(),
         }
     }
 
@@ -124,6 +143,11 @@ impl AgentConfig {
         if self.resync_interval < Duration::from_secs(1) {
             return Err(ConfigError::ResyncTooShort);
         }
+        if !tortie_api::validate::is_dns1123_label(&self.secrets_namespace) {
+            return Err(ConfigError::SecretsNamespace {
+                value: self.secrets_namespace.clone(),
+            });
+        }
         Ok(())
     }
 }
@@ -141,6 +165,7 @@ impl AgentArgs {
             datastore: DatastoreUrl::from_env_or(datastore)?,
             resync_interval: self.resync_interval,
             routing: self.routing,
+            secrets_namespace: self.secrets_namespace,
         };
         config.validate()?;
         Ok(config)
@@ -175,6 +200,19 @@ mod tests {
         let cfg = cli.agent.into_config(Some("memory:")).unwrap();
         assert_eq!(cfg.datastore, DatastoreUrl::Memory);
         assert_eq!(cfg.node_ip.unwrap().to_string(), "198.18.0.11/24");
+        assert_eq!(cfg.secrets_namespace, "calico-system");
+    }
+
+    #[test]
+    fn secrets_namespace_flag_and_check() {
+        let cli = Cli::try_parse_from(["t", "--node", "n1", "--secrets-namespace", "kube-system"])
+            .unwrap();
+        let cfg = cli.agent.into_config(Some("memory:")).unwrap();
+        assert_eq!(cfg.secrets_namespace, "kube-system");
+        let cli =
+            Cli::try_parse_from(["t", "--node", "n1", "--secrets-namespace", "Bad_NS"]).unwrap();
+        let err = cli.agent.into_config(Some("memory:")).unwrap_err();
+        assert!(err.to_string().contains("\"Bad_NS\""), "{err}");
     }
 
     #[test]

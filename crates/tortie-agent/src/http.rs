@@ -8,7 +8,8 @@
 //! - `/metrics`: Prometheus/OpenMetrics text;
 //! - `/status`: JSON `{"inSync", "revision", "policyRevision"}` — the datastore revision the
 //!   agent has absorbed and the one its policy dataplane reflects (tests and tools wait on it);
-//! - `/bgp`: JSON `{"peers": [...]}`, one row per BGP peer (`tortie node status` prints it).
+//! - `/bgp`: JSON `{"peers": [...], "problems": [...]}`: one row per BGP peer, and the BGP
+//!   configuration problems of the current plan (`tortie node status` prints both).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -37,8 +38,8 @@ pub struct HealthView {
     pub heartbeat: watch::Receiver<Instant>,
     pub metrics: Arc<Metrics>,
     pub status: watch::Receiver<AgentStatus>,
-    /// BGP peers (empty with static routing).
-    pub bgp: watch::Receiver<Vec<crate::bgp::BgpPeerRow>>,
+    /// BGP peers and plan problems (empty with static routing).
+    pub bgp: watch::Receiver<crate::bgp::BgpView>,
 }
 
 fn text(status: StatusCode, body: String) -> Response {
@@ -96,11 +97,11 @@ async fn status(State(view): State<HealthView>) -> Response {
 }
 
 async fn bgp(State(view): State<HealthView>) -> Response {
-    let peers = view.bgp.borrow().clone();
+    let body = serde_json::to_string(&*view.bgp.borrow()).unwrap_or_default();
     (
         StatusCode::OK,
         [(header::CONTENT_TYPE, "application/json")],
-        serde_json::to_string(&serde_json::json!({ "peers": peers })).unwrap_or_default(),
+        body,
     )
         .into_response()
 }

@@ -18,7 +18,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::{MissedTickBehavior, sleep_until};
 use tortie_store::{Revision, Store, SyncStatus, SyncUpdate, Syncer};
 
-use crate::bgp::{Bgp, BgpEvent, BgpPeerRow};
+use crate::bgp::{Bgp, BgpEvent, BgpPeerRow, BgpView};
 use crate::bgp_plan;
 use crate::calc;
 use crate::config::Routing;
@@ -69,8 +69,10 @@ pub struct Wiring {
     pub routing: Routing,
     /// The host network namespace (for the BGP speaker's sockets).
     pub host_netns: Option<std::path::PathBuf>,
-    /// The BGP peers for `/bgp` and `node status`.
-    pub bgp_tx: watch::Sender<Vec<BgpPeerRow>>,
+    /// The BGP peers and plan problems for `/bgp` and `node status`.
+    pub bgp_tx: watch::Sender<BgpView>,
+    /// The namespace whose Secrets hold BGP passwords.
+    pub secrets_namespace: String,
 }
 
 /// What `/status` reports.
@@ -154,9 +156,10 @@ pub async fn run(mut w: Wiring) -> anyhow::Result<()> {
     let node = w.registration.name.clone();
     let policy = std::mem::replace(&mut w.policy, Box::new(crate::policy_dataplane::NoPolicy));
     let bgp = (w.routing == Routing::Bgp).then(|| Bgp::new(w.host_netns.clone()));
+    let model = Model::new(node).with_secrets_namespace(&w.secrets_namespace);
     let mut lp = MainLoop {
         w,
-        model: Model::new(node),
+        model,
         routes: RouteManager::new(),
         readiness: Readiness::new(),
         in_sync: false,
@@ -670,7 +673,10 @@ impl MainLoop {
         let ready = bgp.readiness();
         let rows: Vec<BgpPeerRow> = peers.iter().map(BgpPeerRow::from).collect();
         self.w.metrics.set_bgp_peers(&rows);
-        self.w.bgp_tx.send_replace(rows);
+        self.w.bgp_tx.send_replace(BgpView {
+            peers: rows,
+            problems: bgp.problems().to_vec(),
+        });
         if bgp.converged() && self.bgp_hold_until.take().is_some() {
             tracing::info!("every BGP peer sent its table; programming routes");
             self.schedule_apply(Duration::ZERO);

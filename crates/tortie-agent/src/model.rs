@@ -1,7 +1,8 @@
 //! The agent's in-memory view of the datastore, built from [`SyncUpdate`]s.
 //!
 //! Owns: node addresses, block affinities, per-block allocations (only the `node` attribute
-//! matters here), and — for this node only — Pod labels and WorkloadEndpoint records.
+//! matters here), and — for this node only — Pod labels and WorkloadEndpoint records; the BGP
+//! inputs, including the decoded Secrets of the `--secrets-namespace` (BGP passwords).
 //!
 //! Invariants:
 //! - pure: no I/O, no clock; applying the same set of final key values in any order gives the
@@ -123,7 +124,8 @@ pub struct Changed {
     pub own_node: bool,
     /// Something policy depends on changed.
     pub policy: bool,
-    /// A BGP input (BGPConfiguration, BGPPeer, BGPFilter, a Node's BGP fields) changed.
+    /// A BGP input (BGPConfiguration, BGPPeer, BGPFilter, a Node's BGP fields, a Secret of
+    /// the secrets namespace) changed.
     pub bgp: bool,
 }
 
@@ -200,6 +202,14 @@ impl Model {
             policy: PolicyModel::default(),
             bgp: BgpInputs::default(),
         }
+    }
+
+    /// Reads BGP passwords from the Secrets of `namespace` (the agent's
+    /// `--secrets-namespace`); call before applying updates.
+    pub fn with_secrets_namespace(mut self, namespace: &str) -> Self {
+        self.bgp.secrets.namespace = namespace.to_string();
+        self.bgp.secrets.by_name.clear();
+        self
     }
 
     /// The policy inputs.
@@ -309,6 +319,14 @@ impl Model {
                 _ => None,
             };
             return put(&mut b.filters, name, v);
+        }
+        if let Some(name) = key.strip_prefix(&Kind::Secret.namespace_prefix(&b.secrets.namespace)) {
+            // Decoded once here; a value that is not base64 makes the Secret absent.
+            let v = match res {
+                Some(Resource::Secret(o)) => o.body.decoded().ok(),
+                _ => None,
+            };
+            return put(&mut b.secrets.by_name, name, v);
         }
         if let Some(name) = key.strip_prefix(&Kind::Node.key_prefix()) {
             let v = match res {
@@ -556,5 +574,36 @@ mod tests {
         assert_eq!(m.pod_labels(&id).unwrap()["app"], "web");
         // Same labels again: nothing to do.
         assert_eq!(m.apply(&kv(&key, pod("n1"), 3)).pod, None);
+    }
+
+    #[test]
+    fn secrets_of_the_secrets_namespace_are_bgp_inputs() {
+        let mut m = Model::new("n1").with_secrets_namespace("kube-system");
+        let secret = |ns: &str, b64: &str| {
+            serde_json::json!({"apiVersion": "v1", "kind": "Secret",
+                "metadata": {"name": "bgp", "namespace": ns},
+                "type": "Opaque", "data": {"pw": b64}})
+        };
+        // Another namespace's Secret is not read.
+        let other = Kind::Secret.key(Some("calico-system"), "bgp");
+        assert!(!m.apply(&kv(&other, secret("calico-system", "b25l"), 1)).bgp);
+        assert!(m.bgp().secrets.by_name.is_empty());
+        let key = Kind::Secret.key(Some("kube-system"), "bgp");
+        assert!(m.apply(&kv(&key, secret("kube-system", "b25l"), 2)).bgp);
+        assert_eq!(m.bgp().secrets.by_name["bgp"]["pw"], b"one");
+        assert!(
+            !m.apply(&kv(&key, secret("kube-system", "b25l"), 3)).bgp,
+            "unchanged"
+        );
+        assert!(m.apply(&kv(&key, secret("kube-system", "dHdv"), 4)).bgp);
+        assert_eq!(m.bgp().secrets.by_name["bgp"]["pw"], b"two");
+        let dbg = format!("{:?}", m.bgp());
+        assert!(
+            dbg.contains("pw") && !dbg.contains("116, 119, 111"),
+            "{dbg}"
+        );
+        let gone = m.apply(&SyncUpdate::Deleted { key, revision: 5 });
+        assert!(gone.bgp);
+        assert!(m.bgp().secrets.by_name.is_empty());
     }
 }

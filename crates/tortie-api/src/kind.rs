@@ -39,6 +39,8 @@ pub enum Kind {
     Namespace,
     Pod,
     ServiceAccount,
+    /// core/v1 Secret: BGP passwords (`secretKeyRef`) are read from these.
+    Secret,
 }
 
 /// Static facts about a kind.
@@ -70,7 +72,7 @@ macro_rules! info {
 
 const C: &str = CALICO_API_VERSION;
 
-static INFOS: [KindInfo; 24] = [
+static INFOS: [KindInfo; 25] = [
     info!(
         "IPPool",
         C,
@@ -258,11 +260,19 @@ static INFOS: [KindInfo; 24] = [
         true,
         Dns1123Subdomain
     ),
+    info!(
+        "Secret",
+        K8S_CORE_API_VERSION,
+        "secrets",
+        [],
+        true,
+        Dns1123Subdomain
+    ),
 ];
 
 impl Kind {
     /// Every kind, in a stable order.
-    pub const ALL: [Kind; 24] = [
+    pub const ALL: [Kind; 25] = [
         Kind::IPPool,
         Kind::IPReservation,
         Kind::IPAMConfiguration,
@@ -287,6 +297,7 @@ impl Kind {
         Kind::Namespace,
         Kind::Pod,
         Kind::ServiceAccount,
+        Kind::Secret,
     ];
 
     pub fn info(self) -> &'static KindInfo {
@@ -414,6 +425,8 @@ mod tests {
             Some(Kind::NetworkPolicy)
         );
         assert_eq!(Kind::from_cli("wep"), Some(Kind::WorkloadEndpoint));
+        assert_eq!(Kind::from_cli("secrets"), Some(Kind::Secret));
+        assert_eq!(Kind::from_cli("Secret"), Some(Kind::Secret));
         assert_eq!(Kind::from_cli("bogus"), None);
     }
 
@@ -434,6 +447,10 @@ mod tests {
         assert_eq!(
             Kind::Pod.key(Some("x"), "a"),
             "/calico/resources/v3/core/pods/x/a"
+        );
+        assert_eq!(
+            Kind::Secret.key(Some("calico-system"), "bgp"),
+            "/calico/resources/v3/core/secrets/calico-system/bgp"
         );
     }
 

@@ -1,6 +1,7 @@
-//! tortie's resource model: Calico `projectcalico.org/v3` kinds, Kubernetes NetworkPolicy and
-//! the core/v1 inputs policy selects on; defaulting and validation as Calico does them; and a
-//! YAML/JSON codec whose errors name the file, document, field path and value.
+//! tortie's resource model: Calico `projectcalico.org/v3` kinds, Kubernetes NetworkPolicy,
+//! the core/v1 inputs policy selects on and core/v1 Secrets (BGP passwords); defaulting and
+//! validation as Calico does them; and a YAML/JSON codec whose errors name the file,
+//! document, field path and value.
 //!
 //! Pure: no I/O.
 
@@ -17,6 +18,7 @@ pub mod numorstring;
 pub mod policy;
 pub mod resource;
 pub mod rule;
+pub mod secret;
 pub mod validate;
 
 pub use codec::{Format, decode, encode};

@@ -302,6 +302,7 @@ use crate::policy::{
     GlobalNetworkPolicySpec, NetworkPolicySpec, ProfileSpec, StagedGlobalNetworkPolicySpec,
     StagedKubernetesNetworkPolicySpec, StagedNetworkPolicySpec, TierSpec,
 };
+use crate::secret::SecretBody;
 
 resources! {
     IPPool => WithSpec<IPPoolSpec>,
@@ -328,6 +329,7 @@ resources! {
     Namespace => NamespaceBody,
     Pod => PodBody,
     ServiceAccount => ServiceAccountBody,
+    Secret => SecretBody,
 }
 
 impl Resource {

@@ -159,6 +159,8 @@ pub struct PeerStatus {
     pub local_addr: Option<SocketAddr>,
     /// Established, and the peer has sent End-of-RIB for every family (its whole table).
     pub synced: bool,
+    /// A TCP MD5 password is configured for the peer (on the listener and outgoing sockets).
+    pub password: bool,
 }
 
 impl PeerStatus {
@@ -1092,6 +1094,7 @@ impl Control {
                     && p.session
                         .negotiated()
                         .is_some_and(|n| n.families.iter().all(|f| p.end_of_rib.contains(f))),
+                password: p.cfg.password.is_some(),
             })
             .collect();
         let status = SpeakerStatus {

@@ -22,6 +22,9 @@
 //!   daemon, the IPv4 session never comes up within 15 s, and tortie's status says why in
 //!   words an operator understands (the connection timed out, and a password is set); the
 //!   IPv6 session between the same hosts, with matching passwords, is Established.
+//! - [`md5_password_rotation`] (iBGP, tortie with tortie, no daemon): a new password on both
+//!   sides restarts the session, which comes up with it; a new password on one side keeps it
+//!   down (the listener's old key is gone).
 //! - [`tortie_route_reflector`] (iBGP): tortie as route reflector with the three daemons as
 //!   clients: each client learns the others' prefixes (IPv4 and IPv6) with the originator's
 //!   next hop, unchanged, and tortie's own; BIRD shows the ORIGINATOR_ID and CLUSTER_LIST
@@ -553,6 +556,64 @@ fn md5_password() -> anyhow::Result<()> {
         // The matching-password session stayed up throughout.
         let st6 = tortie.peer(h.addr(true)).context("peer gone")?;
         ensure!(established(&st6), "{} IPv6: {}", d.name(), st6.info());
+    }
+    Ok(())
+}
+
+/// Two tortie speakers with the same password (b connects, a waits, so a's listener key and
+/// b's socket key both matter): the session comes up; both get a new password, as the agent
+/// does when the Secret changes: the session restarts and comes up with it; then only b
+/// changes it again: the session stays down, so a's old key really is gone.
+#[test]
+fn md5_password_rotation() -> anyhow::Result<()> {
+    if !root_or_skip("BGP interop: TCP MD5 password rotation") {
+        return Ok(());
+    }
+    const MISMATCH_FOR: Duration = Duration::from_secs(10);
+    let topo = Topology::with_hosts("md5rot", &["a", "b"])?;
+    let (ha, hb) = (topo.host("a").clone(), topo.host("b").clone());
+    let (a_addr, b_addr) = (ha.addr(false), hb.addr(false));
+    let mut a = Tortie::start(&ha, TortieConfig::new(TORTIE_AS))?;
+    let mut b = Tortie::start(&hb, TortieConfig::new(TORTIE_AS))?;
+    let peer = |addr: IpAddr, passive: bool, password: &str| {
+        let mut p = tortie_peer(addr, TORTIE_AS);
+        p.passive = passive;
+        p.password = Some(password.to_string());
+        vec![p]
+    };
+    a.set_peers(peer(b_addr, true, "first"));
+    b.set_peers(peer(a_addr, false, "first"));
+    let first = a.wait_peer(b_addr, "Established with a password", WAIT, |p| {
+        established(p) && p.password
+    })?;
+
+    let rotated = Instant::now();
+    a.set_peers(peer(b_addr, true, "second"));
+    b.set_peers(peer(a_addr, false, "second"));
+    a.wait_peer(
+        b_addr,
+        "Established again with the new password",
+        WAIT,
+        |p| established(p) && p.since > first.since,
+    )?;
+    b.wait_established(a_addr, WAIT)?;
+    timing(&format!(
+        "tortie-tortie session restarted with a new TCP MD5 password in {:.2?}",
+        rotated.elapsed()
+    ));
+
+    b.set_peers(peer(a_addr, false, "third"));
+    a.wait_peer(b_addr, "down once only b changed its password", WAIT, |p| {
+        !established(p)
+    })?;
+    let started = Instant::now();
+    while started.elapsed() < MISMATCH_FOR {
+        let up = a.peer(b_addr).is_some_and(|p| established(&p));
+        ensure!(
+            !up,
+            "a's listener still accepted b with a password it no longer has"
+        );
+        std::thread::sleep(POLL);
     }
     Ok(())
 }

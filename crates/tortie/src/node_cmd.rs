@@ -4,7 +4,7 @@ use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::{Args, Subcommand};
-use tortie_agent::bgp::BgpPeerRow;
+use tortie_agent::bgp::BgpView;
 
 /// `tortie node ...`.
 #[derive(Debug, Args)]
@@ -30,31 +30,32 @@ struct StatusArgs {
 
 pub fn run(args: NodeArgs) -> anyhow::Result<ExitCode> {
     let NodeCommand::Status(a) = args.command;
-    let peers = match fetch(&a.agent) {
-        Ok(p) => p,
+    let view = match fetch(&a.agent) {
+        Ok(v) => v,
         Err(e) => {
             eprintln!("tortie agent is not running: {e}");
             return Ok(ExitCode::FAILURE);
         }
     };
     if a.output == "json" {
-        println!("{}", serde_json::to_string_pretty(&peers)?);
+        // The peers, as before; the problems are in the table output and in /bgp.
+        println!("{}", serde_json::to_string_pretty(&view.peers)?);
         return Ok(ExitCode::SUCCESS);
     }
-    print!("{}", render(&peers, SystemTime::now()));
+    print!("{}", render(&view, SystemTime::now()));
     Ok(ExitCode::SUCCESS)
 }
 
-fn fetch(agent: &str) -> anyhow::Result<Vec<BgpPeerRow>> {
+fn fetch(agent: &str) -> anyhow::Result<BgpView> {
     let (code, body) = tortie_lab::http_get(agent, "/bgp", Duration::from_secs(2))
         .map_err(|e| anyhow::anyhow!("cannot reach {agent}: {e}"))?;
     anyhow::ensure!(code == 200, "{agent}/bgp answered {code}: {body}");
-    let mut v: serde_json::Value = serde_json::from_str(&body)?;
-    Ok(serde_json::from_value(v["peers"].take())?)
+    Ok(serde_json::from_str(&body)?)
 }
 
-/// calicoctl's output: one boxed table per family.
-fn render(peers: &[BgpPeerRow], now: SystemTime) -> String {
+/// calicoctl's output: one boxed table per family, then the configuration problems, if any.
+fn render(view: &BgpView, now: SystemTime) -> String {
+    let peers = &view.peers;
     let mut out = String::from("tortie agent is running.\n");
     for (family, v6) in [("IPv4", false), ("IPv6", true)] {
         out.push_str(&format!("\n{family} BGP status\n"));
@@ -83,6 +84,12 @@ fn render(peers: &[BgpPeerRow], now: SystemTime) -> String {
                 &["PEER ADDRESS", "PEER TYPE", "STATE", "SINCE", "INFO"],
                 &rows,
             ));
+        }
+    }
+    if !view.problems.is_empty() {
+        out.push_str("\nBGP configuration problems\n");
+        for p in &view.problems {
+            out.push_str(&format!("- {p}\n"));
         }
     }
     out.push('\n');
@@ -135,6 +142,7 @@ fn boxed(header: &[&str], rows: &[Vec<String>]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tortie_agent::bgp::BgpPeerRow;
 
     #[test]
     fn prints_calicoctls_layout() {
@@ -149,12 +157,16 @@ mod tests {
             received: 1,
             accepted: 1,
             advertised: 1,
+            password: false,
         };
         let out = render(
-            &[
-                row("198.18.0.2", "Established", "Established"),
-                row("198.18.0.3", "Active", "Active Socket: Connection refused"),
-            ],
+            &BgpView {
+                peers: vec![
+                    row("198.18.0.2", "Established", "Established"),
+                    row("198.18.0.3", "Active", "Active Socket: Connection refused"),
+                ],
+                problems: Vec::new(),
+            },
             now,
         );
         let want = "\
@@ -173,5 +185,24 @@ No IPv6 peers found.
 
 ";
         assert_eq!(out, want);
+    }
+
+    #[test]
+    fn prints_configuration_problems_after_the_tables() {
+        let view = BgpView {
+            peers: Vec::new(),
+            problems: vec![
+                "BGPPeer tor: password.secretKeyRef: Secret calico-system/bgp has no key \"pw\"; the peer is skipped".into(),
+            ],
+        };
+        let out = render(&view, UNIX_EPOCH);
+        assert!(
+            out.ends_with(
+                "No IPv6 peers found.\n\nBGP configuration problems\n- BGPPeer tor: \
+                 password.secretKeyRef: Secret calico-system/bgp has no key \"pw\"; the peer \
+                 is skipped\n\n"
+            ),
+            "{out}"
+        );
     }
 }

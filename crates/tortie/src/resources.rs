@@ -164,6 +164,24 @@ fn check_immutable(old: &Resource, new: &Resource) -> anyhow::Result<()> {
             );
         }
     }
+    if let (Resource::Secret(o), Resource::Secret(n)) = (old, new) {
+        // Kubernetes: `type` never changes; an `immutable: true` Secret keeps its data and
+        // stays immutable.
+        if o.body.type_ != n.body.type_ {
+            bail!(
+                "field type = {:?}: is immutable (currently {:?})",
+                n.body.type_,
+                o.body.type_
+            );
+        }
+        if o.body.immutable == Some(true)
+            && (o.body.data != n.body.data || n.body.immutable != Some(true))
+        {
+            bail!(
+                "field data: the Secret is immutable (immutable: true); delete it and create it again to change it"
+            );
+        }
+    }
     Ok(())
 }
 

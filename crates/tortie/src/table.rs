@@ -75,6 +75,8 @@ fn header(kind: Kind, wide: bool) -> Vec<&'static str> {
         HostEndpoint if wide => vec!["NAME", "NODE", "INTERFACE", "IPS", "PROFILES"],
         HostEndpoint => vec!["NAME", "NODE"],
         BGPPeer => vec!["NAME", "PEERIP", "NODE", "ASN"],
+        // kubectl's columns (without AGE); values are never shown.
+        Secret => vec!["NAME", "TYPE", "DATA"],
         NetworkSet | GlobalNetworkSet if wide => vec!["NAME", "NETS"],
         _ => vec!["NAME"],
     }
@@ -197,6 +199,7 @@ fn cells(r: &Resource, wide: bool) -> Vec<String> {
             let asn = s.as_number.map(|a| a.0.to_string()).unwrap_or_default();
             vec![name, s.peer_ip.clone(), node, asn]
         }
+        Resource::Secret(o) => vec![name, o.body.type_.clone(), o.body.data.len().to_string()],
         Resource::NetworkSet(o) if wide => vec![name, join(&o.spec().nets)],
         Resource::GlobalNetworkSet(o) if wide => vec![name, join(&o.spec().nets)],
         _ => vec![name],
@@ -245,7 +248,7 @@ mod tests {
     #[test]
     fn every_kind_has_as_many_cells_as_header_columns() {
         let decoded = tortie_api::decode("t", FIXTURES, "default");
-        assert_eq!(decoded.len(), 9);
+        assert_eq!(decoded.len(), 10);
         for d in decoded {
             let (_, r) = d.expect("valid");
             for wide in [false, true] {
@@ -303,5 +306,30 @@ apiVersion: projectcalico.org/v3
 kind: WorkloadEndpoint
 metadata: {name: n-k8s-p-eth0, namespace: d}
 spec: {node: n, orchestrator: k8s, pod: p, endpoint: eth0}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: s, namespace: calico-system}
+stringData: {password: x}
 ";
+
+    #[test]
+    fn secrets_show_type_and_key_count_never_values() {
+        let text = "apiVersion: v1
+kind: Secret
+metadata: {name: bgp-passwords, namespace: calico-system}
+data: {a: eA==}
+stringData: {b: hunter2}
+";
+        let (_, r) = tortie_api::decode("t", text, "default")
+            .pop()
+            .expect("one")
+            .expect("valid");
+        let out = render(Kind::Secret, &[r], false, true);
+        assert_eq!(
+            out,
+            "NAMESPACE       NAME            TYPE     DATA\n\
+             calico-system   bgp-passwords   Opaque   2\n"
+        );
+    }
 }

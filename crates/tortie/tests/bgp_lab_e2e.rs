@@ -1,5 +1,6 @@
 //! A lab whose nodes learn each other's pod routes only through the agents' BGP speakers
-//! (`lab up --routing bgp`: a node-to-node mesh), checked with real packets.
+//! (`lab up --routing bgp`: a node-to-node mesh), checked with real packets; the mesh then
+//! protected by a TCP MD5 password from a Secret (`nodeMeshPassword`), rotated and removed.
 
 mod support {
     pub mod lab;
@@ -96,18 +97,7 @@ fn three_nodes_reach_every_pod_over_bgp_learned_routes() {
     println!("a new node block became reachable from the other nodes after {reached:?}");
 
     // The whole matrix, across nodes, over routes the speakers learned.
-    let m: Value =
-        serde_json::from_str(&lab.ok(&["lab", "matrix", "-o", "json"])).expect("matrix json");
-    let mut denied = Vec::new();
-    for (port, rows) in m.as_object().expect("matrix") {
-        for (from, cols) in rows.as_object().expect("rows") {
-            for (to, ok) in cols.as_object().expect("cols") {
-                if ok != &Value::Bool(true) {
-                    denied.push(format!("{port} {from} -> {to}"));
-                }
-            }
-        }
-    }
+    let denied = denied_in_matrix(&lab);
     assert!(denied.is_empty(), "denied: {denied:?}");
 
     // Each node's routes to the others' blocks point at the node that advertised them, and
@@ -127,10 +117,223 @@ fn three_nodes_reach_every_pod_over_bgp_learned_routes() {
         assert_eq!(accepted, 2, "{name}: one IPv4 block from each other node");
     }
 
+    mesh_password_from_a_secret(&lab, &nodes);
     readiness_names_a_peer_that_is_down(&lab, &nodes[0].2);
     // The restarted n3 agent runs until the end of the test.
     let _n3_agent = agent_restart_keeps_bgp_routes(&lab, &nodes);
     route_reflector_replaces_the_mesh(&lab, &nodes);
+}
+
+/// The `port from -> to` cells of `lab matrix` that are not allowed.
+fn denied_in_matrix(lab: &Lab) -> Vec<String> {
+    let m: Value =
+        serde_json::from_str(&lab.ok(&["lab", "matrix", "-o", "json"])).expect("matrix json");
+    let mut denied = Vec::new();
+    for (port, rows) in m.as_object().expect("matrix") {
+        for (from, cols) in rows.as_object().expect("rows") {
+            for (to, ok) in cols.as_object().expect("cols") {
+                if ok != &Value::Bool(true) {
+                    denied.push(format!("{port} {from} -> {to}"));
+                }
+            }
+        }
+    }
+    denied
+}
+
+/// `ss` in a node's namespace: TCP sockets on port 179 (`-l`: listening), one entry per
+/// socket with its info line (which names the TCP MD5 keys the kernel holds for it).
+fn bgp_sockets(netns: &str, listening: bool) -> Vec<String> {
+    let mut args = vec!["netns", "exec", netns, "ss", "-H", "-t", "-n", "-i"];
+    if listening {
+        args.extend(["-l", "( sport = :179 )"]);
+    } else {
+        args.extend(["state", "established", "( sport = :179 or dport = :179 )"]);
+    }
+    let out = Command::new("ip").args(&args).output().expect("ss");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    // A socket line, then its indented info line.
+    let mut sockets: Vec<String> = Vec::new();
+    for line in text.lines() {
+        if line.starts_with(char::is_whitespace) {
+            if let Some(last) = sockets.last_mut() {
+                last.push_str(line);
+            }
+        } else if !line.trim().is_empty() {
+            sockets.push(line.to_string());
+        }
+    }
+    sockets
+}
+
+/// Every mesh session of every node is Established; `password` says whether each must have a
+/// TCP MD5 key. Returns each node's peers' `since`, by node.
+fn wait_mesh(
+    lab: &Lab,
+    nodes: &[(String, String, String)],
+    password: bool,
+    secs: u64,
+) -> Vec<Vec<u64>> {
+    let mut since = Vec::new();
+    for (name, _, health) in nodes {
+        eventually(
+            secs,
+            &format!("{name}: 4 mesh sessions up, password {password}"),
+            || {
+                let peers = node_status(lab, health);
+                let ok = peers.len() == 4
+                    && peers.iter().all(|p| {
+                        p["state"] == "Established" && p["password"] == Value::Bool(password)
+                    });
+                if ok {
+                    Ok(())
+                } else {
+                    Err(format!("{peers:?}"))
+                }
+            },
+        );
+        since.push(
+            node_status(lab, health)
+                .iter()
+                .map(|p| p["since"].as_u64().unwrap_or(0))
+                .collect(),
+        );
+    }
+    since
+}
+
+/// BGPConfiguration `nodeMeshPassword` from a Secret in the agents' secrets namespace
+/// (`calico-system`): every mesh session comes back Established with a TCP MD5 key on the
+/// connection and on the listener; a new value restarts the sessions with it; the pods still
+/// reach each other. A Secret that is gone is a problem `/readiness` and `node status` name,
+/// and the mesh runs without a password (as Calico's confd renders it).
+fn mesh_password_from_a_secret(lab: &Lab, nodes: &[(String, String, String)]) {
+    let secret = |value: &str| {
+        format!(
+            r#"{{"apiVersion": "v1", "kind": "Secret",
+                "metadata": {{"name": "bgp-mesh", "namespace": "calico-system"}},
+                "stringData": {{"password": "{value}"}}}}"#
+        )
+    };
+    lab.ok_stdin(&["apply", "-f", "-"], &secret("first-mesh-key"));
+    lab.ok_stdin(
+        &["apply", "-f", "-"],
+        r#"{"apiVersion": "projectcalico.org/v3", "kind": "BGPConfiguration",
+            "metadata": {"name": "default"},
+            "spec": {"nodeMeshPassword": {"secretKeyRef": {"name": "bgp-mesh", "key": "password"}}}}"#,
+    );
+    let state = lab.state();
+    let started = Instant::now();
+    let before = wait_mesh(lab, nodes, true, 60);
+    println!(
+        "mesh sessions up with TCP MD5 after {:.1?}",
+        started.elapsed()
+    );
+    // The kernel has the keys: on every BGP connection, and on the listeners for each peer.
+    for (name, netns, _) in nodes {
+        let conns = bgp_sockets(netns, false);
+        assert!(
+            conns.len() >= 4 && conns.iter().all(|c| c.contains("md5keys:")),
+            "{name}: every BGP connection has a TCP MD5 key: {conns:#?}"
+        );
+        let listeners = bgp_sockets(netns, true).join("\n");
+        for n in state["nodes"].as_array().expect("nodes") {
+            let (other, ip) = (n["name"].as_str().expect("name"), &n["ipv4"]);
+            let ip = ip.as_str().expect("ipv4");
+            if other != name {
+                assert!(
+                    listeners.contains(&format!("md5keys:{ip}/32"))
+                        || listeners.contains(&format!(",{ip}/32")),
+                    "{name}: the listener has {other}'s key: {listeners}"
+                );
+            }
+        }
+    }
+    eventually(10, "ready with the mesh password", || {
+        let (code, body) = http(&nodes[0].2, "/readiness");
+        if code == 200 {
+            Ok(())
+        } else {
+            Err(format!("{code} {body}"))
+        }
+    });
+
+    // A new value: every session restarts with it.
+    std::thread::sleep(Duration::from_millis(1100));
+    lab.ok_stdin(&["apply", "-f", "-"], &secret("second-mesh-key"));
+    let rotated = Instant::now();
+    for (i, (name, _, health)) in nodes.iter().enumerate() {
+        eventually(
+            60,
+            &format!("{name}: sessions restarted with the new key"),
+            || {
+                let peers = node_status(lab, health);
+                let restarted = peers.len() == 4
+                    && peers.iter().all(|p| {
+                        p["state"] == "Established"
+                            && p["password"] == true
+                            && !before[i].contains(&p["since"].as_u64().unwrap_or(0))
+                    });
+                if restarted {
+                    Ok(())
+                } else {
+                    Err(format!("{peers:?}"))
+                }
+            },
+        );
+    }
+    println!(
+        "mesh sessions up with the new key after {:.1?}",
+        rotated.elapsed()
+    );
+    eventually(
+        30,
+        "the pod matrix works over the protected sessions",
+        || {
+            let denied = denied_in_matrix(lab);
+            if denied.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("denied: {denied:?}"))
+            }
+        },
+    );
+
+    // The Secret is gone: a problem, naming the namespace, the Secret and the key.
+    lab.ok(&["delete", "secret", "bgp-mesh", "-n", "calico-system"]);
+    let want = "BGP configuration problem: BGPConfiguration default: nodeMeshPassword.secretKeyRef: \
+                Secret calico-system/bgp-mesh does not exist (key \"password\"); the mesh \
+                sessions run without a password";
+    eventually(60, "readiness names the missing Secret", || {
+        let (code, body) = http(&nodes[0].2, "/readiness");
+        if code == 503 && body.contains(want) {
+            Ok(())
+        } else {
+            Err(format!("{code} {body}"))
+        }
+    });
+    let table = lab.ok(&["node", "status", "--agent", &nodes[0].2]);
+    assert!(
+        table.contains("BGP configuration problems\n- BGPConfiguration default: nodeMeshPassword"),
+        "{table}"
+    );
+    wait_mesh(lab, nodes, false, 60);
+    for (name, netns, _) in nodes {
+        let listeners = bgp_sockets(netns, true).join("\n");
+        assert!(
+            !listeners.contains("md5keys:"),
+            "{name}: the listener keys are gone: {listeners}"
+        );
+    }
+    lab.ok(&["delete", "bgpconfig", "default"]);
+    eventually(20, "ready again without the mesh password", || {
+        let (code, body) = http(&nodes[0].2, "/readiness");
+        if code == 200 {
+            Ok(())
+        } else {
+            Err(format!("{code} {body}"))
+        }
+    });
 }
 
 /// Ends a restarted agent (by PID) however the test ends.

@@ -474,3 +474,93 @@ async fn ipam_show_check_and_release() {
     let report = ipam.check().await.expect("check");
     assert!(report.is_clean(), "{report}");
 }
+
+/// core/v1 Secrets through apply, create, get and delete: `stringData` is stored as base64
+/// `data`, `get` never prints the plain text, a bad value or an immutable Secret's change is
+/// refused without writing anything.
+#[test]
+fn secrets_apply_get_delete() {
+    let env = Env::file();
+    let secret = |extra: &str| {
+        format!(
+            "apiVersion: v1\nkind: Secret\nmetadata: {{name: bgp-passwords, namespace: calico-system}}\n{extra}"
+        )
+    };
+    let f = env.write(
+        "s.yaml",
+        &secret("data: {peer-a: cGFzc3dvcmQtYQ==}\nstringData: {mesh: hunter2}\n"),
+    );
+    let out = env.ok(&["create", "-f", &f]);
+    assert!(out.contains("Successfully created 1 'Secret'"), "{out}");
+    let err = env.fail(&["create", "-f", &f], 1);
+    assert!(err.contains("already exists"), "{err}");
+
+    let table = env.ok(&["get", "secrets", "-n", "calico-system"]);
+    assert_eq!(
+        table,
+        "NAME            TYPE     DATA\nbgp-passwords   Opaque   2\n"
+    );
+    assert!(
+        env.ok(&["get", "secrets"]).lines().count() == 1,
+        "namespace default has none"
+    );
+    let all = env.ok(&["get", "secret", "-A"]);
+    assert!(
+        all.contains("calico-system   bgp-passwords   Opaque   2"),
+        "{all}"
+    );
+    for format in ["yaml", "json"] {
+        let shown = env.ok(&[
+            "get",
+            "secret",
+            "bgp-passwords",
+            "-n",
+            "calico-system",
+            "-o",
+            format,
+        ]);
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("stringData"),
+            "{format}: {shown}"
+        );
+        assert!(shown.contains("aHVudGVyMg=="), "{format}: {shown}");
+        assert!(shown.contains("cGFzc3dvcmQtYQ=="), "{format}: {shown}");
+    }
+
+    // A value that is not base64 is refused, naming the field and key, and changes nothing.
+    let before = env.ok(&["get", "secret", "-A", "-o", "json"]);
+    let bad = env.write("bad.yaml", &secret("data: {peer-a: 'not base64!'}\n"));
+    let err = env.fail(&["apply", "-f", &bad], 1);
+    assert!(
+        err.contains("field data[peer-a]") && err.contains("not base64"),
+        "{err}"
+    );
+    assert!(!err.contains("not base64!"), "the value is echoed: {err}");
+    assert_eq!(env.ok(&["get", "secret", "-A", "-o", "json"]), before);
+
+    // Immutable: the data can no longer change.
+    let locked = env.write(
+        "locked.yaml",
+        &secret("immutable: true\nstringData: {mesh: one}\n"),
+    );
+    env.ok(&["apply", "-f", &locked]);
+    let changed = env.write(
+        "changed.yaml",
+        &secret("immutable: true\nstringData: {mesh: two}\n"),
+    );
+    let err = env.fail(&["apply", "-f", &changed], 1);
+    assert!(err.contains("immutable"), "{err}");
+    let retype = env.write(
+        "retype.yaml",
+        &secret("type: example.com/other\nimmutable: true\nstringData: {mesh: one}\n"),
+    );
+    let err = env.fail(&["apply", "-f", &retype], 1);
+    assert!(err.contains("field type"), "{err}");
+
+    env.ok(&["delete", "secret", "bgp-passwords", "-n", "calico-system"]);
+    let err = env.fail(
+        &["get", "secret", "bgp-passwords", "-n", "calico-system"],
+        1,
+    );
+    assert!(err.contains("does not exist"), "{err}");
+}
