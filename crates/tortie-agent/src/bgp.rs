@@ -101,6 +101,9 @@ pub struct Bgp {
     learned: BTreeMap<IpNet, IpAddr>,
     /// Why there is no speaker, if there is none.
     error: Option<String>,
+    /// The last apply could not start the speaker (e.g. the previous one's listener was
+    /// still closing): the same plan is worth applying again.
+    start_failed: bool,
     problems: Vec<String>,
     /// How many peers the last applied plan has; `None` before the first plan.
     configured: Option<usize>,
@@ -116,6 +119,7 @@ impl Bgp {
             status_rx: None,
             learned: BTreeMap::new(),
             error: None,
+            start_failed: false,
             problems: Vec::new(),
             configured: None,
         }
@@ -151,6 +155,7 @@ impl Bgp {
                 }
                 self.stop().await;
                 self.error = Some(e);
+                self.start_failed = false;
                 return;
             }
         };
@@ -185,11 +190,13 @@ impl Bgp {
                     self.routes_rx = Some(routes);
                     self.running = Some((id, s));
                     self.error = None;
+                    self.start_failed = false;
                 }
                 Err(e) => {
                     let e = format!("cannot start the BGP speaker: {e}");
                     tracing::warn!(error = %e);
                     self.error = Some(e);
+                    self.start_failed = true;
                     return;
                 }
             }
@@ -208,6 +215,12 @@ impl Bgp {
         self.routes_rx = None;
         self.status_rx = None;
         self.learned.clear();
+    }
+
+    /// Whether the last [`apply`](Self::apply) failed to start the speaker, so that applying
+    /// the same plan again later may succeed.
+    pub fn start_failed(&self) -> bool {
+        self.start_failed
     }
 
     /// Waits for the next thing the speaker reports; never resolves without a speaker.
@@ -331,6 +344,41 @@ mod tests {
     }
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
+    }
+
+    /// A speaker that cannot bind its port (another socket still holds it, as the previous
+    /// speaker's listener can for a moment after a restart) is reported and flagged for a
+    /// retry, and the same plan starts it once the port is free. No peers: nothing is sent.
+    #[tokio::test]
+    async fn a_speaker_that_cannot_listen_is_retried() {
+        let holder = std::net::TcpListener::bind("0.0.0.0:0").expect("bind");
+        let port = holder.local_addr().expect("addr").port();
+        let plan = || {
+            Ok(crate::bgp_plan::BgpPlan {
+                local_as: 64512,
+                router_id: "198.18.0.11".parse().unwrap(),
+                listen_port: port,
+                cluster_id: None,
+                node_addrs: crate::model::NodeAddrs {
+                    ipv4: Some("198.18.0.11".parse().unwrap()),
+                    ipv6: None,
+                },
+                peers: Vec::new(),
+                originate: Default::default(),
+                communities: Vec::new(),
+                problems: Vec::new(),
+            })
+        };
+        let mut bgp = Bgp::new(None);
+        bgp.apply(plan()).await;
+        assert!(bgp.start_failed());
+        let why = bgp.readiness().expect_err("not running");
+        assert!(why.contains("cannot start the BGP speaker"), "{why}");
+        drop(holder);
+        bgp.apply(plan()).await;
+        assert!(!bgp.start_failed());
+        assert_eq!(bgp.readiness(), Ok(()));
+        bgp.shutdown().await;
     }
 
     #[test]

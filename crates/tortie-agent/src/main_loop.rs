@@ -50,6 +50,8 @@ pub const REGISTER_TIMEOUT: Duration = Duration::from_secs(10);
 /// to send its whole table (End-of-RIB), so a restart never withdraws routes that are about
 /// to be learned again.
 pub const BGP_INITIAL_WAIT: Duration = Duration::from_secs(30);
+/// How soon a plan whose speaker could not start is applied again.
+pub const BGP_START_RETRY: Duration = Duration::from_secs(1);
 
 /// Inputs and outputs the loop is wired to.
 #[derive(Debug)]
@@ -644,6 +646,12 @@ impl MainLoop {
         );
         if let Some(bgp) = &mut self.bgp {
             bgp.apply(plan).await;
+            if bgp.start_failed() {
+                // Typically the previous speaker's listener is still closing after a
+                // restart (new router id, AS or cluster id): try again shortly rather
+                // than wait for the next datastore change.
+                self.schedule_bgp(BGP_START_RETRY);
+            }
         }
         self.on_bgp_status();
     }

@@ -287,6 +287,9 @@ impl Speaker {
         }
         if let Some(t) = self.task.take() {
             t.abort();
+            // Wait until the control task is gone (its sessions and accept tasks dropped),
+            // so a speaker started next finds the port as free as the kernel allows.
+            let _ = t.await;
         }
     }
 }

@@ -189,7 +189,39 @@ impl Lab {
 
 impl Drop for Lab {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.print_agent_logs();
+        }
         let _ = run_tortie(&["lab", "down"], &self.envs(), None);
+    }
+}
+
+impl Lab {
+    /// The last lines of every agent's log, for a failing test's output (`lab down` removes
+    /// the logs).
+    fn print_agent_logs(&self) {
+        let dir = format!("/run/tortie/lab/{}", self.name);
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return;
+        };
+        let mut logs: Vec<_> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("agent-") && n.ends_with(".log"))
+            })
+            .collect();
+        logs.sort();
+        for p in logs {
+            let text = std::fs::read_to_string(&p).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(80)..];
+            eprintln!("--- last {} lines of {} ---", tail.len(), p.display());
+            for l in tail {
+                eprintln!("{l}");
+            }
+        }
     }
 }
 
