@@ -176,40 +176,16 @@ pub type Changed = BTreeMap<IpNet, Option<RouteTarget>>;
 /// The changes that turn `old` into `new`: `(dst, target in new)` for every destination whose
 /// target differs (`None`: gone from `new`), in destination order.
 pub fn diff(old: &RouteSet, new: &RouteSet) -> Vec<(IpNet, Option<RouteTarget>)> {
-    let mut out = Vec::new();
-    let mut a = old.iter().peekable();
-    let mut b = new.iter().peekable();
-    loop {
-        match (a.peek(), b.peek()) {
-            (None, None) => break,
-            (Some((da, _)), None) => {
-                out.push((**da, None));
-                a.next();
-            }
-            (None, Some((db, tb))) => {
-                out.push((**db, Some(**tb)));
-                b.next();
-            }
-            (Some((da, ta)), Some((db, tb))) => match da.cmp(db) {
-                std::cmp::Ordering::Less => {
-                    out.push((**da, None));
-                    a.next();
-                }
-                std::cmp::Ordering::Greater => {
-                    out.push((**db, Some(**tb)));
-                    b.next();
-                }
-                std::cmp::Ordering::Equal => {
-                    if ta != tb {
-                        out.push((**db, Some(**tb)));
-                    }
-                    a.next();
-                    b.next();
-                }
-            },
-        }
-    }
-    out
+    let gone = old
+        .keys()
+        .filter(|dst| !new.contains_key(dst))
+        .map(|dst| (*dst, None));
+    let changed = new
+        .iter()
+        .filter(|(dst, target)| old.get(dst) != Some(target))
+        .map(|(dst, target)| (*dst, Some(*target)));
+    let by_dst: BTreeMap<IpNet, Option<RouteTarget>> = gone.chain(changed).collect();
+    by_dst.into_iter().collect()
 }
 
 /// The operations that turn the kernel into `desired` when its tagged routes are known to be
@@ -218,27 +194,21 @@ pub fn diff(old: &RouteSet, new: &RouteSet) -> Vec<(IpNet, Option<RouteTarget>)>
 ///
 /// Equal to [`plan`] over that kernel, in the same order, but in the size of `was`.
 pub fn plan_changes(desired: &RouteSet, was: &Changed) -> Vec<RouteOp> {
-    let mut writes = Vec::new();
-    let mut deletes = Vec::new();
-    for (dst, before) in was {
-        match (*before, desired.get(dst).copied()) {
-            (None, Some(target)) => writes.push(RouteOp::Add { dst: *dst, target }),
-            (Some(from), Some(to)) if from != to => writes.push(RouteOp::Replace {
+    let want: RouteSet = was
+        .keys()
+        .filter_map(|dst| Some((*dst, *desired.get(dst)?)))
+        .collect();
+    let kernel: Vec<KernelRoute> = was
+        .iter()
+        .filter_map(|(dst, target)| {
+            Some(KernelRoute {
                 dst: *dst,
-                from,
-                to,
-            }),
-            (Some(target), None) => deletes.push(RouteOp::Delete(KernelRoute {
-                dst: *dst,
-                target,
+                target: (*target)?,
                 metric: default_metric(dst),
-            })),
-            _ => {}
-        }
-    }
-    writes.sort();
-    writes.extend(deletes);
-    writes
+            })
+        })
+        .collect();
+    plan(&want, &kernel)
 }
 
 #[cfg(test)]

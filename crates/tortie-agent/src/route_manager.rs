@@ -72,16 +72,12 @@ pub enum ApplyOutcome {
 #[derive(Debug, Default)]
 pub struct RouteManager {
     desired: RouteSet,
-    /// IPv6 destinations in `desired`.
-    desired_v6: usize,
     in_sync: bool,
     dirty: bool,
-    /// Whether the kernel's tagged routes are known without listing them: the last apply
-    /// succeeded fully, so they are `desired` except at the destinations in `was`.
-    known: bool,
-    /// While `known`: every destination changed since the last apply, with the target the
-    /// kernel holds there.
-    was: Changed,
+    /// `Some` when the kernel's tagged routes are known without listing them (the last apply
+    /// succeeded fully, so they are `desired` except here): every destination changed since,
+    /// with the target the kernel holds there. `None`: unknown, the next apply lists them.
+    was: Option<Changed>,
 }
 
 impl RouteManager {
@@ -113,15 +109,8 @@ impl RouteManager {
         if before == target {
             return;
         }
-        if dst.addr().is_ipv6() {
-            match (before, target) {
-                (None, Some(_)) => self.desired_v6 += 1,
-                (Some(_), None) => self.desired_v6 -= 1,
-                _ => {}
-            }
-        }
-        if self.known {
-            match self.was.entry(dst) {
+        if let Some(was) = &mut self.was {
+            match was.entry(dst) {
                 Entry::Vacant(e) => {
                     e.insert(before);
                 }
@@ -144,13 +133,8 @@ impl RouteManager {
     /// Asks the next apply to re-read the kernel and plan everything, even though nothing
     /// changed (periodic resync, repairing outside interference).
     pub fn request_resync(&mut self) {
-        self.forget_kernel();
+        self.was = None;
         self.dirty = true;
-    }
-
-    fn forget_kernel(&mut self) {
-        self.known = false;
-        self.was.clear();
     }
 
     /// Whether an apply would do anything.
@@ -168,8 +152,10 @@ impl RouteManager {
         if !self.in_sync {
             return Ok(ApplyOutcome::NotInSync);
         }
-        let full = !self.known;
-        let ops = if full {
+        let full = self.was.is_none();
+        let ops = if let Some(was) = &self.was {
+            plan_changes(&self.desired, was)
+        } else {
             let actual: Vec<KernelRoute> = match dp.list_owned().await {
                 Ok(a) => a,
                 Err(e) => {
@@ -183,18 +169,12 @@ impl RouteManager {
                 }
             };
             plan(&self.desired, &actual)
-        } else {
-            plan_changes(&self.desired, &self.was)
         };
-        let results = if ops.is_empty() {
-            Vec::new()
-        } else {
-            dp.execute_all(&ops).await
-        };
+        let results = dp.execute_all(&ops).await;
         let mut report = ApplyReport {
             full,
             programmed: self.desired.len(),
-            programmed_v6: self.desired_v6,
+            programmed_v6: self.desired.keys().filter(|n| n.addr().is_ipv6()).count(),
             ..ApplyReport::default()
         };
         let mut failures = Vec::new();
@@ -208,11 +188,10 @@ impl RouteManager {
         }
         if failures.is_empty() {
             self.dirty = false;
-            self.known = true;
-            self.was.clear();
+            self.was = Some(Changed::new());
             Ok(ApplyOutcome::Applied(report))
         } else {
-            self.forget_kernel();
+            self.was = None;
             Err(ApplyError { failures, report })
         }
     }
