@@ -341,18 +341,8 @@ impl PolicyClass {
     }
 }
 
-/// The ordered tiers with their ordered policies that apply to an endpoint in a direction
-/// (the [`PolicyClass::Normal`] ones).
-pub fn applicable<'p>(
-    world: &World,
-    policies: impl IntoIterator<Item = &'p Policy>,
-    labels: &Labels,
-    dir: Direction,
-) -> Vec<(crate::model::Tier, Vec<&'p Policy>)> {
-    applicable_class(world, policies, labels, dir, PolicyClass::Normal)
-}
-
-/// [`applicable`] for one policy class.
+/// The ordered tiers with their ordered policies of `class` that apply to an endpoint in a
+/// direction.
 pub fn applicable_class<'p>(
     world: &World,
     policies: impl IntoIterator<Item = &'p Policy>,
@@ -382,83 +372,113 @@ pub fn applicable_class<'p>(
     out
 }
 
-/// Runs `class`'s tiers for one endpoint and direction. `Some` when a rule allowed or
-/// denied, or a tier ended in a drop; `None` when every tier passed or (untracked and
-/// pre-DNAT) left the packet undecided.
-#[allow(
-    clippy::too_many_arguments,
-    reason = "one decision stage: world, addresses, policies, endpoint labels, direction, class, packet and the hits"
-)]
-fn run_tiers(
-    world: &World,
-    addrs: &Addresses,
-    policies: &[Policy],
-    labels: &Labels,
-    dir: Direction,
-    class: PolicyClass,
-    pkt: &Packet,
-    passes: &mut Vec<PassHit>,
-    logs: &mut Vec<LogHit>,
-) -> Option<Verdict> {
-    for (tier, ps) in applicable_class(world, policies, labels, dir, class) {
-        let mut passed = false;
-        'policies: for p in ps {
-            for r in p.rules(dir).unwrap_or_default() {
-                if !rule_matches(addrs, r, pkt) {
-                    continue;
-                }
-                match r.action {
-                    Action::Log => logs.push(LogHit {
-                        tier: tier.name.clone(),
-                        policy: p.id.clone(),
-                        rule: r.index,
-                    }),
-                    Action::Allow | Action::Deny => {
-                        let outcome = if r.action == Action::Allow {
-                            Outcome::Allow
-                        } else {
-                            Outcome::Deny
-                        };
-                        return Some(Verdict::new(
-                            outcome,
-                            Decider::Rule {
-                                tier: tier.name.clone(),
-                                policy: p.id.clone(),
-                                rule: r.index,
-                            },
-                        ));
-                    }
-                    Action::Pass => {
-                        passes.push(PassHit {
-                            tier: tier.name.clone(),
-                            policy: Some(p.id.clone()),
-                            rule: Some(r.index),
-                        });
-                        passed = true;
-                        break 'policies;
-                    }
-                }
-            }
-        }
-        if passed {
-            continue;
-        }
-        match tier.default_action {
-            TierDefault::Deny if class.end_of_tier_drop() => {
-                return Some(Verdict::new(
-                    Outcome::Deny,
-                    Decider::EndOfTier { tier: tier.name },
-                ));
-            }
-            TierDefault::Deny => {}
-            TierDefault::Pass => passes.push(PassHit {
-                tier: tier.name.clone(),
-                policy: None,
-                rule: None,
-            }),
-        }
+/// The Pass and Log rules a packet met on its way to a verdict.
+#[derive(Default)]
+struct Hits {
+    passes: Vec<PassHit>,
+    logs: Vec<LogHit>,
+}
+
+impl Hits {
+    fn into_verdict(self, mut v: Verdict) -> Verdict {
+        v.passes = self.passes;
+        v.logs = self.logs;
+        v
     }
-    None
+}
+
+/// The policy stages a packet meets at one endpoint in one direction.
+struct Stages<'a> {
+    world: &'a World,
+    addrs: &'a Addresses,
+    policies: &'a [Policy],
+    labels: Labels,
+    dir: Direction,
+    pkt: &'a Packet,
+}
+
+impl Stages<'_> {
+    /// Runs the tiers of each class in turn; the first verdict decides.
+    fn run(&self, classes: &[PolicyClass], hits: &mut Hits) -> Option<Verdict> {
+        classes
+            .iter()
+            .find_map(|&class| self.run_tiers(class, hits))
+    }
+
+    /// Runs `class`'s tiers. `Some` when a rule allowed or denied, or a tier ended in a
+    /// drop; `None` when every tier passed or (untracked and pre-DNAT) left the packet
+    /// undecided.
+    fn run_tiers(&self, class: PolicyClass, hits: &mut Hits) -> Option<Verdict> {
+        let Stages {
+            world,
+            addrs,
+            policies,
+            dir,
+            pkt,
+            ..
+        } = *self;
+        let (passes, logs) = (&mut hits.passes, &mut hits.logs);
+        let labels = &self.labels;
+        for (tier, ps) in applicable_class(world, policies, labels, dir, class) {
+            let mut passed = false;
+            'policies: for p in ps {
+                for r in p.rules(dir).unwrap_or_default() {
+                    if !rule_matches(addrs, r, pkt) {
+                        continue;
+                    }
+                    match r.action {
+                        Action::Log => logs.push(LogHit {
+                            tier: tier.name.clone(),
+                            policy: p.id.clone(),
+                            rule: r.index,
+                        }),
+                        Action::Allow | Action::Deny => {
+                            let outcome = if r.action == Action::Allow {
+                                Outcome::Allow
+                            } else {
+                                Outcome::Deny
+                            };
+                            return Some(Verdict::new(
+                                outcome,
+                                Decider::Rule {
+                                    tier: tier.name.clone(),
+                                    policy: p.id.clone(),
+                                    rule: r.index,
+                                },
+                            ));
+                        }
+                        Action::Pass => {
+                            passes.push(PassHit {
+                                tier: tier.name.clone(),
+                                policy: Some(p.id.clone()),
+                                rule: Some(r.index),
+                            });
+                            passed = true;
+                            break 'policies;
+                        }
+                    }
+                }
+            }
+            if passed {
+                continue;
+            }
+            match tier.default_action {
+                TierDefault::Deny if class.end_of_tier_drop() => {
+                    return Some(Verdict::new(
+                        Outcome::Deny,
+                        Decider::EndOfTier { tier: tier.name },
+                    ));
+                }
+                TierDefault::Deny => {}
+                TierDefault::Pass => passes.push(PassHit {
+                    tier: tier.name.clone(),
+                    policy: None,
+                    rule: None,
+                }),
+            }
+        }
+        None
+    }
 }
 
 /// The failsafe port a host endpoint's packet hits, if any.
@@ -497,50 +517,32 @@ pub fn evaluate_forward(
     dir: Direction,
     pkt: &Packet,
 ) -> Verdict {
-    let Some(ep) = world.endpoint(hep_id) else {
+    let Some(ep) = world
+        .endpoint(hep_id)
+        .filter(|ep| matches!(ep.id, EndpointId::Host { .. }))
+    else {
         return Verdict::new(Outcome::Allow, Decider::NotAnEndpoint);
     };
-    if !matches!(ep.id, EndpointId::Host { .. }) {
-        return Verdict::new(Outcome::Allow, Decider::NotAnEndpoint);
-    }
-    let labels = world.effective_labels(ep);
-    let mut passes = Vec::new();
-    let mut logs = Vec::new();
-    let finish = |mut v: Verdict, passes: Vec<PassHit>, logs: Vec<LogHit>| {
-        v.passes = passes;
-        v.logs = logs;
-        v
-    };
-    if dir == Direction::Ingress && failsafe_hit(world, &ep.node, dir, pkt).is_none() {
-        for class in [PolicyClass::Untracked, PolicyClass::PreDnat] {
-            if let Some(v) = run_tiers(
-                world,
-                addrs,
-                policies,
-                &labels,
-                dir,
-                class,
-                pkt,
-                &mut passes,
-                &mut logs,
-            ) {
-                return finish(v, passes, logs);
-            }
-        }
-    }
-    let v = run_tiers(
+    let stages = Stages {
         world,
         addrs,
         policies,
-        &labels,
+        labels: world.effective_labels(ep),
         dir,
-        PolicyClass::Forward,
         pkt,
-        &mut passes,
-        &mut logs,
-    )
-    .unwrap_or_else(|| Verdict::new(Outcome::Allow, Decider::NoForwardPolicy));
-    finish(v, passes, logs)
+    };
+    use PolicyClass::{Forward, PreDnat, Untracked};
+    let classes: &[PolicyClass] =
+        if dir == Direction::Ingress && failsafe_hit(world, &ep.node, dir, pkt).is_none() {
+            &[Untracked, PreDnat, Forward]
+        } else {
+            &[Forward]
+        };
+    let mut hits = Hits::default();
+    let v = stages
+        .run(classes, &mut hits)
+        .unwrap_or_else(|| Verdict::new(Outcome::Allow, Decider::NoForwardPolicy));
+    hits.into_verdict(v)
 }
 
 /// Evaluates one direction for the endpoint `ep_id` under `policies` (enforced ones, or a
@@ -556,55 +558,31 @@ pub fn evaluate(
     let Some(ep) = world.endpoint(ep_id) else {
         return Verdict::new(Outcome::Allow, Decider::NotAnEndpoint);
     };
-    let labels = world.effective_labels(ep);
     let host = matches!(ep.id, EndpointId::Host { .. });
-    let mut passes = Vec::new();
-    let mut logs = Vec::new();
-    let finish = |mut v: Verdict, passes: Vec<PassHit>, logs: Vec<LogHit>| {
-        v.passes = passes;
-        v.logs = logs;
-        v
-    };
-    if host {
-        // Failsafe ports are checked before any policy (Calico's `cali-failsafe-in/out`, in
-        // the raw, mangle and filter paths alike).
-        if let Some(v) = failsafe_hit(world, &ep.node, dir, pkt) {
-            return v;
-        }
-        // Then Calico's order: doNotTrack (raw), preDNAT (ingress only), then the filter
-        // path. The first two decide only on an explicit allow or deny.
-        let mut early = vec![PolicyClass::Untracked];
-        if dir == Direction::Ingress {
-            early.push(PolicyClass::PreDnat);
-        }
-        for class in early {
-            if let Some(v) = run_tiers(
-                world,
-                addrs,
-                policies,
-                &labels,
-                dir,
-                class,
-                pkt,
-                &mut passes,
-                &mut logs,
-            ) {
-                return finish(v, passes, logs);
-            }
-        }
+    // Failsafe ports are checked before any policy (Calico's `cali-failsafe-in/out`, in the
+    // raw, mangle and filter paths alike).
+    if host && let Some(v) = failsafe_hit(world, &ep.node, dir, pkt) {
+        return v;
     }
-    if let Some(v) = run_tiers(
+    // Then Calico's order: doNotTrack (raw), preDNAT (ingress only), then the filter path.
+    // The first two decide only on an explicit allow or deny.
+    use PolicyClass::{Normal, PreDnat, Untracked};
+    let classes: &[PolicyClass] = match (host, dir) {
+        (true, Direction::Ingress) => &[Untracked, PreDnat, Normal],
+        (true, Direction::Egress) => &[Untracked, Normal],
+        (false, _) => &[Normal],
+    };
+    let stages = Stages {
         world,
         addrs,
         policies,
-        &labels,
+        labels: world.effective_labels(ep),
         dir,
-        PolicyClass::Normal,
         pkt,
-        &mut passes,
-        &mut logs,
-    ) {
-        return finish(v, passes, logs);
+    };
+    let mut hits = Hits::default();
+    if let Some(v) = stages.run(classes, &mut hits) {
+        return hits.into_verdict(v);
     }
     for name in &ep.profiles {
         let Some(profile) = world.profile(name) else {
@@ -614,7 +592,7 @@ pub fn evaluate(
                     profile: name.clone(),
                 },
             );
-            return finish(v, passes, logs);
+            return hits.into_verdict(v);
         };
         for r in profile.rules(dir) {
             if !rule_matches(addrs, r, pkt) {
@@ -635,14 +613,10 @@ pub fn evaluate(
                     rule: r.index,
                 },
             );
-            return finish(v, passes, logs);
+            return hits.into_verdict(v);
         }
     }
-    finish(
-        Verdict::new(Outcome::Deny, Decider::NoProfileMatched),
-        passes,
-        logs,
-    )
+    hits.into_verdict(Verdict::new(Outcome::Deny, Decider::NoProfileMatched))
 }
 
 /// A flow's full story: egress at the source endpoint, ingress at the destination endpoint,

@@ -154,7 +154,7 @@ fn generation_moves_with_commits() {
         "stable while nothing commits"
     );
     nft_in(&ns, &["delete", "table", "inet", "scratch"]);
-    assert_ne!(runner.generation(), Some(g1));
+    assert_ne!(runner.generation().expect("generation"), g1);
 }
 
 /// Every shape of rule the renderer can produce, in both families, is accepted by nft.
@@ -569,24 +569,6 @@ spec:
     )
 }
 
-/// Runs an nft script in `ns`.
-fn nft_script(ns: &str, script: &str) {
-    use std::io::Write as _;
-    let mut child = std::process::Command::new("nsenter")
-        .arg(format!("--net={}", path(ns).display()))
-        .args(["--", "nft", "-f", "-"])
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .expect("run nft");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(script.as_bytes())
-        .expect("write script");
-    assert!(child.wait().expect("nft").success(), "nft -f:\n{script}");
-}
-
 /// Flows in the host namespace's conntrack table to or from TCP `port`.
 fn tracked_flows(ns: &str, port: u16) -> usize {
     let out = std::process::Command::new("nsenter")
@@ -827,7 +809,9 @@ fn host_endpoint_stages_follow_policy() {
   }
 }
 ";
-    nft_script(&lab.host, dnat);
+    NftCommand::in_netns(path(&lab.host))
+        .run(dnat)
+        .expect("nft -f the DNAT table");
     mgr.apply(&with(std::slice::from_ref(&allow_all)))
         .expect("apply without pre-DNAT policy");
     assert_eq!(
