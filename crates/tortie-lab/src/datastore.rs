@@ -145,9 +145,14 @@ impl StartedEtcd {
 
 /// The last lines of a log file.
 pub fn tail(path: &Path) -> String {
+    tail_lines(path, 15)
+}
+
+/// The last `n` lines of a log file (empty when it cannot be read).
+pub fn tail_lines(path: &Path, n: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(15)..].join("\n")
+    lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
 fn now_rfc3339() -> String {

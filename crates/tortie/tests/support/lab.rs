@@ -200,27 +200,23 @@ impl Lab {
     /// The last lines of every agent's log, for a failing test's output (`lab down` removes
     /// the logs).
     fn print_agent_logs(&self) {
-        let dir = format!("/run/tortie/lab/{}", self.name);
-        let Ok(entries) = std::fs::read_dir(&dir) else {
+        let p = format!("/run/tortie/lab/{}/state.json", self.name);
+        let Some(state) = std::fs::read_to_string(p)
+            .ok()
+            .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+        else {
             return;
         };
-        let mut logs: Vec<_> = entries
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| {
-                p.file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|n| n.starts_with("agent-") && n.ends_with(".log"))
-            })
-            .collect();
-        logs.sort();
-        for p in logs {
-            let text = std::fs::read_to_string(&p).unwrap_or_default();
-            let lines: Vec<&str> = text.lines().collect();
-            let tail = &lines[lines.len().saturating_sub(80)..];
-            eprintln!("--- last {} lines of {} ---", tail.len(), p.display());
-            for l in tail {
-                eprintln!("{l}");
-            }
+        let nodes = state["nodes"].as_array().cloned().unwrap_or_default();
+        for log in nodes
+            .iter()
+            .filter_map(|n| n["agent"]["process"]["log"].as_str())
+        {
+            eprintln!("--- the end of {log} ---");
+            eprintln!(
+                "{}",
+                tortie_lab::datastore::tail_lines(std::path::Path::new(log), 80)
+            );
         }
     }
 }
