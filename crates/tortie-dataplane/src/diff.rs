@@ -22,6 +22,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
+use crate::render::SetDelta;
 use crate::table::{ChainDef, MapDef, NftTable, SetDef, TABLE, join, map_elements, set_body};
 
 /// The script that turns `old` into `new`; `None` means "unknown": a full replace. Empty when
@@ -37,15 +38,26 @@ pub fn script(old: Option<&NftTable>, new: &NftTable) -> String {
 
 /// [`script`] when some sets' element changes are already known (`deltas`, from
 /// [`crate::render::render_moving`]): those sets are not compared, their deltas are written.
+/// The flag says the script is nothing but those deltas (nothing else differs), so the
+/// caller may apply them as element updates instead of running it.
 pub fn script_with_deltas(
     old: &NftTable,
     new: &NftTable,
-    deltas: &BTreeMap<String, crate::render::SetDelta>,
-) -> String {
+    deltas: &BTreeMap<String, SetDelta>,
+) -> (String, bool) {
     if !compatible(old, new) {
-        return full_script(new);
+        return (full_script(new), false);
     }
-    incremental_with(old, new, deltas)
+    let rest = incremental_with(old, new, deltas, false);
+    if rest.is_empty() {
+        let mut s = String::new();
+        for (name, d) in deltas {
+            write_delta(&mut s, name, d);
+        }
+        (s, true)
+    } else {
+        (incremental_with(old, new, deltas, true), false)
+    }
 }
 
 /// Atomic replace of the whole table; works whether or not it exists.
@@ -86,13 +98,16 @@ fn removed<'a, V>(old: &'a BTreeMap<String, V>, new: &BTreeMap<String, V>) -> Ve
 }
 
 fn incremental(old: &NftTable, new: &NftTable) -> String {
-    incremental_with(old, new, &BTreeMap::new())
+    incremental_with(old, new, &BTreeMap::new(), true)
 }
 
+/// The incremental script; the sets in `deltas` get their deltas written when
+/// `write_deltas`, and are left out otherwise.
 fn incremental_with(
     old: &NftTable,
     new: &NftTable,
-    deltas: &BTreeMap<String, crate::render::SetDelta>,
+    deltas: &BTreeMap<String, SetDelta>,
+    write_deltas: bool,
 ) -> String {
     let mut s = String::new();
     for (name, c) in added(&old.chains, &new.chains) {
@@ -103,19 +118,8 @@ fn incremental_with(
     }
     for (name, set) in &new.sets {
         if let Some(d) = deltas.get(name) {
-            if !d.removed.is_empty() {
-                let _ = writeln!(
-                    s,
-                    "delete element {TABLE} {name} {{ {} }}",
-                    join(d.removed.iter())
-                );
-            }
-            if !d.added.is_empty() {
-                let _ = writeln!(
-                    s,
-                    "add element {TABLE} {name} {{ {} }}",
-                    join(d.added.iter())
-                );
+            if write_deltas {
+                write_delta(&mut s, name, d);
             }
         } else if let Some(o) = old.sets.get(name) {
             update_set(&mut s, name, o, set);
@@ -157,6 +161,23 @@ fn incremental_with(
         let _ = writeln!(s, "delete set {TABLE} {name}");
     }
     s
+}
+
+fn write_delta(s: &mut String, name: &str, d: &SetDelta) {
+    if !d.removed.is_empty() {
+        let _ = writeln!(
+            s,
+            "delete element {TABLE} {name} {{ {} }}",
+            join(d.removed.iter())
+        );
+    }
+    if !d.added.is_empty() {
+        let _ = writeln!(
+            s,
+            "add element {TABLE} {name} {{ {} }}",
+            join(d.added.iter())
+        );
+    }
 }
 
 fn add_chain(s: &mut String, name: &str, c: &ChainDef) {

@@ -7,11 +7,15 @@
 //!   replace when the old one is unknown.
 //! - [`nft`] (effectful): [`NftRunner`], with [`NftCommand`] running the `nft` binary
 //!   (optionally inside a network namespace via `nsenter`) and [`RecordingNft`] as the fake.
+//! - [`nfnl`] (effectful): nf_tables over netlink for the generation and for set element
+//!   updates, the two things on the change path that must not pay for an `nft` process.
 //! - [`manager`]: [`NftManager`] applies models, reads the table back and repairs drift.
 //!
 //! Why nft text rather than nft's JSON or netlink directly: every change is one readable
 //! transaction that nft validates and commits atomically, can be logged and replayed by
-//! hand, and whose errors point at a line.
+//! hand, and whose errors point at a line. The exception is a change that only moves
+//! addresses in or out of selector hash sets: it goes as one netlink batch (its nft
+//! equivalent is still what [`ApplyStats::script`] shows).
 //!
 //! # Table layout
 //!
@@ -75,13 +79,17 @@
 //!   plus one rule per port restricted to a `net`. Reached by `goto` from a base chain, an
 //!   endpoint chain's `return` on allow ends the base chain with its accept policy.
 //!
-//! Not rendered (yet): raw/mangle chains (untracked and pre-DNAT policy), host endpoint
-//! policy for forwarded traffic (`applyOnForward`), host endpoints without `interfaceName`
-//! (matched by `expectedIPs`), the IPIP/VXLAN-from-workload drops, REJECT as deny action,
-//! and `cali*` prefixes other than `cali`.
+//! - Host endpoint stages: `doNotTrack` policies in raw prerouting/output chains (an allow is
+//!   `notrack` and final), `preDNAT` policies in a prerouting chain at mangle priority, and
+//!   `applyOnForward` policies on traffic forwarded through a host endpoint.
+//!
+//! Not rendered (yet): host endpoints without `interfaceName` (matched by `expectedIPs`),
+//! the IPIP/VXLAN-from-workload drops, REJECT as deny action, and `cali*` prefixes other
+//! than `cali`.
 
 pub mod diff;
 pub mod manager;
+pub mod nfnl;
 pub mod nft;
 pub mod render;
 pub mod rule;
@@ -91,7 +99,7 @@ pub mod table;
 mod fixtures;
 
 pub use manager::{ApplyMode, ApplyStats, NftManager};
-pub use nft::{NftCommand, NftError, NftRunner, RecordingNft};
+pub use nft::{NftCommand, NftError, NftRunner, RecordingNft, SetElements};
 pub use render::render;
 pub use rule::{LOG_GROUP, LOG_PREFIX_START, MARK_ACCEPT, MARK_PASS};
 pub use table::{ChainDef, MapDef, NftTable, SetDef};

@@ -13,8 +13,8 @@ use std::collections::BTreeMap;
 use tortie_calc::dataplane::{DataplaneModel, IpSet};
 
 use crate::diff;
-use crate::nft::{NftError, NftRunner};
-use crate::render::{render, render_moving};
+use crate::nft::{NftError, NftRunner, SetElements};
+use crate::render::{SetDelta, render, render_moving};
 use crate::table::{NftTable, TABLE};
 
 /// How an apply changed the kernel.
@@ -34,6 +34,9 @@ pub struct ApplyStats {
     pub mode: ApplyMode,
     /// An incremental transaction failed and a full replace was applied instead.
     pub retried_full: bool,
+    /// The change was only address set members, applied as netlink element updates without
+    /// running `nft` (`script` is its nft equivalent).
+    pub elements_only: bool,
     /// The script that was committed (empty when unchanged).
     pub script: String,
 }
@@ -117,15 +120,20 @@ impl<R: NftRunner> NftManager<R> {
         // address set is patched in place and its delta handed to the diff. `desired` shares
         // the last table's sets: drop it first so they can be patched without a copy.
         self.desired = None;
+        let mut elements = None;
         let (table, script) = match (&self.last_sets, self.last_applied.as_mut()) {
             (Some(sets), Some(prev)) => {
                 let (table, deltas) = render_moving(model, sets, prev);
-                let script = if deltas.is_empty() {
-                    diff::script(Some(prev), &table)
+                if deltas.is_empty() {
+                    let script = diff::script(Some(prev), &table);
+                    (table, script)
                 } else {
-                    diff::script_with_deltas(prev, &table, &deltas)
-                };
-                (table, script)
+                    let (script, only_elements) = diff::script_with_deltas(prev, &table, &deltas);
+                    if only_elements {
+                        elements = element_updates(&deltas);
+                    }
+                    (table, script)
+                }
             }
             _ => {
                 let table = render(model);
@@ -140,6 +148,7 @@ impl<R: NftRunner> NftManager<R> {
             return Ok(ApplyStats {
                 mode: ApplyMode::Unchanged,
                 retried_full: false,
+                elements_only: false,
                 script,
             });
         }
@@ -149,13 +158,17 @@ impl<R: NftRunner> NftManager<R> {
         } else {
             ApplyMode::Full
         };
-        let (mode, retried_full, script) = match self.commit(&script) {
-            Ok(()) => (mode, false, script),
+        let committed = match &elements {
+            Some(changes) => self.commit_elements(changes, &script),
+            None => self.commit(&script).map(|()| false),
+        };
+        let (mode, retried_full, elements_only, script) = match committed {
+            Ok(elements_only) => (mode, false, elements_only, script),
             Err(e) if incremental => {
                 tracing::warn!(error = %e, "incremental nft transaction failed; replacing the whole table");
                 let full = diff::full_script(&table);
                 self.commit(&full)?;
-                (ApplyMode::Full, true, full)
+                (ApplyMode::Full, true, false, full)
             }
             Err(e) => return Err(e),
         };
@@ -165,21 +178,38 @@ impl<R: NftRunner> NftManager<R> {
             Some(generation) => self.baseline = Baseline::Committed { generation },
             None => self.read_back()?,
         }
-        tracing::debug!(?mode, retried_full, "nft table applied");
+        tracing::debug!(?mode, retried_full, elements_only, "nft table applied");
         Ok(ApplyStats {
             mode,
             retried_full,
+            elements_only,
             script,
         })
     }
 
+    /// Applies element changes without a script if the runner can (`Ok(true)`), else runs
+    /// `script`, their equivalent (`Ok(false)`); on failure forgets what the kernel holds.
+    fn commit_elements(&mut self, changes: &[SetElements], script: &str) -> Result<bool, NftError> {
+        match self.runner.update_elements(changes) {
+            Ok(true) => Ok(true),
+            Ok(false) => self.commit(script).map(|()| false),
+            Err(e) => {
+                self.forget();
+                Err(e)
+            }
+        }
+    }
+
     /// Runs `script`; on failure forgets what the kernel holds.
     fn commit(&mut self, script: &str) -> Result<(), NftError> {
-        self.runner.run(script).inspect_err(|_| {
-            self.last_applied = None;
-            self.last_sets = None;
-            self.baseline = Baseline::Unknown;
-        })
+        self.runner.run(script).inspect_err(|_| self.forget())
+    }
+
+    /// After a failed commit: nothing is known about the kernel.
+    fn forget(&mut self) {
+        self.last_applied = None;
+        self.last_sets = None;
+        self.baseline = Baseline::Unknown;
     }
 
     /// Lists the table as the new baseline, with the generation read just before (a change
@@ -258,6 +288,24 @@ impl<R: NftRunner> NftManager<R> {
         self.runner
             .run(&format!("table {TABLE} {{}}\ndelete table {TABLE}\n"))
     }
+}
+
+/// The deltas as address element updates; `None` if an element is not an address (they
+/// always are: only hash sets of addresses are patched).
+fn element_updates(deltas: &BTreeMap<String, SetDelta>) -> Option<Vec<SetElements>> {
+    let addrs = |v: &std::collections::BTreeSet<String>| -> Option<Vec<std::net::IpAddr>> {
+        v.iter().map(|e| e.parse().ok()).collect()
+    };
+    deltas
+        .iter()
+        .map(|(set, d)| {
+            Some(SetElements {
+                set: set.clone(),
+                removed: addrs(&d.removed)?,
+                added: addrs(&d.added)?,
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -220,3 +220,96 @@ fn patched_applies_send_what_a_fresh_diff_would() {
         prev = next;
     }
 }
+
+/// `model()` with set `s4-a` holding `addrs` (host addresses).
+fn with_members(addrs: &[&str]) -> DataplaneModel {
+    let mut m = model();
+    m.ip_sets.get_mut("s4-a").expect("set").members = tortie_calc::dataplane::IpSetMembers::Nets(
+        addrs
+            .iter()
+            .map(|a| format!("{a}/32").parse().expect("net"))
+            .collect(),
+    );
+    m
+}
+
+#[test]
+fn member_changes_go_as_element_updates_when_the_runner_takes_them() {
+    let mut mgr = NftManager::new(RecordingNft::with_element_updates());
+    mgr.apply(&with_members(&["10.244.1.10"])).expect("first");
+    let s = mgr
+        .apply(&with_members(&["10.244.1.11", "10.244.1.12"]))
+        .expect("members");
+    assert_eq!(s.mode, ApplyMode::Incremental);
+    assert!(s.elements_only);
+    assert_eq!(
+        s.script,
+        "delete element inet tortie s4-a { 10.244.1.10 }\nadd element inet tortie s4-a { 10.244.1.11, 10.244.1.12 }\n"
+    );
+    assert_eq!(mgr.runner().scripts().len(), 1, "no script after the first");
+    assert_eq!(
+        mgr.runner().element_updates(),
+        vec![vec![SetElements {
+            set: "s4-a".into(),
+            removed: vec!["10.244.1.10".parse().expect("ip")],
+            added: vec![
+                "10.244.1.11".parse().expect("ip"),
+                "10.244.1.12".parse().expect("ip")
+            ],
+        }]]
+    );
+    // The manager's idea of the kernel is what a full rendering gives.
+    assert_eq!(
+        mgr.last_applied(),
+        Some(&render(&with_members(&["10.244.1.11", "10.244.1.12"])))
+    );
+    // A change that also touches rules is one script, deltas included.
+    let mut both = with_members(&["10.244.1.11"]);
+    both.chains
+        .get_mut("pi-knp/x/allow-a")
+        .expect("chain")
+        .rules[0]
+        .dst
+        .ports = vec![(443, 443)];
+    let s = mgr.apply(&both).expect("both");
+    assert!(!s.elements_only);
+    assert!(
+        s.script
+            .contains("delete element inet tortie s4-a { 10.244.1.12 }")
+    );
+    assert!(
+        s.script
+            .contains("flush chain inet tortie pi-knp/x/allow-a")
+    );
+    assert_eq!(mgr.runner().element_updates().len(), 1);
+    assert_eq!(mgr.runner().scripts().len(), 2);
+}
+
+#[test]
+fn a_refused_element_update_is_repaired_with_a_full_replace() {
+    let mut mgr = NftManager::new(RecordingNft::with_element_updates());
+    mgr.apply(&with_members(&["10.244.1.10"])).expect("first");
+    mgr.runner()
+        .push_result(Err(RecordingNft::rejection("no such element")));
+    let s = mgr.apply(&with_members(&["10.244.1.11"])).expect("apply");
+    assert_eq!(s.mode, ApplyMode::Full);
+    assert!(s.retried_full);
+    assert!(!s.elements_only);
+    let scripts = mgr.runner().scripts();
+    assert_eq!(scripts.len(), 2);
+    assert_eq!(
+        scripts[1],
+        diff::full_script(&render(&with_members(&["10.244.1.11"])))
+    );
+}
+
+#[test]
+fn a_runner_without_element_updates_gets_the_script() {
+    let mut mgr = NftManager::new(RecordingNft::new());
+    mgr.apply(&with_members(&["10.244.1.10"])).expect("first");
+    let s = mgr.apply(&with_members(&["10.244.1.11"])).expect("apply");
+    assert_eq!(s.mode, ApplyMode::Incremental);
+    assert!(!s.elements_only);
+    assert_eq!(mgr.runner().scripts()[1], s.script);
+    assert!(s.script.starts_with("delete element inet tortie s4-a"));
+}

@@ -4,7 +4,8 @@
 //! is one readable transaction (`nft -f -`) that nft parses, validates and commits
 //! atomically, and that we can log or replay by hand when something goes wrong; nft's own
 //! error messages point at the offending line, which [`NftError`] carries. State is read
-//! back with `nft list table`, the same text an operator sees.
+//! back with `nft list table`, the same text an operator sees. [`NftCommand`] takes set
+//! element updates over netlink instead ([`crate::nfnl`]): no process for the common change.
 
 use std::collections::VecDeque;
 use std::io::{self, Write as _};
@@ -13,6 +14,7 @@ use std::process::{Command, Output, Stdio};
 use std::sync::{Mutex, mpsc};
 use std::time::Duration;
 
+pub use crate::nfnl::SetElements;
 use crate::table::{TABLE_FAMILY, TABLE_NAME};
 
 /// The `nft` program.
@@ -45,6 +47,13 @@ pub enum NftError {
         /// That line's text.
         script_line: Option<String>,
     },
+    /// A netlink transaction (set elements) was refused or could not be sent.
+    #[error("{op} failed: {source}")]
+    Netlink {
+        op: String,
+        #[source]
+        source: io::Error,
+    },
     /// nft did not finish in time and was killed (a stuck call must not stall the agent).
     #[error("{program} did not finish within {after:?} and was killed")]
     TimedOut { program: String, after: Duration },
@@ -71,14 +80,18 @@ fn first_error(stderr: &str) -> &str {
 impl NftError {
     /// Whether nft said the table (or another object) does not exist.
     pub fn is_missing(&self) -> bool {
-        matches!(self, NftError::Failed { stderr, .. } if stderr.contains("No such file or directory"))
+        match self {
+            NftError::Failed { stderr, .. } => stderr.contains("No such file or directory"),
+            NftError::Netlink { source, .. } => source.raw_os_error() == Some(nix::libc::ENOENT),
+            NftError::Spawn { .. } | NftError::TimedOut { .. } => false,
+        }
     }
 
     /// nft's complete error output, if it ran.
     pub fn stderr(&self) -> Option<&str> {
         match self {
             NftError::Failed { stderr, .. } => Some(stderr),
-            NftError::Spawn { .. } | NftError::TimedOut { .. } => None,
+            NftError::Spawn { .. } | NftError::TimedOut { .. } | NftError::Netlink { .. } => None,
         }
     }
 }
@@ -106,6 +119,13 @@ pub trait NftRunner {
     fn generation(&self) -> Option<u32> {
         None
     }
+    /// Deletes and adds address elements of hash sets in one transaction without running
+    /// `nft` (the change path for a pod joining or leaving selectors). `Ok(false)`: this
+    /// runner does not do that (or not for this many elements); the caller runs the
+    /// equivalent script instead.
+    fn update_elements(&self, _changes: &[SetElements]) -> Result<bool, NftError> {
+        Ok(false)
+    }
 }
 
 impl<T: NftRunner + ?Sized> NftRunner for &T {
@@ -117,6 +137,9 @@ impl<T: NftRunner + ?Sized> NftRunner for &T {
     }
     fn generation(&self) -> Option<u32> {
         (**self).generation()
+    }
+    fn update_elements(&self, changes: &[SetElements]) -> Result<bool, NftError> {
+        (**self).update_elements(changes)
     }
 }
 
@@ -268,93 +291,42 @@ impl NftRunner for NftCommand {
             .inspect_err(|e| tracing::debug!(error = %e, "could not read the nftables generation"))
             .ok()
     }
-}
 
-/// nfnetlink subsystem of nf_tables, and its "get generation" / "new generation" messages.
-const NFNL_SUBSYS_NFTABLES: u16 = 10;
-const NFT_MSG_NEWGEN: u16 = 15;
-const NFT_MSG_GETGEN: u16 = 16;
-const NFTA_GEN_ID: u16 = 1;
-const NLMSG_ERROR: u16 = 2;
-const NLM_F_REQUEST: u16 = 1;
-
-/// Reads the nftables generation of the namespace at `netns` (the caller's when `None`) with
-/// one `NFT_MSG_GETGEN` request on a netfilter netlink socket opened inside it.
-pub fn nft_generation(netns: Option<&std::path::Path>) -> io::Result<u32> {
-    let socket = netfilter_socket(netns)?;
-    let mut req = Vec::with_capacity(20);
-    req.extend_from_slice(&20u32.to_ne_bytes());
-    req.extend_from_slice(&((NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETGEN).to_ne_bytes());
-    req.extend_from_slice(&NLM_F_REQUEST.to_ne_bytes());
-    req.extend_from_slice(&1u32.to_ne_bytes()); // sequence
-    req.extend_from_slice(&0u32.to_ne_bytes()); // port id: the kernel's
-    req.extend_from_slice(&[0, 0, 0, 0]); // nfgenmsg: AF_UNSPEC, version 0, res_id 0
-    socket.send_to(&req, &netlink_sys::SocketAddr::new(0, 0), 0)?;
-    // The kernel answers inside sendmsg, so the reply is already queued: never block.
-    let mut buf = Vec::with_capacity(4096);
-    socket.recv_from(&mut buf, nix::libc::MSG_DONTWAIT)?;
-    parse_generation(&buf)
-}
-
-fn netfilter_socket(netns: Option<&std::path::Path>) -> io::Result<netlink_sys::Socket> {
-    let open = || netlink_sys::Socket::new(netlink_sys::protocols::NETLINK_NETFILTER);
-    let Some(ns) = netns else {
-        return open();
-    };
-    let file = std::fs::File::open(ns)?;
-    // A socket belongs to the namespace it was created in: create it on a short-lived
-    // thread that entered the namespace, so the calling thread's namespace never changes.
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)?;
-            open()
-        })
-        .join()
-        .unwrap_or_else(|_| Err(io::Error::other("namespace thread panicked")))
-    })
-}
-
-fn parse_generation(msg: &[u8]) -> io::Result<u32> {
-    let bad = |what: &str| io::Error::new(io::ErrorKind::InvalidData, what.to_string());
-    let u16_at = |i: usize| msg.get(i..i + 2).map(|b| u16::from_ne_bytes([b[0], b[1]]));
-    let len = msg
-        .get(0..4)
-        .map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]) as usize)
-        .ok_or_else(|| bad("short netlink reply"))?;
-    let msg = msg
-        .get(..len)
-        .ok_or_else(|| bad("truncated netlink reply"))?;
-    match u16_at(4) {
-        Some(NLMSG_ERROR) => {
-            let code = msg
-                .get(16..20)
-                .map(|b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
-                .ok_or_else(|| bad("short netlink error"))?;
-            Err(io::Error::from_raw_os_error(-code))
+    fn update_elements(&self, changes: &[SetElements]) -> Result<bool, NftError> {
+        if changes
+            .iter()
+            .map(|c| c.removed.len() + c.added.len())
+            .sum::<usize>()
+            > crate::nfnl::MAX_ELEMENTS
+        {
+            return Ok(false);
         }
-        Some(t) if t == (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWGEN => {
-            // Attributes follow the 16-byte header and the 4-byte nfgenmsg.
-            let mut at = 20;
-            while let (Some(alen), Some(atype)) = (u16_at(at), u16_at(at + 2)) {
-                let alen = usize::from(alen);
-                if alen < 4 {
-                    break;
-                }
-                if atype & 0x3fff == NFTA_GEN_ID
-                    && let Some(b) = msg.get(at + 4..at + 8)
-                {
-                    return Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
-                }
-                at += (alen + 3) & !3;
-            }
-            Err(bad("no generation in the reply"))
-        }
-        _ => Err(bad("unexpected netlink reply")),
+        crate::nfnl::update_set_elements(self.netns.as_deref(), TABLE_NAME, changes)
+            .map(|()| true)
+            .map_err(|source| NftError::Netlink {
+                op: describe(changes),
+                source,
+            })
     }
 }
 
-/// A recording fake: keeps every script, answers `run` from a queue of results (default
-/// success) and `list` with a settable listing.
+/// `delete/add element` of the sets in `changes`, for errors.
+fn describe(changes: &[SetElements]) -> String {
+    let sets: Vec<&str> = changes.iter().map(|c| c.set.as_str()).collect();
+    format!(
+        "set element update of {TABLE_FAMILY} {TABLE_NAME} {}",
+        sets.join(", ")
+    )
+}
+
+/// Reads the nftables generation of the namespace at `netns` (the caller's when `None`).
+pub fn nft_generation(netns: Option<&std::path::Path>) -> io::Result<u32> {
+    crate::nfnl::generation(netns)
+}
+
+/// A recording fake: keeps every script (and, when asked to take them, element updates),
+/// answers `run` from a queue of results (default success) and `list` with a settable
+/// listing.
 #[derive(Debug, Default)]
 pub struct RecordingNft {
     scripts: Mutex<Vec<String>>,
@@ -365,6 +337,9 @@ pub struct RecordingNft {
     generation: Mutex<u32>,
     /// `generation` answers `None` (a runner that cannot tell).
     no_generation: bool,
+    /// `update_elements` is taken (recorded, answered from the result queue).
+    element_updates: bool,
+    updates: Mutex<Vec<Vec<SetElements>>>,
 }
 
 impl RecordingNft {
@@ -378,6 +353,19 @@ impl RecordingNft {
             no_generation: true,
             ..Self::default()
         }
+    }
+
+    /// A fake that takes element updates the way [`NftCommand`] does (without a script).
+    pub fn with_element_updates() -> Self {
+        RecordingNft {
+            element_updates: true,
+            ..Self::default()
+        }
+    }
+
+    /// Every element update taken so far, in order.
+    pub fn element_updates(&self) -> Vec<Vec<SetElements>> {
+        lock(&self.updates).clone()
     }
 
     /// Every script run so far, in order.
@@ -439,6 +427,18 @@ impl NftRunner for RecordingNft {
 
     fn generation(&self) -> Option<u32> {
         (!self.no_generation).then(|| *lock(&self.generation))
+    }
+
+    fn update_elements(&self, changes: &[SetElements]) -> Result<bool, NftError> {
+        if !self.element_updates {
+            return Ok(false);
+        }
+        lock(&self.updates).push(changes.to_vec());
+        let r = lock(&self.results).pop_front().unwrap_or(Ok(()));
+        if r.is_ok() {
+            *lock(&self.generation) += 1;
+        }
+        r.map(|()| true)
     }
 }
 

@@ -106,6 +106,94 @@ fn incremental_apply_matches_full_apply() {
     assert_eq!(normalised(&ns), incremental);
 }
 
+/// Pods a and b as in `model_ab`, a with both an IPv4 and an IPv6 address.
+fn model_dual(a4: &str, a6: &str) -> tortie_dataplane::DataplaneModel {
+    let a = wep("a", "a", "calia1", a4, "").replace(
+        &format!("  - {a4}/32\n"),
+        &format!("  - {a4}/32\n  - {a6}/128\n"),
+    );
+    let b = wep("b", "b", "calib2", "10.244.2.11", HTTP_PORT).replace(
+        "  - 10.244.2.11/32\n",
+        "  - 10.244.2.11/32\n  - fd00:10:244:2::11/128\n",
+    );
+    model_of(&[namespace(), a, b, policy("80")])
+}
+
+/// A pod's addresses changing is a change of selector set members only: it is committed as
+/// netlink element updates (no `nft` process), in both families, and leaves exactly what a
+/// full apply of the new model leaves. An update the kernel refuses (an element to delete
+/// was removed behind our back) is repaired with a full replace.
+#[test]
+fn member_changes_commit_as_element_updates() {
+    if !is_root() {
+        return;
+    }
+    let mut nss = Namespaces::new();
+    let ns = nss.add();
+    let old = model_dual("10.244.1.10", "fd00:10:244:1::10");
+    let new = model_dual("10.244.1.20", "fd00:10:244:1::20");
+    assert!(
+        old.ip_sets.keys().any(|k| k.starts_with("s6-")),
+        "{:?}",
+        old.ip_sets.keys()
+    );
+    let mut mgr = NftManager::new(NftCommand::in_netns(path(&ns)));
+    mgr.apply(&old).expect("old");
+    let g0 = mgr.runner().generation().expect("generation");
+    let stats = mgr.apply(&new).expect("new");
+    assert_eq!(stats.mode, ApplyMode::Incremental, "{}", stats.script);
+    assert!(stats.elements_only, "{}", stats.script);
+    assert_eq!(stats.commands(), 4, "{}", stats.script);
+    assert_eq!(
+        mgr.runner().generation(),
+        Some(g0 + 1),
+        "one transaction for both sets"
+    );
+    let listing = nft_in(&ns, &["list", "table", "inet", "tortie"]);
+    for want in [
+        "elements = { 10.244.1.20 }",
+        "elements = { fd00:10:244:1::20 }",
+    ] {
+        assert!(listing.contains(want), "missing {want:?} in\n{listing}");
+    }
+    let patched = normalised(&ns);
+    assert!(
+        !mgr.check_drift().expect("check"),
+        "no drift after element updates"
+    );
+
+    // Someone deletes the element we are about to remove: the update is refused as a whole
+    // (nothing half-applied) and the table is replaced.
+    let set4 = old
+        .ip_sets
+        .keys()
+        .find(|k| k.starts_with("s4-"))
+        .expect("v4 set")
+        .clone();
+    nft_in(
+        &ns,
+        &[
+            "delete",
+            "element",
+            "inet",
+            "tortie",
+            &set4,
+            "{ 10.244.1.20 }",
+        ],
+    );
+    let stats = mgr.apply(&old).expect("back");
+    assert_eq!(stats.mode, ApplyMode::Full, "{}", stats.script);
+    assert!(stats.retried_full);
+    let repaired = normalised(&ns);
+
+    let mut fresh = NftManager::new(NftCommand::in_netns(path(&ns)));
+    fresh.remove().expect("remove");
+    fresh.apply(&new).expect("full new");
+    assert_eq!(normalised(&ns), patched);
+    fresh.apply(&old).expect("old again");
+    assert_eq!(normalised(&ns), repaired);
+}
+
 /// (c) Someone flushes or deletes the table; the drift check puts it back.
 #[test]
 fn drift_is_repaired() {
