@@ -38,6 +38,10 @@ pub struct Agent {
     http: Option<JoinHandle<std::io::Result<()>>>,
     /// The NFLOG listener for Log rules; stops when dropped.
     policy_log: Option<PolicyLog>,
+    /// Publishes the host's interfaces to the main loop once [`Agent::start_interface_watch`]
+    /// hands it to the watcher.
+    host_interfaces_tx: Option<watch::Sender<crate::policy_model::Interfaces>>,
+    interface_watch: Option<JoinHandle<()>>,
 }
 
 impl Agent {
@@ -68,6 +72,7 @@ impl Agent {
         let (shutdown_tx, shutdown) = watch::channel(false);
         let (status_tx, status) = watch::channel(AgentStatus::default());
         let (bgp_tx, bgp) = watch::channel(crate::bgp::BgpView::default());
+        let (host_interfaces_tx, host_interfaces) = watch::channel(Default::default());
         let view = HealthView {
             readiness: readiness.clone(),
             heartbeat,
@@ -98,6 +103,7 @@ impl Agent {
             host_netns: config.host_netns.clone(),
             bgp_tx,
             secrets_namespace: config.secrets_namespace.clone(),
+            host_interfaces,
         };
         let main = tokio::spawn(main_loop::run(wiring));
         tracing::info!(node = %config.node, health = %health_addr, "agent started");
@@ -109,7 +115,19 @@ impl Agent {
             main: Some(main),
             http: Some(http),
             policy_log: None,
+            host_interfaces_tx: Some(host_interfaces_tx),
+            interface_watch: None,
         })
+    }
+
+    /// Starts watching the interfaces and addresses of the namespace at `host_netns` (the
+    /// agent's own when `None`), so that host endpoints given by `expectedIPs` govern the
+    /// interfaces holding those addresses. Without it such host endpoints are not enforced.
+    pub fn start_interface_watch(&mut self, host_netns: Option<&std::path::Path>) {
+        if let Some(tx) = self.host_interfaces_tx.take() {
+            let netns = host_netns.map(std::path::Path::to_path_buf);
+            self.interface_watch = Some(tokio::spawn(crate::host_interfaces::watch(netns, tx)));
+        }
     }
 
     /// Starts writing packets of Log rules in the namespace at `host_netns` (the agent's own
@@ -174,6 +192,9 @@ impl Agent {
     pub async fn shutdown(mut self) -> anyhow::Result<()> {
         self.shutdown_tx.send_replace(true);
         drop(self.policy_log.take());
+        if let Some(w) = self.interface_watch.take() {
+            w.abort();
+        }
         let main = self.main.take();
         let http = self.http.take();
         let joined = tokio::time::timeout(SHUTDOWN_TIMEOUT, async move {
@@ -204,6 +225,9 @@ impl Drop for Agent {
         if let Some(h) = self.http.take() {
             h.abort();
         }
+        if let Some(w) = self.interface_watch.take() {
+            w.abort();
+        }
     }
 }
 
@@ -227,6 +251,7 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     let mut agent =
         Agent::start_with_policy(config, store, Box::new(dataplane), Box::new(policy)).await?;
     agent.start_policy_log(host_netns.as_deref()).await;
+    agent.start_interface_watch(host_netns.as_deref());
     tokio::select! {
         signal = termination() => {
             let name = signal?;

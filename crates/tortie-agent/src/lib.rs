@@ -25,6 +25,7 @@ pub mod bgp_plan;
 pub mod calc;
 pub mod config;
 pub mod dataplane;
+pub mod host_interfaces;
 pub mod http;
 pub mod label_writer;
 pub mod labels;

@@ -75,6 +75,9 @@ pub struct Wiring {
     pub bgp_tx: watch::Sender<BgpView>,
     /// The namespace whose Secrets hold BGP passwords.
     pub secrets_namespace: String,
+    /// The host namespace's interfaces and addresses (for host endpoints by `expectedIPs`),
+    /// from [`crate::host_interfaces::watch`] when the agent runs one.
+    pub host_interfaces: watch::Receiver<crate::policy_model::Interfaces>,
 }
 
 /// What `/status` reports.
@@ -199,6 +202,7 @@ impl MainLoop {
         resync.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut heartbeat = tokio::time::interval(HEARTBEAT_PERIOD);
         let mut shutdown = self.w.shutdown.clone();
+        let mut host_interfaces = self.w.host_interfaces.clone();
         loop {
             let apply_at = self.apply_at;
             let label_at = self.label_retry_at;
@@ -224,6 +228,10 @@ impl MainLoop {
                     BgpEvent::Status => self.on_bgp_status(),
                 },
                 Some(result) = label_rx.recv() => self.on_label_result(result),
+                Ok(()) = host_interfaces.changed() => {
+                    let now = host_interfaces.borrow_and_update().clone();
+                    self.on_host_interfaces(&now);
+                }
                 update = sync_rx.recv() => match update {
                     Some(u) => self.on_sync_batch(u, &mut sync_rx),
                     None => anyhow::bail!("the datastore syncer stopped"),
@@ -420,6 +428,17 @@ impl MainLoop {
             }
         }
         self.publish_status();
+    }
+
+    /// The host's interfaces or addresses changed: host endpoints matched by address may
+    /// now govern other interfaces.
+    fn on_host_interfaces(&mut self, now: &crate::policy_model::Interfaces) {
+        if self.model.policy_mut().set_host_interfaces(now) {
+            self.policy_dirty = true;
+            if self.in_sync {
+                self.schedule_policy(APPLY_COALESCE);
+            }
+        }
     }
 
     /// Periodic check that nobody flushed or edited the policy table.

@@ -217,6 +217,11 @@ impl Model {
         &self.policy
     }
 
+    /// The policy inputs, to change what does not come from the datastore.
+    pub fn policy_mut(&mut self) -> &mut PolicyModel {
+        &mut self.policy
+    }
+
     /// The BGP inputs.
     pub fn bgp(&self) -> &BgpInputs {
         &self.bgp

@@ -18,6 +18,12 @@ use tortie_calc::graph::CalcGraph;
 use tortie_calc::world::ResourceKey;
 use tortie_store::KeyValue;
 
+/// The node's interfaces and their addresses.
+pub type Interfaces = BTreeMap<String, std::collections::BTreeSet<std::net::IpAddr>>;
+
+/// Workload interfaces (`cali*`), never host endpoints.
+const WORKLOAD_PREFIX: &str = "cali";
+
 /// Kinds the policy calculation reads.
 fn policy_kind(k: Kind) -> bool {
     matches!(
@@ -52,6 +58,9 @@ pub struct PolicyModel {
     /// FelixConfiguration name → (defaultEndpointToHostAction, failsafe ports): what policy
     /// reads of it, to tell whether an update changed anything.
     felix: BTreeMap<String, (Option<String>, FailsafeConfig)>,
+    /// The node's own interfaces (not `lo`, not workloads') and their addresses, for host
+    /// endpoints that name `expectedIPs` instead of an interface.
+    host_interfaces: Interfaces,
 }
 
 impl PolicyModel {
@@ -146,6 +155,21 @@ impl PolicyModel {
         }
     }
 
+    /// Takes the node's interfaces as read from the kernel, keeping the ones host endpoints
+    /// can govern (not `lo`, not workload interfaces); `true` if that changed anything.
+    pub fn set_host_interfaces(&mut self, all: &Interfaces) -> bool {
+        let mine: Interfaces = all
+            .iter()
+            .filter(|(name, _)| name.as_str() != "lo" && !name.starts_with(WORKLOAD_PREFIX))
+            .map(|(n, a)| (n.clone(), a.clone()))
+            .collect();
+        if mine == self.host_interfaces {
+            return false;
+        }
+        self.host_interfaces = mine;
+        true
+    }
+
     /// The desired dataplane of `node`.
     pub fn dataplane(&self, node: &str) -> DataplaneModel {
         // `node.<name>` FelixConfiguration, then `default`, then Calico's defaults.
@@ -167,6 +191,7 @@ impl PolicyModel {
                 nat,
                 failsafe_inbound: failsafe.inbound,
                 failsafe_outbound: failsafe.outbound,
+                host_interfaces: self.host_interfaces.clone(),
             },
             &self.graph,
         )
@@ -240,5 +265,35 @@ mod tests {
         assert_eq!(d.failsafe_inbound, failsafe::default_inbound());
         assert_eq!(d.failsafe_outbound, failsafe::default_outbound());
         assert_eq!(d.endpoint_to_host, EndpointToHost::Drop);
+    }
+
+    #[test]
+    fn host_endpoints_by_address_follow_the_host_interfaces() {
+        let mut m = PolicyModel::default();
+        let (kv, res) = kv_res(
+            Kind::HostEndpoint,
+            json!({"apiVersion": "projectcalico.org/v3", "kind": "HostEndpoint",
+                   "metadata": {"name": "n1-main"},
+                   "spec": {"node": "n1", "expectedIPs": ["198.18.0.11"]}}),
+        );
+        assert!(m.set(&kv, Some(&res)));
+        assert!(
+            m.dataplane("n1").host_endpoints.is_empty(),
+            "no interfaces known"
+        );
+        let ip: std::net::IpAddr = "198.18.0.11".parse().expect("ip");
+        let all: Interfaces = [
+            ("lo".to_string(), [ip].into()),
+            ("calia1".to_string(), [ip].into()),
+            ("eth0".to_string(), [ip].into()),
+        ]
+        .into();
+        assert!(m.set_host_interfaces(&all));
+        assert!(!m.set_host_interfaces(&all), "same again: no change");
+        let d = m.dataplane("n1");
+        let ifaces: Vec<&str> = d.host_endpoints.keys().map(String::as_str).collect();
+        assert_eq!(ifaces, ["eth0"], "never lo or a workload interface");
+        assert!(m.set_host_interfaces(&Interfaces::new()));
+        assert!(m.dataplane("n1").host_endpoints.is_empty());
     }
 }

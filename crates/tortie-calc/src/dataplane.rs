@@ -11,9 +11,10 @@
 //!   the OUTPUT hook), plus the node's failsafe ports (§3.3); and, per host endpoint
 //!   interface with any, the tiers of its `doNotTrack` policies (both directions, before
 //!   conntrack), its `preDNAT` policies (ingress, before DNAT) and its `applyOnForward`
-//!   policies for forwarded traffic (both directions) in [`HostEndpointExtras`]. Host
-//!   endpoints without `interfaceName` (matched by `expectedIPs` in Calico) are not in the
-//!   model (not enforced by the kernel); their addresses still count for rule selectors;
+//!   policies for forwarded traffic (both directions) in [`HostEndpointExtras`]. A host
+//!   endpoint without `interfaceName` governs the node's interfaces that hold one of its
+//!   `expectedIPs` ([`NodeConfig::host_interfaces`], which the agent reads from the kernel);
+//!   its addresses count for rule selectors either way;
 //! - IP sets, one per (selector, family) and per (selector, named port, family), with their
 //!   members, referenced by the rules;
 //! - the pools, for natOutgoing.
@@ -221,6 +222,9 @@ pub struct NodeConfig {
     pub failsafe_inbound: Vec<FailsafePort>,
     /// `failsafeOutboundHostPorts` ([`crate::failsafe::default_outbound`] when unset).
     pub failsafe_outbound: Vec<FailsafePort>,
+    /// The node's own (non-workload) interfaces and their addresses: a host endpoint without
+    /// `interfaceName` governs the interfaces that hold one of its `expectedIPs`.
+    pub host_interfaces: BTreeMap<String, BTreeSet<IpAddr>>,
 }
 
 impl NodeConfig {
@@ -232,8 +236,25 @@ impl NodeConfig {
             nat: NatOutgoing::default(),
             failsafe_inbound: crate::failsafe::default_inbound(),
             failsafe_outbound: crate::failsafe::default_outbound(),
+            host_interfaces: BTreeMap::new(),
         }
     }
+}
+
+/// The interfaces a host endpoint governs on this node: its `interfaceName` (or `*`); without
+/// one, every interface in `host_interfaces` holding one of its `expectedIPs` (as Felix).
+fn host_endpoint_interfaces(
+    ep: &Endpoint,
+    host_interfaces: &BTreeMap<String, BTreeSet<IpAddr>>,
+) -> Vec<String> {
+    if !ep.interface.is_empty() {
+        return vec![ep.interface.clone()];
+    }
+    host_interfaces
+        .iter()
+        .filter(|(_, addrs)| ep.nets.iter().any(|n| addrs.contains(&n.addr())))
+        .map(|(iface, _)| iface.clone())
+        .collect()
 }
 
 /// Chain name of a policy direction: `pi-<id>` / `po-<id>` (id `knp/x/name` with `/` → `.`
@@ -421,26 +442,36 @@ pub fn build_with(world: &World, cfg: &NodeConfig, m: &dyn Membership) -> Datapl
     let mut workloads = BTreeMap::new();
     let mut host_endpoints = BTreeMap::new();
     let mut host_endpoint_extras = BTreeMap::new();
-    // Host endpoints come in name order, so an interface claimed by several gets the one with
-    // the smallest name.
+    // Host endpoints come in name order, so an interface claimed by several (by name or by
+    // address) gets the one with the smallest name, as Felix resolves them.
     for ep in world.endpoints() {
-        if ep.node != cfg.node || ep.interface.is_empty() {
+        if ep.node != cfg.node {
             continue;
         }
         match ep.id {
             EndpointId::Workload { .. } => {
+                if ep.interface.is_empty() {
+                    continue;
+                }
                 let c = endpoint_chains(world, &policies_for(ep), ep, &mut b, &mut chains);
                 workloads.insert(ep.interface.clone(), c);
             }
             EndpointId::Host { .. } => {
-                if !host_endpoints.contains_key(&ep.interface) {
-                    let policies = policies_for(ep);
-                    let c = endpoint_chains(world, &policies, ep, &mut b, &mut chains);
-                    host_endpoints.insert(ep.interface.clone(), c);
-                    let x = host_endpoint_extras_of(world, &policies, ep, &mut b, &mut chains);
+                let ifaces: Vec<String> = host_endpoint_interfaces(ep, &cfg.host_interfaces)
+                    .into_iter()
+                    .filter(|i| !host_endpoints.contains_key(i))
+                    .collect();
+                if ifaces.is_empty() {
+                    continue;
+                }
+                let policies = policies_for(ep);
+                let c = endpoint_chains(world, &policies, ep, &mut b, &mut chains);
+                let x = host_endpoint_extras_of(world, &policies, ep, &mut b, &mut chains);
+                for iface in ifaces {
                     if !x.is_empty() {
-                        host_endpoint_extras.insert(ep.interface.clone(), x);
+                        host_endpoint_extras.insert(iface.clone(), x.clone());
                     }
+                    host_endpoints.insert(iface, c.clone());
                 }
             }
         }

@@ -83,9 +83,9 @@
 //!   `notrack` and final), `preDNAT` policies in a prerouting chain at mangle priority, and
 //!   `applyOnForward` policies on traffic forwarded through a host endpoint.
 //!
-//! Not rendered (yet): host endpoints without `interfaceName` (matched by `expectedIPs`),
-//! the IPIP/VXLAN-from-workload drops, REJECT as deny action, and `cali*` prefixes other
-//! than `cali`.
+//! Not rendered (yet): the IPIP/VXLAN-from-workload drops, REJECT as deny action, and
+//! `cali*` prefixes other than `cali`. (Host endpoints given by `expectedIPs` arrive here
+//! already resolved to interfaces by the calculation.)
 
 pub mod diff;
 pub mod manager;

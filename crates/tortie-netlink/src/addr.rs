@@ -27,7 +27,7 @@ pub async fn add_address(h: &Handle, index: u32, net: IpNet, nodad: bool) -> Res
         .map_err(|e| Error::netlink(format!("add address {net} to link {index}"), e))
 }
 
-fn address_of(m: &AddressMessage) -> Option<IpNet> {
+pub(crate) fn address_of(m: &AddressMessage) -> Option<IpNet> {
     // IFA_ADDRESS is the peer on point-to-point links; IFA_LOCAL, when present, is ours.
     let mut addr = None;
     for a in &m.attributes {

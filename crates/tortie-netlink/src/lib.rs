@@ -35,6 +35,7 @@ pub mod addr;
 pub mod batch;
 pub mod error;
 pub mod link;
+pub mod monitor;
 pub mod neigh;
 pub mod netns;
 pub mod route;

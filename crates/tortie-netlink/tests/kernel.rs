@@ -299,3 +299,53 @@ async fn batched_route_changes_report_each_failure_on_its_route() {
     assert!(sock.execute(&gone).iter().all(Result::is_ok));
     assert!(ours().await.is_empty());
 }
+
+/// The namespace's interfaces with their addresses, and a notification when one changes.
+#[tokio::test]
+async fn interface_addresses_and_their_changes() {
+    use futures::StreamExt as _;
+    use tortie_netlink::monitor::{interface_events, interfaces};
+    if !is_root() {
+        return;
+    }
+    let pid = std::process::id();
+    let mut guard = Namespaces(Vec::new());
+    let name = format!("tn{pid}-mon");
+    let ns = guard.add(&name);
+    let (h, mut events) = interface_events(&ns).expect("subscribe");
+    ip_in(
+        &name,
+        &["link", "add", "v0", "type", "veth", "peer", "name", "v1"],
+    );
+    ip_in(&name, &["addr", "add", "198.18.0.1/24", "dev", "v0"]);
+    ip_in(
+        &name,
+        &["addr", "add", "fd00:198:18::1/64", "dev", "v0", "nodad"],
+    );
+    let got = tokio::time::timeout(std::time::Duration::from_secs(5), events.next())
+        .await
+        .expect("a notification within 5 s");
+    assert!(got.is_some(), "the event stream ended");
+    let now = interfaces(&h).await.expect("interfaces");
+    let v0 = now.get("v0").expect("v0 listed");
+    for want in ["198.18.0.1", "fd00:198:18::1"] {
+        let ip: std::net::IpAddr = want.parse().expect("ip");
+        assert!(v0.contains(&ip), "{want} not in {v0:?}");
+    }
+    assert_eq!(now.get("v1"), Some(&Default::default()), "{now:?}");
+    assert!(now.contains_key("lo"), "{now:?}");
+    // Drain (bounded), then a removal is noticed too.
+    for _ in 0..100 {
+        let next = tokio::time::timeout(std::time::Duration::from_millis(100), events.next());
+        if !matches!(next.await, Ok(Some(_))) {
+            break;
+        }
+    }
+    ip_in(&name, &["addr", "del", "198.18.0.1/24", "dev", "v0"]);
+    let got = tokio::time::timeout(std::time::Duration::from_secs(5), events.next())
+        .await
+        .expect("a notification of the removal");
+    assert!(got.is_some());
+    let now = interfaces(&h).await.expect("interfaces");
+    assert!(!now["v0"].contains(&"198.18.0.1".parse::<std::net::IpAddr>().expect("ip")));
+}

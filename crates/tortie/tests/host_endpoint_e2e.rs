@@ -7,6 +7,8 @@
 //! - Forwarded traffic is not host endpoint traffic: pods on n1 and n2 still reach each other.
 //! - Without the policy, a host endpoint with neither policy nor profile still denies; with
 //!   Calico's `projectcalico-default-allow` profile it allows.
+//! - A host endpoint with `expectedIPs` and no `interfaceName` governs the interface holding
+//!   the address (the agent watches the host's interfaces).
 //! - `tortie policy explain` tells the same story (Failsafe for 22, denied for 8080).
 //! - natOutgoing: a pod reaches the plain host (which has no route to the pools) only while
 //!   its pool masquerades.
@@ -179,6 +181,23 @@ fn host_endpoint_failsafe_ports_and_policy() {
     assert_eq!(e["outcome"], "allow", "{e}");
     assert_eq!(e["ingress"]["by"], "profile", "{e}");
     assert_pods_connected(&lab, "host endpoint with default-allow");
+
+    // Without interfaceName the host endpoint governs the interface that holds one of its
+    // expectedIPs: n1's eth0, found by the agent's interface watch. No profile: denied again.
+    let by_address = json!({"apiVersion": "projectcalico.org/v3", "kind": "HostEndpoint",
+           "metadata": {"name": HEP, "labels": {"role": "node"}},
+           "spec": {"node": "n1", "expectedIPs": [n1_ip]}});
+    lab.ok_stdin(&["apply", "-f", "-"], &by_address.to_string());
+    n += 1;
+    lab.wait_synced(n);
+    let table = lab.nft(&n1_netns);
+    assert!(table.contains("chain fh-eth0 {"), "by address:\n{table}");
+    assert!(
+        !lab.probe("ext", "n1", 8080),
+        "by expectedIPs, no profile: denied"
+    );
+    assert!(lab.probe("ext", "n1", 22), "by expectedIPs: failsafe");
+    assert_pods_connected(&lab, "host endpoint by expectedIPs");
 
     // Removing the host endpoint removes its chains.
     lab.ok(&["delete", "hostendpoint", HEP]);

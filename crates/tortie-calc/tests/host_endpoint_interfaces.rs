@@ -1,0 +1,131 @@
+//! Which interface a host endpoint governs (calico-reference §2, HostEndpoint): its
+//! `interfaceName`, or, without one, every node interface holding one of its `expectedIPs`;
+//! an interface claimed by several host endpoints goes to the one with the smallest name
+//! (as Felix resolves them).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use tortie_api::codec::decode;
+use tortie_calc::World;
+use tortie_calc::dataplane::{self, DataplaneModel, NodeConfig};
+
+fn world(text: &str) -> World {
+    let resources: Vec<_> = decode("test.yaml", text, "default")
+        .into_iter()
+        .map(|d| {
+            let (_, mut r) = d.expect("decodes");
+            r.default_and_validate().expect("valid");
+            r
+        })
+        .collect();
+    let w = World::from_resources(&resources);
+    assert!(w.errors().is_empty(), "{:?}", w.errors());
+    w
+}
+
+fn hep(name: &str, node: &str, spec: &str, profile: &str) -> String {
+    format!(
+        "---\napiVersion: projectcalico.org/v3\nkind: HostEndpoint\nmetadata: {{name: {name}}}\nspec: {{node: {node}, {spec}, profiles: [{profile}]}}\n"
+    )
+}
+
+fn profile(name: &str) -> String {
+    format!(
+        "---\napiVersion: projectcalico.org/v3\nkind: Profile\nmetadata: {{name: {name}}}\nspec:\n  ingress: [{{action: Allow}}]\n  egress: [{{action: Allow}}]\n"
+    )
+}
+
+/// n1's interfaces: eth0 198.18.0.11 + fd00:198:18::11, eth1 198.18.1.11, eth2 none.
+fn n1_interfaces() -> BTreeMap<String, BTreeSet<IpAddr>> {
+    let ips = |v: &[&str]| v.iter().map(|s| s.parse().expect("ip")).collect();
+    BTreeMap::from([
+        ("eth0".to_string(), ips(&["198.18.0.11", "fd00:198:18::11"])),
+        ("eth1".to_string(), ips(&["198.18.1.11"])),
+        ("eth2".to_string(), ips(&[])),
+    ])
+}
+
+fn build(w: &World, ifaces: BTreeMap<String, BTreeSet<IpAddr>>) -> DataplaneModel {
+    dataplane::build(
+        w,
+        &NodeConfig {
+            host_interfaces: ifaces,
+            ..NodeConfig::new("n1")
+        },
+    )
+}
+
+/// The profile chain the interface's host endpoint ends with.
+fn governed(m: &DataplaneModel) -> BTreeMap<&str, Vec<&str>> {
+    m.host_endpoints
+        .iter()
+        .map(|(i, c)| {
+            (
+                i.as_str(),
+                c.ingress_profiles.iter().map(String::as_str).collect(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn expected_ips_find_the_interface_holding_them() {
+    let w = world(
+        &[
+            profile("a"),
+            hep("a-by-ip", "n1", "expectedIPs: [198.18.0.11]", "a"),
+            hep(
+                "b-v6",
+                "n1",
+                "expectedIPs: ['fd00:198:18::11', 198.18.1.11]",
+                "a",
+            ),
+            hep("c-other-node", "n2", "expectedIPs: [198.18.1.11]", "a"),
+            hep("d-nowhere", "n1", "expectedIPs: [198.18.9.9]", "a"),
+        ]
+        .concat(),
+    );
+    let m = build(&w, n1_interfaces());
+    // eth0 is held by a-by-ip (smaller name than b-v6, which also matches eth0 by IPv6);
+    // b-v6 still gets eth1; nothing matches eth2; other nodes' endpoints never count.
+    assert_eq!(
+        governed(&m),
+        BTreeMap::from([("eth0", vec!["pri-a"]), ("eth1", vec!["pri-a"])])
+    );
+    // Without interface knowledge nothing is enforced for address-only host endpoints.
+    assert!(build(&w, BTreeMap::new()).host_endpoints.is_empty());
+}
+
+#[test]
+fn the_smallest_name_wins_whether_it_matches_by_name_or_by_address() {
+    let w = world(
+        &[
+            profile("by-ip"),
+            profile("by-name"),
+            hep("a", "n1", "expectedIPs: [198.18.0.11]", "by-ip"),
+            hep("b", "n1", "interfaceName: eth0", "by-name"),
+            hep("c", "n1", "interfaceName: eth1", "by-name"),
+            hep("d", "n1", "expectedIPs: [198.18.1.11]", "by-ip"),
+        ]
+        .concat(),
+    );
+    let m = build(&w, n1_interfaces());
+    assert_eq!(
+        governed(&m),
+        BTreeMap::from([("eth0", vec!["pri-by-ip"]), ("eth1", vec!["pri-by-name"])])
+    );
+    // The address moving to another interface moves the endpoint with it.
+    let mut moved = n1_interfaces();
+    moved.insert("eth0".into(), BTreeSet::new());
+    moved.insert("eth2".into(), ["198.18.0.11".parse().expect("ip")].into());
+    let m = build(&w, moved);
+    assert_eq!(
+        governed(&m),
+        BTreeMap::from([
+            ("eth0", vec!["pri-by-name"]),
+            ("eth1", vec!["pri-by-name"]),
+            ("eth2", vec!["pri-by-ip"])
+        ])
+    );
+}
