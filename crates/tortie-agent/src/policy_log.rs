@@ -10,6 +10,11 @@
 //! identity, `gnp/audit egress[2]`), `policy`, `direction`, `rule_index`, `src`, `dst`,
 //! `protocol`, `src_port`, `dst_port`, `iif`, `oif` (each only when known).
 //!
+//! The staged policy preview uses the same group with prefixes `tortie staged allow <rule>: `
+//! and `tortie staged deny <rule>: ` (the rule may also be `end of tier <tier>` or
+//! `no profile matched`): the event then has `staged` = `allow` or `deny`, what the staged
+//! policies would have done with the packet, which the enforced policy decided meanwhile.
+//!
 //! Two threads, both owned by [`PolicyLog`] and told to stop when it is dropped:
 //! - the receiver, inside the namespace (entered with [`NetNs::run`], so interface indexes
 //!   resolve to names there), reads the socket, parses each packet's IP and transport
@@ -156,6 +161,10 @@ pub struct PolicyLogRecord {
     /// The rule's identity, `gnp/audit egress[0]`: the log prefix without `tortie ` and the
     /// final `: ` (a prefix that is not tortie's is kept whole, trimmed).
     pub rule: String,
+    /// For the staged policy preview (`tortie staged allow|deny <rule>: `): what the staged
+    /// policies would do, `allow` or `deny` (the packet itself went on to the enforced
+    /// policy); `None` for a Log rule.
+    pub staged: Option<&'static str>,
     pub packet: PacketSummary,
     pub iif: Option<Interface>,
     pub oif: Option<Interface>,
@@ -193,6 +202,18 @@ pub fn rule_from_prefix(prefix: &str) -> Option<&str> {
     let rest = rest.trim_end();
     let rule = rest.strip_suffix(':').unwrap_or(rest).trim_end();
     (!rule.is_empty()).then_some(rule)
+}
+
+/// Splits a staged preview's verdict off a rule identity (`staged deny knp/x/a ingress[0]`
+/// → (`deny`, `knp/x/a ingress[0]`)); anything else comes back whole with `None`.
+pub fn split_staged(rule: &str) -> (Option<&'static str>, &str) {
+    if let Some(rest) = rule.strip_prefix(tortie_dataplane::STAGED_ALLOW) {
+        (Some("allow"), rest)
+    } else if let Some(rest) = rule.strip_prefix(tortie_dataplane::STAGED_DENY) {
+        (Some("deny"), rest)
+    } else {
+        (None, rule)
+    }
 }
 
 /// Reads the IPv4 or IPv6 header (chosen by the version nibble) and the transport ports
@@ -342,6 +363,7 @@ fn parse_message(m: &[u8]) -> Message {
 fn record_from_nlas(nlas: &[PacketNla]) -> Parsed {
     let mut r = PolicyLogRecord {
         rule: String::new(),
+        staged: None,
         packet: PacketSummary::default(),
         iif: None,
         oif: None,
@@ -352,7 +374,9 @@ fn record_from_nlas(nlas: &[PacketNla]) -> Parsed {
         match nla {
             PacketNla::Prefix(p) => {
                 let p = p.to_string_lossy();
-                r.rule = rule_from_prefix(&p).unwrap_or(p.trim()).to_string();
+                let (staged, rule) = split_staged(rule_from_prefix(&p).unwrap_or(p.trim()));
+                r.staged = staged;
+                r.rule = rule.to_string();
             }
             PacketNla::Payload(p) => r.packet = parse_packet(p),
             PacketNla::IfIndexInDev(i) => r.iif = Some(iface(*i)),
@@ -656,9 +680,13 @@ fn emit_loop(
     let mut series = HashSet::new();
     while let Ok(r) = rx.recv() {
         emit(&r);
-        let rule = if series.contains(&r.rule) || series.len() < MAX_RULE_SERIES {
-            series.insert(r.rule.clone());
-            r.rule.clone()
+        let label = match r.staged {
+            Some(v) => format!("staged {v} {}", r.rule),
+            None => r.rule.clone(),
+        };
+        let rule = if series.contains(&label) || series.len() < MAX_RULE_SERIES {
+            series.insert(label.clone());
+            label
         } else {
             "other".to_string()
         };
@@ -679,6 +707,7 @@ fn emit(r: &PolicyLogRecord) {
     tracing::info!(
         target: TARGET,
         rule = r.rule.as_str(),
+        staged = r.staged,
         policy = rule_ref.map(|x| x.policy),
         direction = rule_ref.map(|x| x.direction),
         rule_index = rule_ref.map(|x| x.index),

@@ -169,6 +169,18 @@ fn prefixes_name_rules() {
     assert_eq!(rule_from_prefix("IN=eth0 "), None);
     assert_eq!(rule_from_prefix("tortie : "), None);
     assert_eq!(
+        split_staged("staged deny snp/x/lock ingress[0]"),
+        (Some("deny"), "snp/x/lock ingress[0]")
+    );
+    assert_eq!(
+        split_staged("staged allow end of tier default"),
+        (Some("allow"), "end of tier default")
+    );
+    assert_eq!(
+        split_staged("gnp/audit egress[0]"),
+        (None, "gnp/audit egress[0]")
+    );
+    assert_eq!(
         RuleRef::parse("knp/x/allow-web ingress[3]"),
         Some(RuleRef {
             policy: "knp/x/allow-web",
@@ -215,6 +227,7 @@ fn nflog_message(seq: u32, prefix: &str, payload: Vec<u8>) -> Vec<u8> {
 fn record(rule: &str) -> PolicyLogRecord {
     PolicyLogRecord {
         rule: rule.to_string(),
+        staged: None,
         packet: PacketSummary::default(),
         iif: None,
         oif: None,

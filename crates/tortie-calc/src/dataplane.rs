@@ -210,6 +210,37 @@ pub struct DataplaneModel {
     pub failsafe_outbound: Vec<FailsafePort>,
     pub endpoint_to_host: EndpointToHost,
     pub nat: NatOutgoing,
+    /// Staged policy preview: per local workload interface whose policy the staged policies
+    /// would change, its tiers and profiles under the staged view, naming preview chains
+    /// (`s` + the chain name). Evaluated before the enforced chains; never decides a packet,
+    /// only reports (Log) what the staged view would do.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub staged_workloads: BTreeMap<String, StagedWorkload>,
+    /// The preview chains those name (policy and profile chains under the staged view).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub staged_chains: BTreeMap<String, PolicyChain>,
+}
+
+/// One direction of a workload's policy: tiers, then profiles.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DirectionChains {
+    pub tiers: Vec<TierChains>,
+    pub profiles: Vec<String>,
+}
+
+/// A workload's policy under the staged view, for each direction where it differs from the
+/// enforced one (naming preview chains).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct StagedWorkload {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ingress: Option<DirectionChains>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub egress: Option<DirectionChains>,
+}
+
+/// The preview chain of chain `name` (`pi-knp/x/a` → `spi-knp/x/a`).
+pub fn staged_chain_name(name: &str) -> String {
+    format!("s{name}")
 }
 
 /// Inputs that are not policy: felix configuration and pools.
@@ -476,10 +507,13 @@ pub fn build_with(world: &World, cfg: &NodeConfig, m: &dyn Membership) -> Datapl
             }
         }
     }
+    let (staged_workloads, staged_chains) = staged_preview(world, cfg, &workloads, &chains, &mut b);
     DataplaneModel {
         ip_sets: b.ip_sets,
         chains,
         workloads,
+        staged_workloads,
+        staged_chains,
         host_endpoints,
         host_endpoint_extras,
         failsafe_inbound: cfg.failsafe_inbound.clone(),
@@ -487,6 +521,93 @@ pub fn build_with(world: &World, cfg: &NodeConfig, m: &dyn Membership) -> Datapl
         endpoint_to_host: cfg.endpoint_to_host,
         nat: cfg.nat.clone(),
     }
+}
+
+/// The staged preview of the local workloads (see [`DataplaneModel::staged_workloads`]):
+/// each workload's chains under [`World::staged_view`], per direction where they differ from
+/// the enforced ones (`workloads`, `chains`), renamed to preview chains.
+fn staged_preview(
+    world: &World,
+    cfg: &NodeConfig,
+    workloads: &BTreeMap<String, WorkloadChains>,
+    chains: &BTreeMap<String, PolicyChain>,
+    b: &mut Builder<'_>,
+) -> (
+    BTreeMap<String, StagedWorkload>,
+    BTreeMap<String, PolicyChain>,
+) {
+    let mut out = BTreeMap::new();
+    let mut preview = BTreeMap::new();
+    if world.staged().next().is_none() {
+        return (out, preview);
+    }
+    let view = world.staged_view();
+    let view: Vec<&Policy> = view.iter().collect();
+    let mut view_chains: BTreeMap<String, PolicyChain> = BTreeMap::new();
+    for ep in world.endpoints() {
+        if ep.node != cfg.node
+            || ep.interface.is_empty()
+            || !matches!(ep.id, EndpointId::Workload { .. })
+        {
+            continue;
+        }
+        let Some(enforced) = workloads.get(&ep.interface) else {
+            continue;
+        };
+        let staged = endpoint_chains(world, &view, ep, b, &mut view_chains);
+        let mut differs = |was: DirectionChains, now: DirectionChains| {
+            let names: Vec<&String> = now
+                .tiers
+                .iter()
+                .flat_map(|t| &t.policies)
+                .chain(&now.profiles)
+                .collect();
+            if was == now && names.iter().all(|n| chains.get(*n) == view_chains.get(*n)) {
+                return None;
+            }
+            for n in names {
+                if let Some(c) = view_chains.get(n) {
+                    preview.insert(staged_chain_name(n), c.clone());
+                }
+            }
+            Some(renamed(now))
+        };
+        let w = StagedWorkload {
+            ingress: differs(ingress_of(enforced), ingress_of(&staged)),
+            egress: differs(egress_of(enforced), egress_of(&staged)),
+        };
+        if w != StagedWorkload::default() {
+            out.insert(ep.interface.clone(), w);
+        }
+    }
+    (out, preview)
+}
+
+fn ingress_of(w: &WorkloadChains) -> DirectionChains {
+    DirectionChains {
+        tiers: w.ingress.clone(),
+        profiles: w.ingress_profiles.clone(),
+    }
+}
+
+fn egress_of(w: &WorkloadChains) -> DirectionChains {
+    DirectionChains {
+        tiers: w.egress.clone(),
+        profiles: w.egress_profiles.clone(),
+    }
+}
+
+/// `d` naming preview chains.
+fn renamed(mut d: DirectionChains) -> DirectionChains {
+    for t in &mut d.tiers {
+        for p in &mut t.policies {
+            *p = staged_chain_name(p);
+        }
+    }
+    for p in &mut d.profiles {
+        *p = staged_chain_name(p);
+    }
+    d
 }
 
 /// The tiers of `class`'s policies for an endpoint and direction, adding their chains.

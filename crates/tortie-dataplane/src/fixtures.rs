@@ -112,6 +112,8 @@ pub(crate) fn model() -> DataplaneModel {
         workloads,
         host_endpoints: BTreeMap::new(),
         host_endpoint_extras: BTreeMap::new(),
+        staged_workloads: BTreeMap::new(),
+        staged_chains: BTreeMap::new(),
         failsafe_inbound: tortie_calc::failsafe::default_inbound(),
         failsafe_outbound: tortie_calc::failsafe::default_outbound(),
         endpoint_to_host: EndpointToHost::Drop,

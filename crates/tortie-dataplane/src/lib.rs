@@ -79,6 +79,12 @@
 //!   plus one rule per port restricted to a `net`. Reached by `goto` from a base chain, an
 //!   endpoint chain's `return` on allow ends the base chain with its accept policy.
 //!
+//! - Staged policy preview (only for workloads and directions the staged policies change):
+//!   `tw-<iface>`/`fw-<iface>` first `jump stw-<iface>`/`sfw-<iface>`, which run the staged
+//!   view's tiers and profiles over preview copies of the chains (`s` + name). A preview
+//!   verdict is logged (`tortie staged allow|deny <rule>: `, group [`LOG_GROUP`]) and marked
+//!   ([`MARK_ACCEPT`], [`MARK_STAGED_DENY`]), never enforced; the marks are cleared before
+//!   the enforced chain goes on.
 //! - Host endpoint stages: `doNotTrack` policies in raw prerouting/output chains (an allow is
 //!   `notrack` and final), `preDNAT` policies in a prerouting chain at mangle priority, and
 //!   `applyOnForward` policies on traffic forwarded through a host endpoint.
@@ -101,6 +107,9 @@ mod fixtures;
 pub use manager::{ApplyMode, ApplyStats, NftManager};
 pub use nft::{NftCommand, NftError, NftRunner, RecordingNft, SetElements};
 pub use render::render;
-pub use rule::{LOG_GROUP, LOG_PREFIX_START, MARK_ACCEPT, MARK_PASS};
+pub use rule::{
+    LOG_GROUP, LOG_PREFIX_START, MARK_ACCEPT, MARK_PASS, MARK_STAGED_DENY, STAGED_ALLOW,
+    STAGED_DENY,
+};
 pub use table::{ChainDef, MapDef, NftTable, SetDef};
 pub use tortie_calc::dataplane::DataplaneModel;

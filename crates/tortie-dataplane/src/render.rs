@@ -12,13 +12,14 @@ use std::sync::Arc;
 
 use ipnet::IpNet;
 use tortie_calc::dataplane::{
-    ALL_INTERFACES, DataplaneModel, EndpointToHost, Family, HostEndpointChains, HostEndpointExtras,
-    IpSet, IpSetMembers, PolicyChain, TierChains, WorkloadChains,
+    ALL_INTERFACES, DataplaneModel, DirectionChains, EndpointToHost, Family, HostEndpointChains,
+    HostEndpointExtras, IpSet, IpSetMembers, PolicyChain, TierChains, WorkloadChains,
 };
 use tortie_calc::failsafe::FailsafePort;
 
 use crate::rule::{
-    MARK_ACCEPT, MARK_PASS, SetKind, SetRefs, net_elements, proto_name, render_rule,
+    MARK_ACCEPT, MARK_PASS, MARK_STAGED_DENY, STAGED_DENY, SetKind, SetRefs, net_elements,
+    preview_log, proto_name, render_preview_rule, render_rule,
 };
 use crate::table::{ChainDef, MapDef, NftTable, SetDef, comment, ifname_literal, join, nft_name};
 
@@ -115,6 +116,10 @@ fn render_with_sets(model: &DataplaneModel, sets: BTreeMap<String, SetDef>) -> N
         t.chains
             .insert(nft_name(name), policy_chain(chain, &mut refs));
     }
+    for (name, chain) in &model.staged_chains {
+        t.chains
+            .insert(nft_name(name), preview_policy_chain(chain, &mut refs));
+    }
     let mut fw = BTreeMap::new();
     let mut tw = BTreeMap::new();
     let mut wanted_chains = BTreeSet::new();
@@ -125,8 +130,24 @@ fn render_with_sets(model: &DataplaneModel, sets: BTreeMap<String, SetDef>) -> N
         };
         let fw_name = nft_name(&format!("fw-{iface}"));
         let tw_name = nft_name(&format!("tw-{iface}"));
-        let to = endpoint_chain(wl, Dir::To, &mut wanted_chains);
-        let from = endpoint_chain(wl, Dir::From, &mut wanted_chains);
+        let mut to = endpoint_chain(wl, Dir::To, &mut wanted_chains);
+        let mut from = endpoint_chain(wl, Dir::From, &mut wanted_chains);
+        if let Some(staged) = model.staged_workloads.get(iface) {
+            // The preview runs first and returns; the enforced chain then decides.
+            for (d, prefix, chain) in [
+                (&staged.ingress, "stw", &mut to),
+                (&staged.egress, "sfw", &mut from),
+            ] {
+                let Some(d) = d else { continue };
+                let name = nft_name(&format!("{prefix}-{iface}"));
+                let preview = preview_chain(d, &model.staged_chains);
+                t.chains.insert(name.clone(), preview);
+                chain.rules.insert(
+                    0,
+                    format!("jump {name} {}", comment("staged policy preview")),
+                );
+            }
+        }
         fw.insert(key.clone(), format!("goto {fw_name}"));
         tw.insert(key, format!("goto {tw_name}"));
         t.chains.insert(tw_name, to);
@@ -754,6 +775,69 @@ fn policy_chain(chain: &PolicyChain, refs: &mut SetRefs) -> ChainDef {
             .flat_map(|r| render_rule(r, refs))
             .collect(),
     }
+}
+
+/// A preview policy chain: its verdicts are logged and marked, never enforced.
+fn preview_policy_chain(chain: &PolicyChain, refs: &mut SetRefs) -> ChainDef {
+    ChainDef {
+        hook: None,
+        rules: chain
+            .rules
+            .iter()
+            .flat_map(|r| render_preview_rule(r, refs))
+            .collect(),
+    }
+}
+
+/// `stw-<iface>` / `sfw-<iface>`: the staged view's tiers and profiles as preview chains.
+/// The first verdict (allow, deny, end of tier, no profile matched) is logged as what the
+/// staged policies would do; nothing is dropped or accepted here, and the marks are
+/// cleared again on the way out so the enforced chain starts clean. Only chains the model
+/// defines are jumped to (a missing one must not become a drop, as it would elsewhere).
+fn preview_chain(d: &DirectionChains, defined: &BTreeMap<String, PolicyChain>) -> ChainDef {
+    let (tiers, profiles) = (&d.tiers, &d.profiles);
+    let all = mark_hex(MARK_ACCEPT | MARK_PASS | MARK_STAGED_DENY);
+    let decided = mark_hex(MARK_ACCEPT | MARK_STAGED_DENY);
+    let clear = format!(
+        "meta mark set meta mark & {}",
+        mark_hex(!(MARK_ACCEPT | MARK_PASS | MARK_STAGED_DENY))
+    );
+    let deny = |what: &str| {
+        format!(
+            "{} meta mark set meta mark | {}",
+            preview_log(&format!("{STAGED_DENY}{what}")),
+            mark_hex(MARK_STAGED_DENY)
+        )
+    };
+    let mut rules = vec![format!(
+        "{clear} {}",
+        comment("staged preview: clear marks")
+    )];
+    for tier in tiers {
+        rules.push(format!(
+            "meta mark set meta mark & {} {}",
+            mark_hex(!MARK_PASS),
+            comment(&format!("start of tier {}", tier.tier))
+        ));
+        for p in tier.policies.iter().filter(|p| defined.contains_key(*p)) {
+            rules.push(format!("meta mark & {all} == 0 jump {}", nft_name(p)));
+        }
+        if tier.end_drop {
+            rules.push(format!(
+                "meta mark & {all} == 0 {}",
+                deny(&format!("end of tier {}", tier.tier))
+            ));
+        }
+    }
+    for p in profiles.iter().filter(|p| defined.contains_key(*p)) {
+        rules.push(format!("meta mark & {decided} == 0 jump {}", nft_name(p)));
+    }
+    rules.push(format!(
+        "meta mark & {decided} == 0 {}",
+        deny("no profile matched")
+    ));
+    rules.push(format!("{clear} {}", comment("staged preview: done")));
+    ChainDef { hook: None, rules }
 }
 
 /// The model should reference only what it defines; if it does not, fail closed: a missing

@@ -494,3 +494,82 @@ fn untracked_stages_accept_failsafe_replies() {
             .all(|r| !r.contains("failsafe"))
     );
 }
+
+/// The staged preview: b's ingress under a staged view where `knp/x/allow-a` becomes a deny
+/// and the profile stays. Its chains log and mark, never drop or accept; the enforced chain
+/// jumps to it first and is otherwise unchanged.
+#[test]
+fn staged_preview_logs_and_never_decides() {
+    use tortie_calc::dataplane::{DirectionChains, StagedWorkload};
+    let enforced = render(&model());
+    let mut m = model();
+    let mut deny = m.chains["pi-knp/x/allow-a"].clone();
+    deny.rules[0].action = tortie_calc::model::Action::Deny;
+    m.staged_chains.insert("spi-knp/x/allow-a".into(), deny);
+    m.staged_chains
+        .insert("spri-kns.x".into(), m.chains["pri-kns.x"].clone());
+    m.staged_workloads.insert(
+        "calib2".into(),
+        StagedWorkload {
+            ingress: Some(DirectionChains {
+                tiers: vec![TierChains {
+                    tier: "default".into(),
+                    policies: vec!["spi-knp/x/allow-a".into()],
+                    end_drop: true,
+                }],
+                profiles: vec!["spri-kns.x".into(), "spri-missing".into()],
+            }),
+            egress: None,
+        },
+    );
+    let t = render(&m);
+    let tw = &t.chains["tw-calib2"].rules;
+    assert!(tw[0].starts_with("jump stw-calib2 "), "{tw:?}");
+    assert_eq!(&tw[1..], &enforced.chains["tw-calib2"].rules[..]);
+    assert_eq!(
+        t.chains["fw-calib2"], enforced.chains["fw-calib2"],
+        "egress unchanged"
+    );
+    assert!(!t.chains.contains_key("sfw-calib2"));
+    let preview = &t.chains["stw-calib2"].rules;
+    let text = preview.join("\n");
+    assert!(
+        text.contains("meta mark & 0x70000 == 0 jump spi-knp/x/allow-a"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "meta mark & 0x70000 == 0 log prefix \"tortie staged deny end of tier default: \" group 1 meta mark set meta mark | 0x40000"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("meta mark & 0x50000 == 0 jump spri-kns.x"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("spri-missing"),
+        "undefined preview chains are skipped: {text}"
+    );
+    assert!(
+        preview
+            .last()
+            .is_some_and(|r| r.starts_with("meta mark set meta mark & 0xfff8ffff")),
+        "marks cleared on the way out: {text}"
+    );
+    let spi = t.chains["spi-knp/x/allow-a"].rules.join("\n");
+    assert!(
+        spi.contains("log prefix \"tortie staged deny knp/x/allow-a ingress[0]: \" group 1 meta mark set meta mark | 0x40000 return"),
+        "{spi}"
+    );
+    let spri = t.chains["spri-kns.x"].rules.join("\n");
+    assert!(spri.contains("tortie staged allow profile/kns.x"), "{spri}");
+    for chain in ["stw-calib2", "spi-knp/x/allow-a", "spri-kns.x"] {
+        for r in &t.chains[chain].rules {
+            assert!(
+                !r.contains("drop") && !r.contains("accept"),
+                "{chain} decides: {r}"
+            );
+        }
+    }
+}

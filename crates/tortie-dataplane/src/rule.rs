@@ -21,6 +21,13 @@ use crate::table::{comment, log_prefix, nft_name};
 pub const MARK_ACCEPT: u32 = 0x10000;
 /// Mark bit: a policy passed the packet to the next tier.
 pub const MARK_PASS: u32 = 0x20000;
+/// Mark bit of the staged policy preview only: the staged view denied the packet (the
+/// preview goes on to the enforced chains, which decide).
+pub const MARK_STAGED_DENY: u32 = 0x40000;
+/// Start of the preview's log prefixes after [`LOG_PREFIX_START`]: `tortie staged allow
+/// <rule>: ` and `tortie staged deny <rule>: `.
+pub const STAGED_ALLOW: &str = "staged allow ";
+pub const STAGED_DENY: &str = "staged deny ";
 /// NFLOG group that Log rules send packets to (the agent's `policy_log` listener reads it).
 pub const LOG_GROUP: u16 = 1;
 /// Start of every Log rule's prefix: `tortie <rule comment>: ` (for example
@@ -39,6 +46,37 @@ pub type SetRefs = BTreeSet<(String, SetKind)>;
 
 /// The nft statements for one rule; records the named sets it references into `refs`.
 pub fn render_rule(r: &RenderedRule, refs: &mut SetRefs) -> Vec<String> {
+    render_rule_as(r, refs, action(r))
+}
+
+/// [`render_rule`] for the staged policy preview: an allow or a deny is logged as what the
+/// staged view would do (`tortie staged allow|deny <rule>: `) and marked, never enforced; a
+/// pass passes; a Log rule is left out (nothing to preview).
+pub fn render_preview_rule(r: &RenderedRule, refs: &mut SetRefs) -> Vec<String> {
+    let verdict = |what: &str, mark: u32| {
+        format!(
+            "{} meta mark set meta mark | {mark:#x} return",
+            preview_log(&format!("{what}{}", r.comment))
+        )
+    };
+    let action = match r.action {
+        Action::Allow => verdict(STAGED_ALLOW, MARK_ACCEPT),
+        Action::Deny => verdict(STAGED_DENY, MARK_STAGED_DENY),
+        Action::Pass => action(r),
+        Action::Log => return Vec::new(),
+    };
+    render_rule_as(r, refs, action)
+}
+
+/// The log statement of a preview verdict (`what` = `staged deny <identity>`).
+pub fn preview_log(what: &str) -> String {
+    format!(
+        "log prefix {} group {LOG_GROUP}",
+        log_prefix(&format!("{LOG_PREFIX_START}{what}: "))
+    )
+}
+
+fn render_rule_as(r: &RenderedRule, refs: &mut SetRefs, action: String) -> Vec<String> {
     let Some(head) = head(r, refs) else {
         return Vec::new();
     };
@@ -48,7 +86,7 @@ pub fn render_rule(r: &RenderedRule, refs: &mut SetRefs) -> Vec<String> {
     let mut tail = Vec::new();
     tail.extend(port_negations(ip, "saddr", "sport", &r.src, r.family, refs));
     tail.extend(port_negations(ip, "daddr", "dport", &r.dst, r.family, refs));
-    tail.push(action(r));
+    tail.push(action);
     tail.push(comment(&r.comment));
     let mut out = Vec::new();
     for s in &src_alts {
