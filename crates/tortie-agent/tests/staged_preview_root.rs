@@ -8,13 +8,22 @@
 //! keep enforcing the former (80 connects, 81 does not) and log what the latter would do.
 
 #[path = "../../tortie-dataplane/tests/support/lab.rs"]
-#[allow(dead_code, reason = "shared root-test support; this test uses part of it")]
+#[allow(
+    dead_code,
+    reason = "shared root-test support; this test uses part of it"
+)]
 mod lab;
 #[path = "../../tortie-dataplane/tests/support/models.rs"]
-#[allow(dead_code, reason = "shared root-test support; this test uses part of it")]
+#[allow(
+    dead_code,
+    reason = "shared root-test support; this test uses part of it"
+)]
 mod models;
 #[path = "../../tortie-dataplane/tests/support/netns.rs"]
-#[allow(dead_code, reason = "shared root-test support; this test uses part of it")]
+#[allow(
+    dead_code,
+    reason = "shared root-test support; this test uses part of it"
+)]
 mod netns;
 
 use std::sync::Arc;

@@ -6,23 +6,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
-use tortie_api::codec::decode;
+mod support;
+
+use support::world;
 use tortie_calc::World;
 use tortie_calc::dataplane::{self, DataplaneModel, NodeConfig};
-
-fn world(text: &str) -> World {
-    let resources: Vec<_> = decode("test.yaml", text, "default")
-        .into_iter()
-        .map(|d| {
-            let (_, mut r) = d.expect("decodes");
-            r.default_and_validate().expect("valid");
-            r
-        })
-        .collect();
-    let w = World::from_resources(&resources);
-    assert!(w.errors().is_empty(), "{:?}", w.errors());
-    w
-}
 
 fn hep(name: &str, node: &str, spec: &str, profile: &str) -> String {
     format!(

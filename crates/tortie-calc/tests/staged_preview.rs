@@ -2,23 +2,10 @@
 //! staged policies would change, its chains under the staged view (named `s…`); nothing for
 //! workloads they leave alone, and nothing at all without staged policies.
 
-use tortie_api::codec::decode;
-use tortie_calc::World;
-use tortie_calc::dataplane::{self, DataplaneModel, NodeConfig};
+mod support;
 
-fn world(text: &str) -> World {
-    let resources: Vec<_> = decode("test.yaml", text, "default")
-        .into_iter()
-        .map(|d| {
-            let (_, mut r) = d.expect("decodes");
-            r.default_and_validate().expect("valid");
-            r
-        })
-        .collect();
-    let w = World::from_resources(&resources);
-    assert!(w.errors().is_empty(), "{:?}", w.errors());
-    w
-}
+use support::world;
+use tortie_calc::dataplane::{self, DataplaneModel, NodeConfig};
 
 fn wep(pod: &str, iface: &str, ip: &str) -> String {
     format!(
