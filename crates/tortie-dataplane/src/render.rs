@@ -310,6 +310,11 @@ impl Stage {
         )
     }
 
+    /// Polices forwarded traffic (which never carries the host's own neighbour discovery).
+    fn forward(self) -> bool {
+        matches!(self, Stage::ForwardIn | Stage::ForwardOut)
+    }
+
     /// What follows each policy jump: the policy's allow is final for this stage.
     fn on_accept(self) -> String {
         let accept = mark_hex(MARK_ACCEPT);
@@ -411,6 +416,9 @@ fn host_endpoint_stages(
             let mut rules = Vec::new();
             if stage == Stage::PreDnatIn {
                 rules.push("ct state invalid drop".to_string());
+            }
+            if !stage.forward() {
+                rules.push(host_nd_accept());
             }
             let failsafe = match stage {
                 Stage::UntrackedIn if raw_failsafe_in => Some(CHAIN_FAILSAFE_IN_RAW),
@@ -541,7 +549,7 @@ fn hep_chain(
     failsafe: bool,
     wanted: &mut BTreeSet<String>,
 ) -> ChainDef {
-    let mut rules = vec!["ct state invalid drop".to_string()];
+    let mut rules = vec!["ct state invalid drop".to_string(), host_nd_accept()];
     if failsafe {
         let chain = match dir {
             Dir::To => CHAIN_FAILSAFE_IN,
@@ -551,6 +559,17 @@ fn hep_chain(
     }
     rules.extend(endpoint_chain(hep, dir, wanted).rules);
     ChainDef { hook: None, rules }
+}
+
+/// A host endpoint's own IPv6 neighbour and router discovery and MLD (types 130–136, 143),
+/// accepted before any host endpoint policy, untracked and pre-DNAT included: with them
+/// dropped, IPv6 through the interface stops once the neighbour caches expire, failsafe
+/// ports included. (Conntrack does not track them, so `ct state` does not let them through.)
+fn host_nd_accept() -> String {
+    format!(
+        "icmpv6 type {{ 130, 131, 132, 133, 134, 135, 136, 143 }} accept {}",
+        comment("ICMPv6 neighbour discovery and MLD")
+    )
 }
 
 /// Failsafe accepts: every entry without a `net` in one set lookup

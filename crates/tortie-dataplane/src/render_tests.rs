@@ -227,11 +227,13 @@ fn host_endpoint_interfaces_that_are_never_policed_are_left_out() {
     assert!(pos(input, "iifname \"lo\" accept") < pos(input, "@fh-dispatch"));
     assert!(pos(output, "oifname \"cali*\" accept") < pos(output, "@th-dispatch"));
     assert!(pos(output, "oifname \"lo\" accept") < pos(output, "@th-dispatch"));
-    // With no policy and no profile, the chain denies all but the failsafe ports.
+    // With no policy and no profile, the chain denies all but the host's own IPv6
+    // neighbour discovery and the failsafe ports.
     assert_eq!(
         t.chains["fh-eth0"].rules,
         [
             "ct state invalid drop",
+            "icmpv6 type { 130, 131, 132, 133, 134, 135, 136, 143 } accept comment \"ICMPv6 neighbour discovery and MLD\"",
             "jump failsafe-in",
             "meta mark set meta mark & 0xfffcffff comment \"clear accept and pass marks\"",
             "drop comment \"no profile matched\"",
@@ -471,9 +473,19 @@ fn untracked_stages_accept_failsafe_replies() {
             "ip daddr 198.18.0.0/24 meta l4proto tcp th sport 8080 accept comment \"failsafe outbound: replies\"",
         ]
     );
-    assert_eq!(t.chains["fhu-eth0"].rules[0], "jump failsafe-in-raw");
-    assert_eq!(t.chains["thu-eth0"].rules[0], "jump failsafe-out-raw");
-    assert_eq!(t.chains["fhp-eth0"].rules[1], "jump failsafe-in");
+    // Neighbour discovery first, then failsafe, in every stage but forwarding.
+    for (chain, at, jump) in [
+        ("fhu-eth0", 1, "jump failsafe-in-raw"),
+        ("thu-eth0", 1, "jump failsafe-out-raw"),
+        ("fhp-eth0", 2, "jump failsafe-in"),
+    ] {
+        let rules = &t.chains[chain].rules;
+        assert_eq!(rules[at], jump, "{chain}: {rules:?}");
+        assert!(
+            rules[at - 1].starts_with("icmpv6 type {"),
+            "{chain}: {rules:?}"
+        );
+    }
     // The filter path keeps matching destination ports only.
     assert!(
         t.chains["failsafe-in"]

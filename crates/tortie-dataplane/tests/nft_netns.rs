@@ -657,6 +657,23 @@ spec:
     )
 }
 
+/// An `applyOnForward` policy of the host endpoint: ingress to TCP 80 denied, the rest
+/// allowed.
+fn forward_deny_80() -> String {
+    node_gnp(
+        "forward-deny-80",
+        "  applyOnForward: true
+  types: [Ingress]
+  ingress:
+  - action: Deny
+    protocol: TCP
+    destination:
+      ports: [80]
+  - action: Allow
+",
+    )
+}
+
 /// Flows in the host namespace's conntrack table to or from TCP `port`.
 fn tracked_flows(ns: &str, port: u16) -> usize {
     let out = std::process::Command::new("nsenter")
@@ -943,18 +960,7 @@ fn host_endpoint_stages_follow_policy() {
         Ok(()),
         "no applyOnForward policy: forwarded traffic flows"
     );
-    let forward_deny_80 = node_gnp(
-        "forward-deny-80",
-        "  applyOnForward: true
-  types: [Ingress]
-  ingress:
-  - action: Deny
-    protocol: TCP
-    destination:
-      ports: [80]
-  - action: Allow
-",
-    );
+    let forward_deny_80 = forward_deny_80();
     mgr.apply(&with(&[deny_all.clone(), forward_deny_80]))
         .expect("apply applyOnForward deny");
     assert_eq!(
@@ -1104,4 +1110,206 @@ fn host_endpoint_stages_follow_policy() {
     }
     assert!(!mgr.check_drift().expect("drift check"));
     assert_eq!(lab.connect("ext", "host", 8080, &h8080), Ok(()));
+}
+
+/// `wep` with an IPv6 address as well.
+fn wep_dual(pod: &str, app: &str, iface: &str, ip: &str, ip6: &str, ports: &str) -> String {
+    wep(pod, app, iface, ip, ports).replace(
+        &format!("  - {ip}/32\n"),
+        &format!("  - {ip}/32\n  - {ip6}/128\n"),
+    )
+}
+
+/// Forgets the IPv6 neighbours on both ends of `eth1`, so the next connection needs
+/// neighbour discovery through whatever policy is in place.
+fn flush_neighbours6(lab: &lab::Lab, ext: &str) {
+    netns::run(
+        "ip",
+        &["-n", &lab.host, "-6", "neigh", "flush", "dev", "eth1"],
+    );
+    netns::run("ip", &["-n", ext, "-6", "neigh", "flush", "dev", "eth0"]);
+}
+
+/// The host endpoint stages again over IPv6 (the rules are rendered for both families from
+/// one model): neighbour discovery keeps working under deny-all policy in every stage (or
+/// IPv6 would stop, failsafe ports included, once the neighbour caches expire), failsafe
+/// ports pass, and untracked, pre-DNAT and forward policy decide IPv6 packets as IPv4 ones.
+#[test]
+fn host_endpoint_stages_follow_policy_over_ipv6() {
+    if !is_root() {
+        return;
+    }
+    let lab = lab();
+    let ext = lab.namespace_of("ext");
+    let h22 = lab.listen6("host", 22);
+    let h8080 = lab.listen6("host", 8080);
+    let h8081 = lab.listen6("host", 8081);
+    let e2379 = lab.listen6("ext", 2379);
+    let b80 = lab.listen6("b", 80);
+    let b81 = lab.listen6("b", 81);
+    let timed_out = Err(std::io::ErrorKind::TimedOut);
+    assert_eq!(
+        lab.connect6("ext", "host", 8080, &h8080),
+        Ok(()),
+        "plumbing"
+    );
+    assert_eq!(
+        lab.connect6("ext", "b", 80, &b80),
+        Ok(()),
+        "plumbing: ext → pod"
+    );
+    assert_eq!(
+        lab.connect6("a", "b", 80, &b80),
+        Ok(()),
+        "plumbing: pod → pod"
+    );
+
+    let with = |extra: &[String]| {
+        let mut docs = vec![
+            namespace(),
+            wep_dual("a", "a", "calia1", "10.244.1.10", "fd00:10:244:1::10", ""),
+            wep_dual(
+                "b",
+                "b",
+                "calib2",
+                "10.244.2.11",
+                "fd00:10:244:2::11",
+                HTTP_PORT,
+            ),
+        ];
+        docs.extend(extra.iter().cloned());
+        model_of(&docs)
+    };
+    let allow_all = hep("eth1", "projectcalico-default-allow");
+    let deny_all = hep("eth1", "");
+    let normal_deny = DENY_NODE_INGRESS.to_string();
+    let mut mgr = NftManager::new(NftCommand::in_netns(path(&lab.host)));
+
+    // Deny-all: only failsafe ports, in and out, with neighbour discovery through it.
+    mgr.apply(&with(&[deny_all.clone(), normal_deny.clone()]))
+        .expect("apply deny-all");
+    flush_neighbours6(&lab, &ext);
+    assert_eq!(
+        lab.connect6("ext", "host", 22, &h22),
+        Ok(()),
+        "failsafe tcp/22"
+    );
+    assert_eq!(
+        lab.connect6("ext", "host", 8080, &h8080),
+        timed_out,
+        "denied"
+    );
+    flush_neighbours6(&lab, &ext);
+    assert_eq!(
+        lab.connect6("host", "ext", 2379, &e2379),
+        Ok(()),
+        "failsafe out tcp/2379"
+    );
+    assert_eq!(lab.connect6("a", "b", 80, &b80), Ok(()), "pod to pod");
+
+    // Untracked deny before an allowing profile; untracked deny-all keeps failsafe and ND.
+    let untracked = |name: &str, rules: &str| {
+        node_gnp(
+            name,
+            &format!(
+                "  doNotTrack: true\n  applyOnForward: true\n  types: [Ingress, Egress]\n{rules}"
+            ),
+        )
+    };
+    mgr.apply(&with(&[
+        allow_all.clone(),
+        untracked(
+            "untracked-deny-8080",
+            "  ingress:\n  - action: Deny\n    protocol: TCP\n    destination:\n      ports: [8080]\n",
+        ),
+    ]))
+    .expect("apply untracked deny");
+    assert_eq!(
+        lab.connect6("ext", "host", 8080, &h8080),
+        timed_out,
+        "untracked deny"
+    );
+    assert_eq!(
+        lab.connect6("ext", "host", 8081, &h8081),
+        Ok(()),
+        "profile decides"
+    );
+    mgr.apply(&with(&[
+        allow_all.clone(),
+        untracked(
+            "untracked-deny-all",
+            "  ingress:\n  - action: Deny\n  egress:\n  - action: Deny\n",
+        ),
+    ]))
+    .expect("apply untracked deny-all");
+    flush_neighbours6(&lab, &ext);
+    assert_eq!(
+        lab.connect6("ext", "host", 22, &h22),
+        Ok(()),
+        "failsafe through untracked deny-all"
+    );
+    assert_eq!(
+        lab.connect6("ext", "host", 8080, &h8080),
+        timed_out,
+        "untracked deny-all"
+    );
+
+    // Pre-DNAT deny beats the allowing profile; pre-DNAT deny-all keeps failsafe and ND.
+    let pre_dnat = |name: &str, rules: &str| {
+        node_gnp(
+            name,
+            &format!("  preDNAT: true\n  applyOnForward: true\n  types: [Ingress]\n{rules}"),
+        )
+    };
+    mgr.apply(&with(&[
+        allow_all.clone(),
+        pre_dnat(
+            "pre-dnat-deny-8080",
+            "  ingress:\n  - action: Deny\n    protocol: TCP\n    destination:\n      ports: [8080]\n",
+        ),
+    ]))
+    .expect("apply pre-DNAT deny");
+    assert_eq!(
+        lab.connect6("ext", "host", 8080, &h8080),
+        timed_out,
+        "pre-DNAT deny"
+    );
+    assert_eq!(
+        lab.connect6("ext", "host", 8081, &h8081),
+        Ok(()),
+        "profile decides"
+    );
+    mgr.apply(&with(&[
+        allow_all.clone(),
+        pre_dnat("pre-dnat-deny-all", "  ingress:\n  - action: Deny\n"),
+    ]))
+    .expect("apply pre-DNAT deny-all");
+    flush_neighbours6(&lab, &ext);
+    assert_eq!(
+        lab.connect6("ext", "host", 22, &h22),
+        Ok(()),
+        "failsafe through pre-DNAT deny-all"
+    );
+    assert_eq!(
+        lab.connect6("ext", "b", 80, &b80),
+        timed_out,
+        "forwarded: pre-DNAT deny-all"
+    );
+
+    // applyOnForward: forwarded IPv6 to pod port 80 denied, 81 allowed, pod to pod untouched.
+    let forward_deny_80 = forward_deny_80();
+    mgr.apply(&with(&[deny_all, forward_deny_80]))
+        .expect("apply applyOnForward deny");
+    flush_neighbours6(&lab, &ext);
+    assert_eq!(
+        lab.connect6("ext", "b", 80, &b80),
+        timed_out,
+        "forwarded to 80"
+    );
+    assert_eq!(
+        lab.connect6("ext", "b", 81, &b81),
+        Ok(()),
+        "forwarded to 81"
+    );
+    assert_eq!(lab.connect6("a", "b", 80, &b80), Ok(()), "pod to pod");
 }
