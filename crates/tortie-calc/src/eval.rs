@@ -78,7 +78,14 @@ pub enum Decider {
     /// Forwarded through a host endpoint that no `applyOnForward` policy selects in this
     /// direction: allowed (Calico).
     NoForwardPolicy,
+    /// The host's own ICMPv6 neighbour/router discovery or MLD through a host endpoint:
+    /// allowed before any policy, so that policy cannot cut IPv6 off the interface.
+    NeighbourDiscovery { icmp_type: u8 },
 }
+
+/// ICMPv6 types a host endpoint always lets through: MLD (130–132, 143) and router and
+/// neighbour discovery (133–136).
+pub const HOST_ND_ICMPV6_TYPES: [u8; 8] = [130, 131, 132, 133, 134, 135, 136, 143];
 
 /// A Log rule that matched on the way.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -563,6 +570,12 @@ pub fn evaluate(
     // raw, mangle and filter paths alike).
     if host && let Some(v) = failsafe_hit(world, &ep.node, dir, pkt) {
         return v;
+    }
+    if host
+        && pkt.protocol == proto::ICMPV6
+        && let Some(t) = pkt.icmp_type.filter(|t| HOST_ND_ICMPV6_TYPES.contains(t))
+    {
+        return Verdict::new(Outcome::Allow, Decider::NeighbourDiscovery { icmp_type: t });
     }
     // Then Calico's order: doNotTrack (raw), preDNAT (ingress only), then the filter path.
     // The first two decide only on an explicit allow or deny.

@@ -117,3 +117,46 @@ fn the_smallest_name_wins_whether_it_matches_by_name_or_by_address() {
         ])
     );
 }
+
+/// `policy explain` agrees with the dataplane: the host's own IPv6 neighbour discovery and
+/// MLD pass a host endpoint whatever its policy says; other ICMPv6 does not.
+#[test]
+fn neighbour_discovery_passes_host_endpoint_policy() {
+    use tortie_calc::eval::{Addresses, Decider, Outcome, Packet, explain};
+    use tortie_calc::model::proto;
+    let w = world(&[
+        hep("n1-v6", "n1", "interfaceName: eth0, expectedIPs: ['fd00:198:18::11']", "a"),
+        "---\napiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata: {name: deny-all}\nspec:\n  selector: all()\n  types: [Ingress, Egress]\n".to_string(),
+        profile("a"),
+    ]
+    .concat());
+    let addrs = Addresses::new(&w);
+    let icmp6 = |src: &str, dst: &str, t: u8| Packet {
+        src: src.parse().expect("ip"),
+        dst: dst.parse().expect("ip"),
+        protocol: proto::ICMPV6,
+        src_port: 0,
+        dst_port: 0,
+        icmp_type: Some(t),
+        icmp_code: Some(0),
+    };
+    let host = "fd00:198:18::11";
+    let peer = "fd00:198:18::101";
+    let e = explain(&w, &addrs, &icmp6(peer, host, 135));
+    assert_eq!(e.outcome, Outcome::Allow, "{e:?}");
+    assert_eq!(
+        e.ingress.decider,
+        Decider::NeighbourDiscovery { icmp_type: 135 }
+    );
+    let e = explain(&w, &addrs, &icmp6(host, peer, 136));
+    assert_eq!(
+        e.egress.decider,
+        Decider::NeighbourDiscovery { icmp_type: 136 }
+    );
+    let e = explain(&w, &addrs, &icmp6(peer, host, 128));
+    assert_eq!(
+        e.outcome,
+        Outcome::Deny,
+        "echo request follows policy: {e:?}"
+    );
+}

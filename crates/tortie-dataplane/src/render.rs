@@ -566,8 +566,13 @@ fn hep_chain(
 /// dropped, IPv6 through the interface stops once the neighbour caches expire, failsafe
 /// ports included. (Conntrack does not track them, so `ct state` does not let them through.)
 fn host_nd_accept() -> String {
+    let types: Vec<String> = tortie_calc::eval::HOST_ND_ICMPV6_TYPES
+        .iter()
+        .map(u8::to_string)
+        .collect();
     format!(
-        "icmpv6 type {{ 130, 131, 132, 133, 134, 135, 136, 143 }} accept {}",
+        "icmpv6 type {{ {} }} accept {}",
+        types.join(", "),
         comment("ICMPv6 neighbour discovery and MLD")
     )
 }

@@ -224,6 +224,9 @@ fn decider_text(v: &Verdict, dir: &str) -> String {
         Decider::NoForwardPolicy => {
             "forwarded through a host endpoint no applyOnForward policy selects: allowed".into()
         }
+        Decider::NeighbourDiscovery { icmp_type } => format!(
+            "ICMPv6 type {icmp_type} (neighbour discovery or MLD): host endpoint traffic allowed before any policy"
+        ),
     }
 }
 
