@@ -78,13 +78,16 @@ enum SelectorCommand {
     Check(selector_cmd::CheckArgs),
 }
 
-/// Logs to stderr; `RUST_LOG` (e.g. `info`, `tortie_agent=debug`) sets the level.
+/// Logs to stderr; `RUST_LOG` (e.g. `info`, `tortie_agent=debug`) sets the level. Colours
+/// only on a terminal: a log file (the lab's agent logs, a journal) gets plain text.
 fn init_tracing() {
+    use std::io::IsTerminal as _;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .try_init();
 }
 

@@ -156,6 +156,32 @@ impl Lab {
         }
     }
 
+    /// Waits (at most 10 s) until node `node`'s agent log (`n1`, ...) has a line containing
+    /// every one of `needles`; returns that line.
+    pub fn wait_agent_log(&self, node: &str, needles: &[&str]) -> String {
+        let state = self.state();
+        let log = state["nodes"]
+            .as_array()
+            .expect("nodes")
+            .iter()
+            .find(|n| n["name"] == node)
+            .and_then(|n| n["agent"]["process"]["log"].as_str())
+            .unwrap_or_else(|| panic!("no agent log for {node} in {state}"))
+            .to_string();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            if let Some(line) = text.lines().find(|l| needles.iter().all(|n| l.contains(n))) {
+                return line.to_string();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no line with {needles:?} in {log} within 10 s"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// `lab probe` of TCP `port`: true when allowed.
     pub fn probe(&self, from: &str, to: &str, port: u16) -> bool {
         let out = self.ok(&[
