@@ -38,9 +38,7 @@ pub struct Agent {
     http: Option<JoinHandle<std::io::Result<()>>>,
     /// The NFLOG listener for Log rules; stops when dropped.
     policy_log: Option<PolicyLog>,
-    /// Publishes the host's interfaces to the main loop once [`Agent::start_interface_watch`]
-    /// hands it to the watcher.
-    host_interfaces_tx: Option<watch::Sender<crate::policy_model::Interfaces>>,
+    /// The host interface watch ([`crate::host_interfaces::watch`]), when configured.
     interface_watch: Option<JoinHandle<()>>,
 }
 
@@ -72,7 +70,14 @@ impl Agent {
         let (shutdown_tx, shutdown) = watch::channel(false);
         let (status_tx, status) = watch::channel(AgentStatus::default());
         let (bgp_tx, bgp) = watch::channel(crate::bgp::BgpView::default());
-        let (host_interfaces_tx, host_interfaces) = watch::channel(Default::default());
+        let (host_interfaces_tx, host_interfaces) = watch::channel(None);
+        // Without a watch the sender is dropped here, which tells the main loop not to wait.
+        let interface_watch = config.watch_host_interfaces.then(|| {
+            tokio::spawn(crate::host_interfaces::watch(
+                config.host_netns.clone(),
+                host_interfaces_tx,
+            ))
+        });
         let view = HealthView {
             readiness: readiness.clone(),
             heartbeat,
@@ -115,19 +120,8 @@ impl Agent {
             main: Some(main),
             http: Some(http),
             policy_log: None,
-            host_interfaces_tx: Some(host_interfaces_tx),
-            interface_watch: None,
+            interface_watch,
         })
-    }
-
-    /// Starts watching the interfaces and addresses of the namespace at `host_netns` (the
-    /// agent's own when `None`), so that host endpoints given by `expectedIPs` govern the
-    /// interfaces holding those addresses. Without it such host endpoints are not enforced.
-    pub fn start_interface_watch(&mut self, host_netns: Option<&std::path::Path>) {
-        if let Some(tx) = self.host_interfaces_tx.take() {
-            let netns = host_netns.map(std::path::Path::to_path_buf);
-            self.interface_watch = Some(tokio::spawn(crate::host_interfaces::watch(netns, tx)));
-        }
     }
 
     /// Starts writing packets of Log rules in the namespace at `host_netns` (the agent's own
@@ -251,7 +245,6 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     let mut agent =
         Agent::start_with_policy(config, store, Box::new(dataplane), Box::new(policy)).await?;
     agent.start_policy_log(host_netns.as_deref()).await;
-    agent.start_interface_watch(host_netns.as_deref());
     tokio::select! {
         signal = termination() => {
             let name = signal?;

@@ -88,6 +88,10 @@ pub struct AgentConfig {
     pub routing: Routing,
     /// Where BGP passwords' Secrets live.
     pub secrets_namespace: String,
+    /// Watch the host namespace's interfaces and addresses (for host endpoints given by
+    /// `expectedIPs`); the first policy apply waits for the first reading, at most
+    /// [`crate::host_interfaces::FIRST_READ_WAIT`].
+    pub watch_host_interfaces: bool,
 }
 
 /// A setting that cannot work.
@@ -122,6 +126,7 @@ impl AgentConfig {
             resync_interval: DEFAULT_RESYNC_INTERVAL,
             routing: Routing::Static,
             secrets_namespace: DEFAULT_SECRETS_NAMESPACE.to_string(),
+            watch_host_interfaces: true,
         }
     }
 
@@ -166,6 +171,7 @@ impl AgentArgs {
             resync_interval: self.resync_interval,
             routing: self.routing,
             secrets_namespace: self.secrets_namespace,
+            watch_host_interfaces: true,
         };
         config.validate()?;
         Ok(config)

@@ -19,10 +19,13 @@ pub const SETTLE: Duration = Duration::from_millis(50);
 pub const REREAD: Duration = Duration::from_secs(30);
 /// Wait before trying again after the watch could not start or a read failed.
 pub const RETRY: Duration = Duration::from_secs(5);
+/// Longest the first policy apply waits for the first reading (a restarted agent must not
+/// replace the previous agent's rules with ones that miss host endpoints by address).
+pub const FIRST_READ_WAIT: Duration = Duration::from_secs(5);
 
 /// Publishes the interfaces of the namespace at `netns` (the agent's own when `None`) on `tx`
-/// until every receiver is gone.
-pub async fn watch(netns: Option<PathBuf>, tx: watch::Sender<Interfaces>) {
+/// (`None` until the first reading) until every receiver is gone.
+pub async fn watch(netns: Option<PathBuf>, tx: watch::Sender<Option<Interfaces>>) {
     loop {
         if let Err(e) = watch_once(netns.as_deref(), &tx).await {
             tracing::warn!(error = %e, retry_in = ?RETRY, "watching host interfaces failed");
@@ -39,7 +42,7 @@ pub async fn watch(netns: Option<PathBuf>, tx: watch::Sender<Interfaces>) {
 
 async fn watch_once(
     netns: Option<&std::path::Path>,
-    tx: &watch::Sender<Interfaces>,
+    tx: &watch::Sender<Option<Interfaces>>,
 ) -> anyhow::Result<()> {
     let ns = match netns {
         Some(p) => NetNs::open(p)?,
@@ -49,10 +52,10 @@ async fn watch_once(
     loop {
         let now = monitor::interfaces(&handle).await?;
         tx.send_if_modified(|cur| {
-            let changed = *cur != now;
+            let changed = cur.as_ref() != Some(&now);
             if changed {
                 tracing::debug!(interfaces = now.len(), "host interfaces changed");
-                *cur = now;
+                *cur = Some(now);
             }
             changed
         });

@@ -76,8 +76,9 @@ pub struct Wiring {
     /// The namespace whose Secrets hold BGP passwords.
     pub secrets_namespace: String,
     /// The host namespace's interfaces and addresses (for host endpoints by `expectedIPs`),
-    /// from [`crate::host_interfaces::watch`] when the agent runs one.
-    pub host_interfaces: watch::Receiver<crate::policy_model::Interfaces>,
+    /// from [`crate::host_interfaces::watch`]: `None` until its first reading; the sender is
+    /// gone when the agent runs no watch.
+    pub host_interfaces: watch::Receiver<Option<crate::policy_model::Interfaces>>,
 }
 
 /// What `/status` reports.
@@ -152,6 +153,10 @@ struct MainLoop {
     bgp_at: Option<tokio::time::Instant>,
     /// With BGP: route programming is held until peers have sent their tables, or this time.
     bgp_hold_until: Option<tokio::time::Instant>,
+    /// When the loop started (the first policy apply waits a while for host interfaces).
+    started: Instant,
+    /// Policy went ahead before the host interfaces were read (warned once).
+    host_interfaces_late: bool,
 }
 
 /// Runs the loop until shutdown.
@@ -186,6 +191,8 @@ pub async fn run(mut w: Wiring) -> anyhow::Result<()> {
         bgp,
         bgp_at: None,
         bgp_hold_until: None,
+        started: Instant::now(),
+        host_interfaces_late: false,
     };
     lp.publish();
     lp.run(label_rx).await
@@ -230,7 +237,9 @@ impl MainLoop {
                 Some(result) = label_rx.recv() => self.on_label_result(result),
                 Ok(()) = host_interfaces.changed() => {
                     let now = host_interfaces.borrow_and_update().clone();
-                    self.on_host_interfaces(&now);
+                    if let Some(now) = now {
+                        self.on_host_interfaces(&now);
+                    }
                 }
                 update = sync_rx.recv() => match update {
                     Some(u) => self.on_sync_batch(u, &mut sync_rx),
@@ -376,6 +385,10 @@ impl MainLoop {
         if !self.in_sync {
             return;
         }
+        if !self.host_interfaces_ready() {
+            self.schedule_policy(Duration::from_millis(50));
+            return;
+        }
         let Some(mut dp) = self.policy.take() else {
             return;
         };
@@ -428,6 +441,26 @@ impl MainLoop {
             }
         }
         self.publish_status();
+    }
+
+    /// Whether policy may be applied as far as host interfaces go: they were read once, the
+    /// agent runs no watch, or [`crate::host_interfaces::FIRST_READ_WAIT`] has passed (then
+    /// policy goes ahead without them, and follows when they arrive).
+    fn host_interfaces_ready(&mut self) -> bool {
+        let rx = &self.w.host_interfaces;
+        if rx.borrow().is_some() || rx.has_changed().is_err() {
+            return true;
+        }
+        if self.started.elapsed() < crate::host_interfaces::FIRST_READ_WAIT {
+            return false;
+        }
+        if !self.host_interfaces_late {
+            self.host_interfaces_late = true;
+            tracing::warn!(
+                "host interfaces not read yet; applying policy without host endpoints given by expectedIPs"
+            );
+        }
+        true
     }
 
     /// The host's interfaces or addresses changed: host endpoints matched by address may
