@@ -196,8 +196,16 @@ fn switch_to_wal(conn: &Connection, busy_timeout: Duration) -> Result<String, Db
     }
 }
 
-/// Creates the tables if missing and checks the schema version.
+/// Creates the tables if missing and checks the schema version. A file that already has
+/// them is only read (no write lock: every CNI invocation opens the store, and must not
+/// queue behind other writers just to find the schema in place).
 pub(super) fn init_schema(conn: &mut Connection) -> Result<(), DbError> {
+    let existing: Option<i64> = conn
+        .query_row("SELECT schema FROM meta WHERE id = 1", [], |r| r.get(0))
+        .ok();
+    if let Some(version) = existing {
+        return check_schema_version(version);
+    }
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .ctx("locking database to create schema")?;
@@ -210,13 +218,18 @@ pub(super) fn init_schema(conn: &mut Connection) -> Result<(), DbError> {
     let version: i64 = tx
         .query_row("SELECT schema FROM meta WHERE id = 1", [], |r| r.get(0))
         .ctx("reading schema version")?;
+    check_schema_version(version)?;
+    tx.commit().ctx("committing schema")
+}
+
+fn check_schema_version(version: i64) -> Result<(), DbError> {
     if version != SCHEMA_VERSION {
         return Err(StoreError::Backend(format!(
             "unsupported schema version {version} (this build understands {SCHEMA_VERSION})"
         ))
         .into());
     }
-    tx.commit().ctx("committing schema")
+    Ok(())
 }
 
 /// The smallest byte string greater than every string starting with `prefix`, if any.
