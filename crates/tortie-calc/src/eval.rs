@@ -644,6 +644,13 @@ pub struct Explanation {
     pub outcome: Outcome,
     pub egress: Verdict,
     pub ingress: Verdict,
+    /// Host endpoint policy of the traffic forwarded out of the source's node (a pod's
+    /// traffic leaving its node), when that node has a host endpoint to forward it through.
+    #[serde(rename = "forwardEgress", skip_serializing_if = "Option::is_none")]
+    pub forward_egress: Option<ForwardVerdict>,
+    /// The same for the traffic forwarded into the destination pod's node.
+    #[serde(rename = "forwardIngress", skip_serializing_if = "Option::is_none")]
+    pub forward_ingress: Option<ForwardVerdict>,
     /// What the staged policies would make of it, when there are any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub staged: Option<Box<StagedExplanation>>,
@@ -655,6 +662,20 @@ pub struct StagedExplanation {
     pub outcome: Outcome,
     pub egress: Verdict,
     pub ingress: Verdict,
+    #[serde(rename = "forwardEgress", skip_serializing_if = "Option::is_none")]
+    pub forward_egress: Option<ForwardVerdict>,
+    #[serde(rename = "forwardIngress", skip_serializing_if = "Option::is_none")]
+    pub forward_ingress: Option<ForwardVerdict>,
+}
+
+/// A verdict of host endpoint policy on forwarded traffic ([`evaluate_forward`]).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ForwardVerdict {
+    /// The host endpoint the traffic is forwarded through.
+    #[serde(rename = "hostEndpoint")]
+    pub host_endpoint: EndpointId,
+    #[serde(flatten)]
+    pub verdict: Verdict,
 }
 
 /// Decides a flow between two addresses (either may be a Calico endpoint or not).
@@ -663,14 +684,19 @@ pub fn explain(world: &World, addrs: &Addresses, pkt: &Packet) -> Explanation {
     let to = world.endpoint_by_ip(pkt.dst).map(|e| e.id.clone());
     let enforced: Vec<Policy> = world.policies().cloned().collect();
     let (egress, ingress) = both(world, addrs, &enforced, from.as_ref(), to.as_ref(), pkt);
-    let outcome = combine(&egress, &ingress);
+    let path = ForwardPath::of(world, from.as_ref(), to.as_ref());
+    let (forward_egress, forward_ingress) = path.verdicts(world, addrs, &enforced, pkt);
+    let outcome = combine(&[&egress, &ingress], [&forward_egress, &forward_ingress]);
     let staged = (world.staged().next().is_some()).then(|| {
         let view = world.staged_view();
         let (egress, ingress) = both(world, addrs, &view, from.as_ref(), to.as_ref(), pkt);
+        let (forward_egress, forward_ingress) = path.verdicts(world, addrs, &view, pkt);
         Box::new(StagedExplanation {
-            outcome: combine(&egress, &ingress),
+            outcome: combine(&[&egress, &ingress], [&forward_egress, &forward_ingress]),
             egress,
             ingress,
+            forward_egress,
+            forward_ingress,
         })
     });
     Explanation {
@@ -680,7 +706,78 @@ pub fn explain(world: &World, addrs: &Addresses, pkt: &Packet) -> Explanation {
         outcome,
         egress,
         ingress,
+        forward_egress,
+        forward_ingress,
         staged,
+    }
+}
+
+/// The host endpoints a flow is forwarded through: out of the source pod's node when the
+/// destination is elsewhere, into the destination pod's node when the source is elsewhere.
+#[derive(Debug, Default)]
+struct ForwardPath {
+    out_of: Option<EndpointId>,
+    into: Option<EndpointId>,
+}
+
+impl ForwardPath {
+    fn of(world: &World, from: Option<&EndpointId>, to: Option<&EndpointId>) -> ForwardPath {
+        let node_of =
+            |id: Option<&EndpointId>| id.and_then(|id| world.endpoint(id)).map(|e| e.node.clone());
+        let pod_node = |id: Option<&EndpointId>| {
+            id.filter(|id| matches!(id, EndpointId::Workload { .. }))
+                .and_then(|_| node_of(id))
+        };
+        let (src_node, dst_node) = (node_of(from), node_of(to));
+        let through = |pod: Option<String>, other: &Option<String>| {
+            pod.filter(|n| other.as_ref() != Some(n))
+                .and_then(|n| forwarding_host_endpoint(world, &n))
+        };
+        ForwardPath {
+            out_of: through(pod_node(from), &dst_node),
+            into: through(pod_node(to), &src_node),
+        }
+    }
+
+    fn verdicts(
+        &self,
+        world: &World,
+        addrs: &Addresses,
+        policies: &[Policy],
+        pkt: &Packet,
+    ) -> (Option<ForwardVerdict>, Option<ForwardVerdict>) {
+        let v = |hep: &Option<EndpointId>, dir| {
+            hep.as_ref().map(|id| ForwardVerdict {
+                host_endpoint: id.clone(),
+                verdict: evaluate_forward(world, addrs, policies, id, dir, pkt),
+            })
+        };
+        (
+            v(&self.out_of, Direction::Egress),
+            v(&self.into, Direction::Ingress),
+        )
+    }
+}
+
+/// The host endpoint traffic between `node`'s pods and other nodes is forwarded through, as
+/// far as the model can tell without the node's routes: its only host endpoint for a named
+/// interface (or given by `expectedIPs`), else its all-interfaces (`*`) one. A node with
+/// several is ambiguous and gets none (the kernel picks by interface).
+pub fn forwarding_host_endpoint(world: &World, node: &str) -> Option<EndpointId> {
+    let heps: Vec<&crate::model::Endpoint> = world
+        .endpoints()
+        .into_iter()
+        .filter(|e| e.node == node && matches!(e.id, EndpointId::Host { .. }))
+        .collect();
+    let specific: Vec<&&crate::model::Endpoint> =
+        heps.iter().filter(|e| e.interface != "*").collect();
+    match specific.as_slice() {
+        [one] => Some(one.id.clone()),
+        [] => heps
+            .iter()
+            .find(|e| e.interface == "*")
+            .map(|e| e.id.clone()),
+        _ => None,
     }
 }
 
@@ -703,8 +800,11 @@ fn both(
     (side(from, Direction::Egress), side(to, Direction::Ingress))
 }
 
-fn combine(e: &Verdict, i: &Verdict) -> Outcome {
-    if e.allowed() && i.allowed() {
+fn combine(sides: &[&Verdict], forwarded: [&Option<ForwardVerdict>; 2]) -> Outcome {
+    let forwarded_ok = forwarded
+        .iter()
+        .all(|f| f.as_ref().is_none_or(|f| f.verdict.allowed()));
+    if sides.iter().all(|v| v.allowed()) && forwarded_ok {
         Outcome::Allow
     } else {
         Outcome::Deny

@@ -160,3 +160,87 @@ fn neighbour_discovery_passes_host_endpoint_policy() {
         "echo request follows policy: {e:?}"
     );
 }
+
+/// Pods on two nodes whose fabric interfaces are host endpoints: `applyOnForward` policy of
+/// those host endpoints decides traffic between the nodes (and from outside), in `explain`
+/// and so in `policy matrix`, as in the kernel; traffic within a node is not forwarded
+/// through a host endpoint.
+#[test]
+fn forwarded_traffic_between_nodes_meets_host_endpoint_forward_policy() {
+    use tortie_calc::eval::{Addresses, Decider, Outcome, Packet, explain};
+    use tortie_calc::model::{EndpointId, proto};
+    let wep = |pod: &str, node: &str, ip: &str| {
+        format!(
+            "---\napiVersion: projectcalico.org/v3\nkind: WorkloadEndpoint\nmetadata:\n  name: {node}-k8s-{pod}-eth0\n  namespace: x\n  labels: {{projectcalico.org/namespace: x, projectcalico.org/orchestrator: k8s}}\nspec: {{node: {node}, orchestrator: k8s, endpoint: eth0, pod: {pod}, interfaceName: cali{pod}, ipNetworks: [{ip}/32], profiles: [kns.x]}}\n"
+        )
+    };
+    let node_hep = |node: &str, ip: &str| {
+        format!(
+            "---\napiVersion: projectcalico.org/v3\nkind: HostEndpoint\nmetadata: {{name: {node}-eth0, labels: {{role: node}}}}\nspec: {{node: {node}, interfaceName: eth0, expectedIPs: [{ip}], profiles: [projectcalico-default-allow]}}\n"
+        )
+    };
+    let w = world(
+        &[
+            "apiVersion: v1\nkind: Namespace\nmetadata: {name: x}\n".to_string(),
+            wep("a", "n1", "10.244.1.10"),
+            wep("c", "n1", "10.244.1.12"),
+            wep("b", "n2", "10.244.2.11"),
+            node_hep("n1", "198.18.0.11"),
+            node_hep("n2", "198.18.0.12"),
+            "---\napiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata: {name: forward-deny-80}\nspec:\n  selector: role == 'node'\n  applyOnForward: true\n  types: [Ingress]\n  ingress:\n  - {action: Deny, protocol: TCP, destination: {ports: [80]}}\n  - {action: Allow}\n".to_string(),
+        ]
+        .concat(),
+    );
+    let addrs = Addresses::new(&w);
+    let tcp = |src: &str, dst: &str, port: u16| Packet {
+        src: src.parse().expect("ip"),
+        dst: dst.parse().expect("ip"),
+        protocol: proto::TCP,
+        src_port: 40000,
+        dst_port: port,
+        icmp_type: None,
+        icmp_code: None,
+    };
+    let hep = |name: &str| EndpointId::Host {
+        name: name.to_string(),
+    };
+    // n1's pod a → n2's pod b on 80: forwarded into n2 through n2-eth0, whose forward
+    // ingress policy denies; out of n1 there is no forward egress policy.
+    let e = explain(&w, &addrs, &tcp("10.244.1.10", "10.244.2.11", 80));
+    assert_eq!(e.outcome, Outcome::Deny, "{e:#?}");
+    let into = e.forward_ingress.as_ref().expect("forwarded into n2");
+    assert_eq!(into.host_endpoint, hep("n2-eth0"));
+    assert!(
+        matches!(into.verdict.decider, Decider::Rule { rule: 0, .. }),
+        "{into:?}"
+    );
+    let out = e.forward_egress.as_ref().expect("forwarded out of n1");
+    assert_eq!(out.host_endpoint, hep("n1-eth0"));
+    assert_eq!(out.verdict.decider, Decider::NoForwardPolicy);
+    assert!(
+        e.egress.allowed() && e.ingress.allowed(),
+        "the pods' own policy allows"
+    );
+    // Another port passes the forward policy; within n1 nothing is forwarded through it.
+    assert_eq!(
+        explain(&w, &addrs, &tcp("10.244.1.10", "10.244.2.11", 81)).outcome,
+        Outcome::Allow
+    );
+    let e = explain(&w, &addrs, &tcp("10.244.1.10", "10.244.1.12", 80));
+    assert_eq!(e.outcome, Outcome::Allow);
+    assert!(
+        e.forward_ingress.is_none() && e.forward_egress.is_none(),
+        "{e:?}"
+    );
+    // From outside to b: forwarded into n2 only.
+    let e = explain(&w, &addrs, &tcp("198.18.0.101", "10.244.2.11", 80));
+    assert_eq!(e.outcome, Outcome::Deny);
+    assert!(e.forward_egress.is_none());
+    // The JSON names the host endpoint next to the verdict.
+    let json = serde_json::to_value(&e).expect("json");
+    assert_eq!(
+        json["forwardIngress"]["hostEndpoint"]["name"], "n2-eth0",
+        "{json}"
+    );
+    assert_eq!(json["forwardIngress"]["outcome"], "deny", "{json}");
+}

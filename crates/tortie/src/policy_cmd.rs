@@ -9,7 +9,9 @@ use std::process::ExitCode;
 use anyhow::{Context, anyhow, bail};
 use clap::{Args, Subcommand};
 use tortie_api::resource::Resource;
-use tortie_calc::eval::{Addresses, Decider, Explanation, Packet, Verdict, explain};
+use tortie_calc::eval::{
+    Addresses, Decider, Explanation, ForwardVerdict, Packet, Verdict, explain,
+};
 use tortie_calc::matrix::{PortProto, matrix};
 use tortie_calc::model::{EndpointId, proto};
 use tortie_calc::world::World;
@@ -266,6 +268,12 @@ fn render_explanation(e: &Explanation, a: &ExplainArgs) -> String {
         a.port
     );
     out.push_str(&format!("Egress:   {}\n", describe(&e.egress, "egress")));
+    if let Some(f) = &e.forward_egress {
+        out.push_str(&forwarded(f, "out of", "egress"));
+    }
+    if let Some(f) = &e.forward_ingress {
+        out.push_str(&forwarded(f, "into", "ingress"));
+    }
     out.push_str(&format!("Ingress:  {}\n", describe(&e.ingress, "ingress")));
     out.push_str(&format!(
         "Verdict:  {}\n",
@@ -284,6 +292,15 @@ fn render_explanation(e: &Explanation, a: &ExplainArgs) -> String {
         ));
     }
     out
+}
+
+/// A line for host endpoint policy on forwarded traffic.
+fn forwarded(f: &ForwardVerdict, way: &str, dir: &str) -> String {
+    format!(
+        "Forward:  {}\n          (forwarded {way} the node through {})\n",
+        describe(&f.verdict, dir),
+        f.host_endpoint
+    )
 }
 
 fn parse_list<T>(s: &str, f: impl Fn(&str) -> Option<T>, what: &str) -> anyhow::Result<Vec<T>> {

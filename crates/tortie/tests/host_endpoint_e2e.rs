@@ -182,6 +182,53 @@ fn host_endpoint_failsafe_ports_and_policy() {
     assert_eq!(e["ingress"]["by"], "profile", "{e}");
     assert_pods_connected(&lab, "host endpoint with default-allow");
 
+    // applyOnForward policy of n1's host endpoint decides traffic forwarded into n1 through
+    // eth0 (from n2's pod), not traffic leaving n1 (n2 has no host endpoint); the model
+    // (`policy explain`) says the same as the kernel.
+    let forward_deny_80 = "apiVersion: projectcalico.org/v3
+kind: GlobalNetworkPolicy
+metadata:
+  name: forward-deny-80
+spec:
+  selector: role == 'node'
+  applyOnForward: true
+  types: [Ingress]
+  ingress:
+  - {action: Deny, protocol: TCP, destination: {ports: [80]}}
+  - {action: Allow}
+";
+    lab.ok_stdin(&["apply", "-f", "-"], forward_deny_80);
+    n += 1;
+    lab.wait_synced(n);
+    assert!(
+        !lab.probe("x/b", "x/a", 80),
+        "n2 pod → n1 pod: forwarded into n1, denied"
+    );
+    assert!(
+        lab.probe("x/a", "x/b", 80),
+        "n1 pod → n2 pod: n2 has no host endpoint"
+    );
+    let explain_pods = |from: &str, to: &str| -> Value {
+        let out = lab.ok(&[
+            "policy", "explain", "--from", from, "--to", to, "--port", "80", "-o", "json",
+        ]);
+        serde_json::from_str(&out).expect("explain json")
+    };
+    let e = explain_pods("x/b", "x/a");
+    assert_eq!(e["outcome"], "deny", "{e}");
+    assert_eq!(e["forwardIngress"]["hostEndpoint"]["name"], HEP, "{e}");
+    assert_eq!(
+        e["forwardIngress"]["policy"]["name"], "forward-deny-80",
+        "{e}"
+    );
+    let e = explain_pods("x/a", "x/b");
+    assert_eq!(e["outcome"], "allow", "{e}");
+    assert_eq!(e["forwardEgress"]["by"], "noForwardPolicy", "{e}");
+    lab.ok_stdin(&["delete", "-f", "-"], forward_deny_80);
+    n += 1;
+    lab.wait_synced(n);
+    assert_pods_connected(&lab, "forward policy removed");
+
     // Without interfaceName the host endpoint governs the interface that holds one of its
     // expectedIPs: n1's eth0, found by the agent's interface watch. No profile: denied again.
     let by_address = json!({"apiVersion": "projectcalico.org/v3", "kind": "HostEndpoint",
