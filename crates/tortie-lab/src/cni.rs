@@ -53,7 +53,7 @@ pub struct PodNetwork<'a> {
     pub node: &'a str,
     pub node_netns: &'a str,
     pub datastore: &'a str,
-    /// `--ip`: an address the pod must get.
+    /// `--ip`: the addresses the pod must get, comma-separated (one per family).
     pub ip: Option<&'a str>,
 }
 
@@ -77,7 +77,8 @@ pub fn net_config(net: &PodNetwork<'_>) -> Value {
         "ipam": {"type": "tortie-ipam", "assign_ipv4": "true", "assign_ipv6": "true"},
     });
     if let Some(ip) = net.ip {
-        conf["runtimeConfig"] = json!({"ips": [ip]});
+        let ips: Vec<&str> = ip.split(',').map(str::trim).collect();
+        conf["runtimeConfig"] = json!({ "ips": ips });
     }
     conf
 }

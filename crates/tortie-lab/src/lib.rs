@@ -129,7 +129,8 @@ pub struct PodAddArgs {
     /// Pod labels, k=v,k2=v2.
     #[arg(long)]
     pub labels: Option<LabelList>,
-    /// An address the pod must get (the CNI `ips` capability).
+    /// Addresses the pod must get (the CNI `ips` capability), comma-separated: at most one
+    /// per family, e.g. `10.244.1.10,fd00:10:244:1::10`.
     #[arg(long)]
     pub ip: Option<String>,
     /// Run the built-in server on these ports, e.g. 80/tcp,81/tcp,80/udp,81/udp. The Pod

@@ -128,14 +128,16 @@ fn prepare(plan: &Plan, args: PodAddArgs) -> anyhow::Result<PodPlan> {
             "namespace {netns} for pod {key} already exists (left over? `tortie lab down` removes it)"
         );
     }
-    if let Some(ip) = &args.ip
-        && ip
+    for ip in args.ip.iter().flat_map(|list| list.split(',')) {
+        if ip
+            .trim()
             .split('/')
             .next()
             .and_then(|a| a.parse::<IpAddr>().ok())
             .is_none()
-    {
-        bail!("--ip {ip:?} is not an IP address");
+        {
+            bail!("--ip {ip:?} is not an IP address");
+        }
     }
     Ok(PodPlan {
         pod,

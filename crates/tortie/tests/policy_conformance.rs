@@ -8,7 +8,9 @@
 //!   `tortie validate` and `tortie policy matrix -f`, naming the field.
 //! - `lab_matrix_matches_every_case`: the same cases in a real 3-node lab — policies applied
 //!   to the datastore, enforced by the agents' nftables, probed with real packets through
-//!   `tortie lab matrix`. Needs root; with `CI=true` it must not skip.
+//!   `tortie lab matrix`; after every step the IPv6 matrix of the kernel is also compared
+//!   with `tortie policy matrix --ipv6` on the lab's datastore. Needs root; with `CI=true` it
+//!   must not skip.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -170,6 +172,13 @@ fn pod_ip(ns: &str, pod: &str) -> String {
     let n = 1 + NAMESPACES.iter().position(|x| *x == ns).unwrap();
     let h = 10 + PODS.iter().position(|x| *x == pod).unwrap();
     format!("10.244.{n}.{h}")
+}
+
+/// The pod's IPv6 address in the lab (the offline cluster is IPv4 only).
+fn pod_ip6(ns: &str, pod: &str) -> String {
+    let n = 1 + NAMESPACES.iter().position(|x| *x == ns).unwrap();
+    let h = 10 + PODS.iter().position(|x| *x == pod).unwrap();
+    format!("fd00:10:244:{n}::{h}")
 }
 
 impl Cluster {
@@ -446,9 +455,9 @@ fn invalid_policies_are_rejected_with_the_field() {
 // ---------------------------------------------------------------------------------------
 // The kernel side.
 
-/// `lab matrix` over 80/81 TCP/UDP, as JSON.
-fn lab_matrix(lab: &Lab) -> Matrix {
-    let out = lab.ok(&[
+/// `lab matrix` over 80/81 TCP/UDP, as JSON (`extra`: `--ipv6`).
+fn lab_matrix_with(lab: &Lab, extra: &[&str]) -> Matrix {
+    let mut args = vec![
         "lab",
         "matrix",
         "-o",
@@ -459,8 +468,32 @@ fn lab_matrix(lab: &Lab) -> Matrix {
         "tcp,udp",
         "--timeout-ms",
         "300",
+    ];
+    args.extend_from_slice(extra);
+    serde_json::from_str(&lab.ok(&args)).expect("lab matrix json")
+}
+
+fn lab_matrix(lab: &Lab) -> Matrix {
+    lab_matrix_with(lab, &[])
+}
+
+/// Over IPv6 the cases' expectations do not all hold (their ipBlocks are IPv4), so the
+/// kernel is compared with the model instead: `lab matrix --ipv6` against `policy matrix
+/// --ipv6` on the lab's datastore.
+fn ipv6_model_vs_kernel(lab: &Lab) -> Vec<String> {
+    let out = lab.ok(&[
+        "policy",
+        "matrix",
+        "-o",
+        "json",
+        "--ports",
+        "80,81",
+        "--protocols",
+        "tcp,udp",
+        "--ipv6",
     ]);
-    serde_json::from_str(&out).expect("lab matrix json")
+    let model: Matrix = serde_json::from_str(&out).expect("policy matrix json");
+    diff(&model, &lab_matrix_with(lab, &["--ipv6"]))
 }
 
 /// Sets a pod's labels wholesale through the Pod record, as a kubelet-backed API would.
@@ -508,7 +541,7 @@ fn lab_matrix_matches_every_case() {
                 "--labels",
                 &format!("pod={p}"),
                 "--ip",
-                &pod_ip(ns, p),
+                &format!("{},{}", pod_ip(ns, p), pod_ip6(ns, p)),
                 "--serve",
                 "80/tcp,81/tcp,80/udp,81/udp",
                 "--service-account",
@@ -567,6 +600,14 @@ fn lab_matrix_matches_every_case() {
                     "{case_name} step {i} ({}):\n    {}",
                     case.description,
                     d.join("\n    ")
+                ));
+            }
+            let d6 = ipv6_model_vs_kernel(&lab);
+            if !d6.is_empty() {
+                failures.push(format!(
+                    "{case_name} step {i} over IPv6, kernel vs model ({}):\n    {}",
+                    case.description,
+                    d6.join("\n    ")
                 ));
             }
         }
