@@ -422,6 +422,7 @@ impl MainLoop {
                     "policy applied"
                 );
                 self.policy_backoff.reset();
+                self.event(ReadinessEvent::Policy(None));
                 if !self.policy_dirty {
                     self.status.policy_revision = rev;
                 }
@@ -432,12 +433,16 @@ impl MainLoop {
                 self.w.metrics.policy_apply_errors.inc();
                 let delay = self.policy_backoff.next_delay();
                 tracing::warn!(error = %e, retry_in = ?delay, "policy programming failed");
+                self.event(ReadinessEvent::Policy(Some(e)));
                 self.schedule_policy(delay);
             }
             Err(e) => {
                 // The blocking task panicked: the dataplane object is gone. Fail loudly.
                 tracing::error!(error = %e, "policy dataplane panicked");
                 self.w.metrics.policy_apply_errors.inc();
+                self.event(ReadinessEvent::Policy(Some(format!(
+                    "the policy dataplane panicked ({e}); restart the agent"
+                ))));
             }
         }
         self.publish_status();

@@ -24,6 +24,8 @@ pub enum ReadinessEvent {
     ApplyFailed(String),
     /// With BGP: `None` when every configured peer is Established, else why not.
     Bgp(Option<String>),
+    /// Policy rules were programmed (`None`) or programming them failed (why).
+    Policy(Option<String>),
 }
 
 /// Readiness inputs seen so far.
@@ -36,6 +38,7 @@ pub struct Readiness {
     applied_once: bool,
     apply_error: Option<String>,
     bgp_error: Option<String>,
+    policy_error: Option<String>,
 }
 
 impl Readiness {
@@ -61,6 +64,7 @@ impl Readiness {
             }
             ReadinessEvent::ApplyFailed(e) => self.apply_error = Some(e),
             ReadinessEvent::Bgp(e) => self.bgp_error = e,
+            ReadinessEvent::Policy(e) => self.policy_error = e,
         }
     }
 
@@ -86,6 +90,9 @@ impl Readiness {
         }
         if !self.applied_once {
             return Err("waiting for first route programming".to_string());
+        }
+        if let Some(e) = &self.policy_error {
+            return Err(format!("policy programming failed: {e}"));
         }
         if let Some(e) = &self.bgp_error {
             return Err(e.clone());
@@ -114,6 +121,18 @@ mod tests {
             "BGP peer 198.18.0.2 is not established"
         );
         events.push(Bgp(None));
+        assert_eq!(after(&events), Ok(()));
+    }
+
+    #[test]
+    fn failing_policy_programming_makes_the_node_unready_until_it_succeeds() {
+        let mut events = vec![Registered, InSync, ApplySucceeded];
+        events.push(Policy(Some("nft -f - failed: no such chain".into())));
+        assert_eq!(
+            after(&events).unwrap_err(),
+            "policy programming failed: nft -f - failed: no such chain"
+        );
+        events.push(Policy(None));
         assert_eq!(after(&events), Ok(()));
     }
 

@@ -228,6 +228,51 @@ async fn apply_failures_make_the_agent_unready_until_fixed() {
     agent.shutdown().await.unwrap();
 }
 
+/// A policy dataplane that fails while `fail` is set.
+#[derive(Debug, Clone, Default)]
+struct FlakyPolicy {
+    fail: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl tortie_agent::policy_dataplane::PolicyDataplane for FlakyPolicy {
+    fn apply(
+        &mut self,
+        _model: &tortie_calc::dataplane::DataplaneModel,
+    ) -> Result<tortie_agent::policy_dataplane::PolicyApplyReport, String> {
+        if self.fail.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err("injected nft failure".to_string());
+        }
+        Ok(Default::default())
+    }
+
+    fn check_drift(&mut self) -> Result<bool, String> {
+        Ok(false)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policy_failures_make_the_agent_unready_until_fixed() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    cluster(store.as_ref()).await;
+    let policy = FlakyPolicy::default();
+    policy.fail.store(true, std::sync::atomic::Ordering::SeqCst);
+    let agent = Agent::start_with_policy(
+        config(),
+        store.clone(),
+        Box::new(FakeDataplane::new()),
+        Box::new(policy.clone()),
+    )
+    .await
+    .unwrap();
+    readiness_body(&agent, "policy programming failed: injected nft failure").await;
+    policy
+        .fail
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    // The retry (with backoff) succeeds and the agent is ready again.
+    readiness_body(&agent, "ready").await;
+    agent.shutdown().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn registration_keeps_labels_and_survives_deletion() {
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
