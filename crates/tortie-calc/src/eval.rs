@@ -764,11 +764,8 @@ impl ForwardPath {
 /// interface (or given by `expectedIPs`), else its all-interfaces (`*`) one. A node with
 /// several is ambiguous and gets none (the kernel picks by interface).
 pub fn forwarding_host_endpoint(world: &World, node: &str) -> Option<EndpointId> {
-    let heps: Vec<&crate::model::Endpoint> = world
-        .endpoints()
-        .into_iter()
-        .filter(|e| e.node == node && matches!(e.id, EndpointId::Host { .. }))
-        .collect();
+    let heps: Vec<&crate::model::Endpoint> =
+        world.host_endpoints().filter(|e| e.node == node).collect();
     let specific: Vec<&&crate::model::Endpoint> =
         heps.iter().filter(|e| e.interface != "*").collect();
     match specific.as_slice() {

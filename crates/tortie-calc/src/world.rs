@@ -419,6 +419,11 @@ impl World {
         out
     }
 
+    /// Host endpoints only, by name.
+    pub fn host_endpoints(&self) -> impl Iterator<Item = &Endpoint> {
+        self.heps.values()
+    }
+
     /// Workload endpoints only (deduplicated as in [`World::endpoints`]), sorted by id.
     pub fn workloads(&self) -> Vec<&Endpoint> {
         let mut v: Vec<&Endpoint> = self
