@@ -452,8 +452,14 @@ impl MainLoop {
     /// agent runs no watch, or [`crate::host_interfaces::FIRST_READ_WAIT`] has passed (then
     /// policy goes ahead without them, and follows when they arrive).
     fn host_interfaces_ready(&mut self) -> bool {
-        let rx = &self.w.host_interfaces;
-        if rx.borrow().is_some() || rx.has_changed().is_err() {
+        // Take the latest reading into the model here: the loop may not have handled its
+        // notification yet (the policy timer is polled first).
+        let latest = self.w.host_interfaces.borrow().clone();
+        if let Some(now) = latest {
+            self.model.policy_mut().set_host_interfaces(&now);
+            return true;
+        }
+        if self.w.host_interfaces.has_changed().is_err() {
             return true;
         }
         if self.started.elapsed() < crate::host_interfaces::FIRST_READ_WAIT {
@@ -509,7 +515,12 @@ impl MainLoop {
                     }
                 }
             }
-            Err(e) => tracing::error!(error = %e, "policy dataplane panicked"),
+            Err(e) => {
+                tracing::error!(error = %e, "policy dataplane panicked");
+                self.event(ReadinessEvent::Policy(Some(format!(
+                    "the policy dataplane panicked ({e}); restart the agent"
+                ))));
+            }
         }
     }
 

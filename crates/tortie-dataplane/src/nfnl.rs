@@ -37,6 +37,23 @@ const NFPROTO_UNSPEC: u8 = 0;
 /// Most elements one [`update_set_elements`] call sends (one netlink datagram; a larger
 /// change goes through `nft -f`, which is not slower per element at that size).
 pub const MAX_ELEMENTS: usize = 4096;
+/// Most elements per message: an element list is one attribute, whose length is 16 bits
+/// (1024 IPv6 elements are 28 KiB).
+pub const ELEMENTS_PER_MESSAGE: usize = 1024;
+/// Most element messages per batch (each is acknowledged; the acks must fit the socket's
+/// receive buffer).
+pub const MAX_MESSAGES: usize = 64;
+
+/// How many element messages `changes` take.
+pub fn messages_for(changes: &[SetElements]) -> usize {
+    changes
+        .iter()
+        .map(|c| {
+            c.removed.len().div_ceil(ELEMENTS_PER_MESSAGE)
+                + c.added.len().div_ceil(ELEMENTS_PER_MESSAGE)
+        })
+        .sum()
+}
 
 /// Address elements to delete from and add to one hash set of the `inet` table.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,7 +86,7 @@ pub fn update_set_elements(
     table: &str,
     changes: &[SetElements],
 ) -> io::Result<()> {
-    let (batch, acks) = encode_batch(table, changes, 1);
+    let (batch, acks) = encode_batch(table, changes, 1)?;
     if acks == 0 {
         return Ok(());
     }
@@ -101,8 +118,14 @@ pub fn update_set_elements(
     Ok(())
 }
 
-/// The batch for `changes` (sequence numbers from `seq`) and how many acks it asks for.
-fn encode_batch(table: &str, changes: &[SetElements], mut seq: u32) -> (Vec<u8>, usize) {
+/// The batch for `changes` (sequence numbers from `seq`) and how many acks it asks for: per
+/// set, its deletes then its adds, [`ELEMENTS_PER_MESSAGE`] at most per message. An
+/// attribute that would not fit its 16-bit length is an error, never a truncated list.
+fn encode_batch(
+    table: &str,
+    changes: &[SetElements],
+    mut seq: u32,
+) -> io::Result<(Vec<u8>, usize)> {
     let mut buf = Vec::with_capacity(256);
     let res_id = NFNL_SUBSYS_NFTABLES;
     let at = header(&mut buf, NFNL_MSG_BATCH_BEGIN, NLM_F_REQUEST, seq);
@@ -114,45 +137,44 @@ fn encode_batch(table: &str, changes: &[SetElements], mut seq: u32) -> (Vec<u8>,
             (NFT_MSG_DELSETELEM, &c.removed),
             (NFT_MSG_NEWSETELEM, &c.added),
         ] {
-            if addrs.is_empty() {
-                continue;
-            }
-            seq += 1;
-            let create = if op == NFT_MSG_NEWSETELEM {
-                NLM_F_CREATE
-            } else {
-                0
-            };
-            let at = header(
-                &mut buf,
-                msg_type(op),
-                NLM_F_REQUEST | NLM_F_ACK | create,
-                seq,
-            );
-            nfgen(&mut buf, NFPROTO_INET, 0);
-            attr_str(&mut buf, NFTA_SET_ELEM_LIST_TABLE, table);
-            attr_str(&mut buf, NFTA_SET_ELEM_LIST_SET, &c.set);
-            let list = nest(&mut buf, NFTA_SET_ELEM_LIST_ELEMENTS);
-            for a in addrs {
-                let elem = nest(&mut buf, NFTA_LIST_ELEM);
-                let key = nest(&mut buf, NFTA_SET_ELEM_KEY);
-                match a {
-                    IpAddr::V4(v4) => attr(&mut buf, NFTA_DATA_VALUE, &v4.octets()),
-                    IpAddr::V6(v6) => attr(&mut buf, NFTA_DATA_VALUE, &v6.octets()),
+            for addrs in addrs.chunks(ELEMENTS_PER_MESSAGE) {
+                seq += 1;
+                let create = if op == NFT_MSG_NEWSETELEM {
+                    NLM_F_CREATE
+                } else {
+                    0
+                };
+                let at = header(
+                    &mut buf,
+                    msg_type(op),
+                    NLM_F_REQUEST | NLM_F_ACK | create,
+                    seq,
+                );
+                nfgen(&mut buf, NFPROTO_INET, 0);
+                attr_str(&mut buf, NFTA_SET_ELEM_LIST_TABLE, table);
+                attr_str(&mut buf, NFTA_SET_ELEM_LIST_SET, &c.set);
+                let list = nest(&mut buf, NFTA_SET_ELEM_LIST_ELEMENTS);
+                for a in addrs {
+                    let elem = nest(&mut buf, NFTA_LIST_ELEM);
+                    let key = nest(&mut buf, NFTA_SET_ELEM_KEY);
+                    match a {
+                        IpAddr::V4(v4) => attr(&mut buf, NFTA_DATA_VALUE, &v4.octets()),
+                        IpAddr::V6(v6) => attr(&mut buf, NFTA_DATA_VALUE, &v6.octets()),
+                    }
+                    end_nest(&mut buf, key)?;
+                    end_nest(&mut buf, elem)?;
                 }
-                end_nest(&mut buf, key);
-                end_nest(&mut buf, elem);
+                end_nest(&mut buf, list)?;
+                finish(&mut buf, at);
+                acks += 1;
             }
-            end_nest(&mut buf, list);
-            finish(&mut buf, at);
-            acks += 1;
         }
     }
     seq += 1;
     let at = header(&mut buf, NFNL_MSG_BATCH_END, NLM_F_REQUEST, seq);
     nfgen(&mut buf, NFPROTO_UNSPEC, res_id);
     finish(&mut buf, at);
-    (buf, acks)
+    Ok((buf, acks))
 }
 
 fn msg_type(op: u16) -> u16 {
@@ -204,9 +226,15 @@ fn nest(buf: &mut Vec<u8>, ty: u16) -> usize {
     at
 }
 
-fn end_nest(buf: &mut [u8], at: usize) {
-    let len = u16::try_from(buf.len() - at).unwrap_or(u16::MAX);
+fn end_nest(buf: &mut [u8], at: usize) -> io::Result<()> {
+    let len = u16::try_from(buf.len() - at).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "netlink attribute longer than 65535 bytes",
+        )
+    })?;
     buf[at..at + 2].copy_from_slice(&len.to_ne_bytes());
+    Ok(())
 }
 
 fn pad(buf: &mut Vec<u8>) {
@@ -327,7 +355,7 @@ mod tests {
                 "10.244.1.21".parse().unwrap(),
             ],
         }];
-        let (buf, acks) = encode_batch("tortie", &changes, 7);
+        let (buf, acks) = encode_batch("tortie", &changes, 7).expect("encode");
         assert_eq!(acks, 2);
         let m = messages(&buf);
         let types: Vec<u16> = m.iter().map(|x| x.0).collect();
@@ -372,7 +400,7 @@ mod tests {
             removed: vec![],
             added: vec!["fd00:10:244::1".parse().unwrap()],
         }];
-        let (buf, acks) = encode_batch("tortie", &changes, 1);
+        let (buf, acks) = encode_batch("tortie", &changes, 1).expect("encode");
         assert_eq!(acks, 1);
         let m = messages(&buf);
         assert_eq!(m.len(), 3);
@@ -390,7 +418,64 @@ mod tests {
             removed: vec![],
             added: vec![],
         }];
-        assert_eq!(encode_batch("tortie", &empty, 1).1, 0);
+        assert_eq!(encode_batch("tortie", &empty, 1).expect("encode").1, 0);
+    }
+
+    /// A set change larger than one attribute can hold is split over several messages, each
+    /// list complete (the kernel would read a capped list as a shorter one).
+    #[test]
+    fn large_changes_are_split_into_whole_messages() {
+        let v6: Vec<IpAddr> = (0..2500u32)
+            .map(|i| {
+                IpAddr::V6(std::net::Ipv6Addr::from(
+                    0xfd00_0010_0244_0000_0000_0000_0000_0000u128 + u128::from(i),
+                ))
+            })
+            .collect();
+        let v4: Vec<IpAddr> = (0..4096u32)
+            .map(|i| IpAddr::V4(std::net::Ipv4Addr::from(0x0af4_0000 + i)))
+            .collect();
+        let changes = [
+            SetElements {
+                set: "s6-x".into(),
+                removed: Vec::new(),
+                added: v6,
+            },
+            SetElements {
+                set: "s4-x".into(),
+                removed: v4,
+                added: Vec::new(),
+            },
+        ];
+        assert_eq!(messages_for(&changes), 3 + 4);
+        let (buf, acks) = encode_batch("tortie", &changes, 1).expect("encode");
+        assert_eq!(acks, 7);
+        let m = messages(&buf);
+        assert_eq!(m.len(), 2 + 7);
+        let mut elements = 0;
+        for (_, _, _, p) in &m[1..m.len() - 1] {
+            // After the table (12) and set (12) attributes: the list, its length exact.
+            let len = usize::from(u16_at(p, 24).expect("list length"));
+            assert_eq!(24 + len, p.len(), "the list is the rest of the message");
+            let per = if p[16] == b's' && p[17] == b'6' {
+                28
+            } else {
+                16
+            };
+            elements += (len - 4) / per;
+        }
+        assert_eq!(elements, 2500 + 4096);
+        let one = |n: usize| SetElements {
+            set: "s4-x".into(),
+            removed: Vec::new(),
+            added: vec![IpAddr::V4(std::net::Ipv4Addr::LOCALHOST); n],
+        };
+        assert!(
+            end_nest(&mut vec![0u8; 70_000], 0).is_err(),
+            "no silent cap"
+        );
+        assert_eq!(messages_for(&[one(1024)]), 1);
+        assert_eq!(messages_for(&[one(1025)]), 2);
     }
 
     #[test]

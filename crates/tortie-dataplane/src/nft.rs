@@ -293,11 +293,12 @@ impl NftRunner for NftCommand {
     }
 
     fn update_elements(&self, changes: &[SetElements]) -> Result<bool, NftError> {
-        if changes
+        let elements: usize = changes
             .iter()
             .map(|c| c.removed.len() + c.added.len())
-            .sum::<usize>()
-            > crate::nfnl::MAX_ELEMENTS
+            .sum();
+        if elements > crate::nfnl::MAX_ELEMENTS
+            || crate::nfnl::messages_for(changes) > crate::nfnl::MAX_MESSAGES
         {
             return Ok(false);
         }

@@ -310,11 +310,6 @@ impl Stage {
         )
     }
 
-    /// Polices forwarded traffic (which never carries the host's own neighbour discovery).
-    fn forward(self) -> bool {
-        matches!(self, Stage::ForwardIn | Stage::ForwardOut)
-    }
-
     /// What follows each policy jump: the policy's allow is final for this stage.
     fn on_accept(self) -> String {
         let accept = mark_hex(MARK_ACCEPT);
@@ -417,8 +412,10 @@ fn host_endpoint_stages(
             if stage == Stage::PreDnatIn {
                 rules.push("ct state invalid drop".to_string());
             }
-            if !stage.forward() {
-                rules.push(host_nd_accept());
+            match stage {
+                Stage::UntrackedIn | Stage::PreDnatIn => rules.push(host_nd_accept_prerouting()),
+                Stage::UntrackedOut => rules.push(host_nd_accept()),
+                Stage::ForwardIn | Stage::ForwardOut => {}
             }
             let failsafe = match stage {
                 Stage::UntrackedIn if raw_failsafe_in => Some(CHAIN_FAILSAFE_IN_RAW),
@@ -566,12 +563,23 @@ fn hep_chain(
 /// dropped, IPv6 through the interface stops once the neighbour caches expire, failsafe
 /// ports included. (Conntrack does not track them, so `ct state` does not let them through.)
 fn host_nd_accept() -> String {
+    host_nd_accept_if("")
+}
+
+/// [`host_nd_accept`] for prerouting, which also sees forwarded traffic: only what is
+/// addressed to the host itself (its addresses, or multicast), so that forwarded ICMPv6 of
+/// those types still meets untracked and pre-DNAT policy.
+fn host_nd_accept_prerouting() -> String {
+    host_nd_accept_if("fib daddr type { local, multicast } ")
+}
+
+fn host_nd_accept_if(condition: &str) -> String {
     let types: Vec<String> = tortie_calc::eval::HOST_ND_ICMPV6_TYPES
         .iter()
         .map(u8::to_string)
         .collect();
     format!(
-        "icmpv6 type {{ {} }} accept {}",
+        "{condition}icmpv6 type {{ {} }} accept {}",
         types.join(", "),
         comment("ICMPv6 neighbour discovery and MLD")
     )
