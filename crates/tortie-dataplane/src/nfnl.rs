@@ -271,23 +271,17 @@ fn ack_codes(buf: &[u8]) -> Vec<i32> {
     codes
 }
 
-/// A netfilter netlink socket in the namespace at `netns` (the caller's when `None`).
+/// A netfilter netlink socket in the namespace at `netns` (the caller's when `None`), made
+/// on a thread inside it ([`tortie_netlink::NetNs::run`]): a socket belongs to the namespace
+/// it was created in.
 fn socket(netns: Option<&Path>) -> io::Result<netlink_sys::Socket> {
     let open = || netlink_sys::Socket::new(netlink_sys::protocols::NETLINK_NETFILTER);
-    let Some(ns) = netns else {
-        return open();
-    };
-    let file = std::fs::File::open(ns)?;
-    // A socket belongs to the namespace it was created in: create it on a short-lived
-    // thread that entered the namespace, so the calling thread's namespace never changes.
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)?;
-            open()
-        })
-        .join()
-        .unwrap_or_else(|_| Err(io::Error::other("namespace thread panicked")))
-    })
+    match netns {
+        None => open(),
+        Some(path) => tortie_netlink::NetNs::open(path)
+            .and_then(|ns| ns.run(open))
+            .map_err(io::Error::other)?,
+    }
 }
 
 fn parse_generation(msg: &[u8]) -> io::Result<u32> {

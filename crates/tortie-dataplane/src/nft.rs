@@ -287,7 +287,7 @@ impl NftRunner for NftCommand {
     }
 
     fn generation(&self) -> Option<u32> {
-        nft_generation(self.netns.as_deref())
+        crate::nfnl::generation(self.netns.as_deref())
             .inspect_err(|e| tracing::debug!(error = %e, "could not read the nftables generation"))
             .ok()
     }
@@ -318,11 +318,6 @@ fn describe(changes: &[SetElements]) -> String {
         "set element update of {TABLE_FAMILY} {TABLE_NAME} {}",
         sets.join(", ")
     )
-}
-
-/// Reads the nftables generation of the namespace at `netns` (the caller's when `None`).
-pub fn nft_generation(netns: Option<&std::path::Path>) -> io::Result<u32> {
-    crate::nfnl::generation(netns)
 }
 
 /// A recording fake: keeps every script (and, when asked to take them, element updates),

@@ -9,7 +9,7 @@ use netlink_packet_route::RouteNetlinkMessage;
 use netlink_packet_route::address::AddressMessage;
 use rtnetlink::Handle;
 use rtnetlink::packet_core::NetlinkMessage;
-use rtnetlink::sys::{AsyncSocket, SocketAddr, TokioSocket, protocols::NETLINK_ROUTE};
+use rtnetlink::sys::SocketAddr;
 
 use crate::{Error, NetNs};
 
@@ -56,21 +56,8 @@ pub async fn interfaces(h: &Handle) -> Result<Interfaces, Error> {
 /// stream of those notifications. The connection runs as a task on the caller's runtime
 /// (which must exist) until the handle and the stream are dropped.
 pub fn interface_events(ns: &NetNs) -> Result<(Handle, Events), Error> {
-    let rt = tokio::runtime::Handle::current();
-    let socket = ns
-        .run(|| -> std::io::Result<TokioSocket> {
-            let _guard = rt.enter();
-            let mut s = TokioSocket::new(NETLINK_ROUTE)?;
-            s.socket_mut().bind(&SocketAddr::new(
-                0,
-                RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR,
-            ))?;
-            Ok(s)
-        })?
-        .map_err(|source| Error::Socket {
-            netns: ns.label().to_string(),
-            source,
-        })?;
+    let socket =
+        crate::netns::route_socket_in(ns, RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR)?;
     let (conn, handle, events) = rtnetlink::from_socket(socket);
     tokio::spawn(conn);
     Ok((handle, events))

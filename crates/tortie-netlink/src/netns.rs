@@ -133,20 +133,30 @@ impl AsFd for NetNs {
 ///
 /// Must be called from within a tokio runtime (it panics otherwise, like `tokio::spawn`).
 pub fn netlink_handle_in(ns: &NetNs) -> Result<rtnetlink::Handle, Error> {
-    let rt = tokio::runtime::Handle::current();
-    let socket = ns
-        .run(|| {
-            // Registering with the reactor needs the runtime entered on this thread.
-            let _guard = rt.enter();
-            TokioSocket::new(NETLINK_ROUTE)
-        })?
-        .map_err(|source| Error::Socket {
-            netns: ns.label.clone(),
-            source,
-        })?;
-    let (conn, handle, _) = rtnetlink::from_socket(socket);
+    let (conn, handle, _) = rtnetlink::from_socket(route_socket_in(ns, 0)?);
     tokio::spawn(conn);
     Ok(handle)
+}
+
+/// A NETLINK_ROUTE socket made inside `ns` and registered with the caller's tokio runtime,
+/// bound to the multicast `groups` (the legacy bitmask; 0 = none).
+pub(crate) fn route_socket_in(ns: &NetNs, groups: u32) -> Result<TokioSocket, Error> {
+    let rt = tokio::runtime::Handle::current();
+    ns.run(|| {
+        // Registering with the reactor needs the runtime entered on this thread.
+        let _guard = rt.enter();
+        let mut socket = TokioSocket::new(NETLINK_ROUTE)?;
+        if groups != 0 {
+            socket
+                .socket_mut()
+                .bind(&rtnetlink::sys::SocketAddr::new(0, groups))?;
+        }
+        Ok(socket)
+    })?
+    .map_err(|source| Error::Socket {
+        netns: ns.label.clone(),
+        source,
+    })
 }
 
 #[cfg(test)]
