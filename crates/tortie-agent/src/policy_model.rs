@@ -21,9 +21,6 @@ use tortie_store::KeyValue;
 /// The node's interfaces and their addresses.
 pub type Interfaces = BTreeMap<String, std::collections::BTreeSet<std::net::IpAddr>>;
 
-/// Workload interfaces (`cali*`), never host endpoints.
-const WORKLOAD_PREFIX: &str = "cali";
-
 /// Kinds the policy calculation reads.
 fn policy_kind(k: Kind) -> bool {
     matches!(
@@ -160,7 +157,7 @@ impl PolicyModel {
     pub fn set_host_interfaces(&mut self, all: &Interfaces) -> bool {
         let mine: Interfaces = all
             .iter()
-            .filter(|(name, _)| name.as_str() != "lo" && !name.starts_with(WORKLOAD_PREFIX))
+            .filter(|(name, _)| tortie_dataplane::render::can_be_host_endpoint(name))
             .map(|(n, a)| (n.clone(), a.clone()))
             .collect();
         if mine == self.host_interfaces {

@@ -228,6 +228,20 @@ pub struct DirectionChains {
     pub profiles: Vec<String>,
 }
 
+impl WorkloadChains {
+    /// One direction's tiers and profiles.
+    pub fn direction(&self, dir: Direction) -> DirectionChains {
+        let (tiers, profiles) = match dir {
+            Direction::Ingress => (&self.ingress, &self.ingress_profiles),
+            Direction::Egress => (&self.egress, &self.egress_profiles),
+        };
+        DirectionChains {
+            tiers: tiers.clone(),
+            profiles: profiles.clone(),
+        }
+    }
+}
+
 /// A workload's policy under the staged view, for each direction where it differs from the
 /// enforced one (naming preview chains).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -572,29 +586,16 @@ fn staged_preview(
             }
             Some(renamed(now))
         };
+        let mut side = |dir| differs(enforced.direction(dir), staged.direction(dir));
         let w = StagedWorkload {
-            ingress: differs(ingress_of(enforced), ingress_of(&staged)),
-            egress: differs(egress_of(enforced), egress_of(&staged)),
+            ingress: side(Direction::Ingress),
+            egress: side(Direction::Egress),
         };
         if w != StagedWorkload::default() {
             out.insert(ep.interface.clone(), w);
         }
     }
     (out, preview)
-}
-
-fn ingress_of(w: &WorkloadChains) -> DirectionChains {
-    DirectionChains {
-        tiers: w.ingress.clone(),
-        profiles: w.ingress_profiles.clone(),
-    }
-}
-
-fn egress_of(w: &WorkloadChains) -> DirectionChains {
-    DirectionChains {
-        tiers: w.egress.clone(),
-        profiles: w.egress_profiles.clone(),
-    }
 }
 
 /// `d` naming preview chains.

@@ -164,19 +164,11 @@ fn incremental_with(
 }
 
 fn write_delta(s: &mut String, name: &str, d: &SetDelta) {
-    if !d.removed.is_empty() {
-        let _ = writeln!(
-            s,
-            "delete element {TABLE} {name} {{ {} }}",
-            join(d.removed.iter())
-        );
-    }
-    if !d.added.is_empty() {
-        let _ = writeln!(
-            s,
-            "add element {TABLE} {name} {{ {} }}",
-            join(d.added.iter())
-        );
+    for (verb, addrs) in [("delete", &d.removed), ("add", &d.added)] {
+        if !addrs.is_empty() {
+            let list: Vec<String> = addrs.iter().map(ToString::to_string).collect();
+            let _ = writeln!(s, "{verb} element {TABLE} {name} {{ {} }}", join(&list));
+        }
     }
 }
 

@@ -130,7 +130,7 @@ impl<R: NftRunner> NftManager<R> {
                 } else {
                     let (script, only_elements) = diff::script_with_deltas(prev, &table, &deltas);
                     if only_elements {
-                        elements = element_updates(&deltas);
+                        elements = Some(element_updates(&deltas));
                     }
                     (table, script)
                 }
@@ -290,20 +290,14 @@ impl<R: NftRunner> NftManager<R> {
     }
 }
 
-/// The deltas as address element updates; `None` if an element is not an address (they
-/// always are: only hash sets of addresses are patched).
-fn element_updates(deltas: &BTreeMap<String, SetDelta>) -> Option<Vec<SetElements>> {
-    let addrs = |v: &std::collections::BTreeSet<String>| -> Option<Vec<std::net::IpAddr>> {
-        v.iter().map(|e| e.parse().ok()).collect()
-    };
+/// The deltas as address element updates.
+fn element_updates(deltas: &BTreeMap<String, SetDelta>) -> Vec<SetElements> {
     deltas
         .iter()
-        .map(|(set, d)| {
-            Some(SetElements {
-                set: set.clone(),
-                removed: addrs(&d.removed)?,
-                added: addrs(&d.added)?,
-            })
+        .map(|(set, d)| SetElements {
+            set: set.clone(),
+            removed: d.removed.iter().copied().collect(),
+            added: d.added.iter().copied().collect(),
         })
         .collect()
 }

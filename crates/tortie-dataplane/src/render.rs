@@ -8,6 +8,7 @@
 //! some, so a node without them gets exactly the table it had before they existed.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use ipnet::IpNet;
@@ -39,7 +40,8 @@ pub const CHAIN_WL_TO_HOST: &str = "wl-to-host";
 pub const MAP_FROM_WL: &str = "fw-dispatch";
 /// Verdict map: interface → `goto tw-<iface>`.
 pub const MAP_TO_WL: &str = "tw-dispatch";
-/// Interface pattern of workload veths.
+/// Interface name prefix of workload veths, and the nft pattern matching them.
+pub const WORKLOAD_IFACE_PREFIX: &str = "cali";
 pub const WORKLOAD_IFACE_PATTERN: &str = "cali*";
 /// Base chain on the output hook (present only with host endpoints).
 pub const CHAIN_OUTPUT: &str = "output";
@@ -241,10 +243,12 @@ fn host_endpoints(
 /// The dispatch key of a named host endpoint interface; `None` for interfaces never policed
 /// as host endpoints (loopback, workload veths, names nft cannot match exactly).
 fn hep_key(iface: &str) -> Option<String> {
-    match ifname_literal(iface) {
-        Some(_) if iface == LOOPBACK || iface.starts_with("cali") => None,
-        k => k,
-    }
+    ifname_literal(iface).filter(|_| can_be_host_endpoint(iface))
+}
+
+/// Whether a host endpoint may govern interface `iface`: not loopback, not a workload veth.
+pub fn can_be_host_endpoint(iface: &str) -> bool {
+    iface != LOOPBACK && !iface.starts_with(WORKLOAD_IFACE_PREFIX)
 }
 
 /// A host endpoint policy stage outside the filter INPUT/OUTPUT path.
@@ -413,8 +417,8 @@ fn host_endpoint_stages(
                 rules.push("ct state invalid drop".to_string());
             }
             match stage {
-                Stage::UntrackedIn | Stage::PreDnatIn => rules.push(host_nd_accept_prerouting()),
-                Stage::UntrackedOut => rules.push(host_nd_accept()),
+                Stage::UntrackedIn | Stage::PreDnatIn => rules.push(host_nd_accept(true)),
+                Stage::UntrackedOut => rules.push(host_nd_accept(false)),
                 Stage::ForwardIn | Stage::ForwardOut => {}
             }
             let failsafe = match stage {
@@ -546,7 +550,7 @@ fn hep_chain(
     failsafe: bool,
     wanted: &mut BTreeSet<String>,
 ) -> ChainDef {
-    let mut rules = vec!["ct state invalid drop".to_string(), host_nd_accept()];
+    let mut rules = vec!["ct state invalid drop".to_string(), host_nd_accept(false)];
     if failsafe {
         let chain = match dir {
             Dir::To => CHAIN_FAILSAFE_IN,
@@ -562,24 +566,20 @@ fn hep_chain(
 /// accepted before any host endpoint policy, untracked and pre-DNAT included: with them
 /// dropped, IPv6 through the interface stops once the neighbour caches expire, failsafe
 /// ports included. (Conntrack does not track them, so `ct state` does not let them through.)
-fn host_nd_accept() -> String {
-    host_nd_accept_if("")
-}
-
-/// [`host_nd_accept`] for prerouting, which also sees forwarded traffic: only what is
-/// addressed to the host itself (its addresses, or multicast), so that forwarded ICMPv6 of
-/// those types still meets untracked and pre-DNAT policy.
-fn host_nd_accept_prerouting() -> String {
-    host_nd_accept_if("fib daddr type { local, multicast } ")
-}
-
-fn host_nd_accept_if(condition: &str) -> String {
+/// In prerouting, which also sees forwarded traffic, only what is addressed to the host
+/// itself (its addresses, or multicast): forwarded ICMPv6 of those types meets policy.
+fn host_nd_accept(prerouting: bool) -> String {
     let types: Vec<String> = tortie_calc::eval::HOST_ND_ICMPV6_TYPES
         .iter()
         .map(u8::to_string)
         .collect();
+    let to_host = if prerouting {
+        "fib daddr type { local, multicast } "
+    } else {
+        ""
+    };
     format!(
-        "{condition}icmpv6 type {{ {} }} accept {}",
+        "{to_host}icmpv6 type {{ {} }} accept {}",
         types.join(", "),
         comment("ICMPv6 neighbour discovery and MLD")
     )
@@ -674,11 +674,11 @@ fn host_endpoint_base_chains(t: &mut NftTable, heps: Heps) {
     );
 }
 
-/// Elements that left and joined one set, as nft literals.
+/// Addresses that left and joined one hash set of addresses.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SetDelta {
-    pub removed: BTreeSet<String>,
-    pub added: BTreeSet<String>,
+    pub removed: BTreeSet<IpAddr>,
+    pub added: BTreeSet<IpAddr>,
 }
 
 /// [`render_reusing`] for the manager, which owns the previous table and is about to replace
@@ -737,14 +737,12 @@ fn patch(elements: &mut BTreeSet<String>, old: &IpSet, new: &IpSet) -> SetDelta 
     let mut delta = SetDelta::default();
     if let (IpSetMembers::Nets(was), IpSetMembers::Nets(now)) = (&old.members, &new.members) {
         for gone in was.difference(now) {
-            let e = gone.addr().to_string();
-            elements.remove(&e);
-            delta.removed.insert(e);
+            elements.remove(&gone.addr().to_string());
+            delta.removed.insert(gone.addr());
         }
         for fresh in now.difference(was) {
-            let e = fresh.addr().to_string();
-            elements.insert(e.clone());
-            delta.added.insert(e);
+            elements.insert(fresh.addr().to_string());
+            delta.added.insert(fresh.addr());
         }
     }
     delta
