@@ -2,25 +2,16 @@
 //! inputs arrive in, an upsert-then-remove leaves no trace, and Kubernetes policies compile to
 //! the selectors Calico's converter produces.
 
+mod support;
+
 use proptest::prelude::*;
-use tortie_api::codec::decode;
+use support::resources;
 use tortie_api::resource::Resource;
 use tortie_calc::World;
 use tortie_calc::dataplane::{self, EndpointToHost, NatOutgoing, NodeConfig};
 use tortie_calc::matrix::{PortProto, matrix};
 use tortie_calc::model::proto;
 use tortie_calc::world::ResourceKey;
-
-fn resources(text: &str) -> Vec<Resource> {
-    decode("test.yaml", text, "default")
-        .into_iter()
-        .map(|d| {
-            let (_, mut r) = d.expect("decodes");
-            r.default_and_validate().expect("valid");
-            r
-        })
-        .collect()
-}
 
 /// Namespaces x and y, pods as WorkloadEndpoints on two nodes, and policies of every kind.
 fn cluster() -> Vec<Resource> {

@@ -2,11 +2,12 @@
 //! (untracked, both directions), `preDNAT` (ingress), `applyOnForward` (forwarded traffic, and
 //! the host's own like any other) and the rest (the filter path); staged policies never.
 
+mod support;
+
 use std::collections::BTreeSet;
 use std::net::IpAddr;
+use support::resources;
 
-use tortie_api::codec::decode;
-use tortie_api::resource::Resource;
 use tortie_calc::dataplane::{self, NodeConfig, TierChains};
 use tortie_calc::eval::{
     Addresses, Decider, Outcome, Packet, PolicyClass, applicable_class, evaluate_forward, explain,
@@ -17,17 +18,6 @@ use tortie_calc::{Direction, World};
 const NODE_IP: &str = "198.18.0.11";
 const OUTSIDE: &str = "198.18.0.101";
 const POD_IP: &str = "10.244.1.10";
-
-fn resources(text: &str) -> Vec<Resource> {
-    decode("test.yaml", text, "default")
-        .into_iter()
-        .map(|d| {
-            let (_, mut r) = d.expect("decodes");
-            r.default_and_validate().expect("valid");
-            r
-        })
-        .collect()
-}
 
 fn gnp(kind: &str, name: &str, order: u32, spec: &str) -> String {
     format!(

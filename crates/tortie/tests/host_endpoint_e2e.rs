@@ -26,7 +26,7 @@ mod support {
     pub mod lab;
 }
 
-use support::lab::{BIN, Lab, root_or_skip};
+use support::lab::{Lab, root_or_skip};
 const HEP: &str = "n1-eth0";
 
 /// `policy explain` from `src` to the host endpoint on TCP `port`, as JSON.
@@ -73,12 +73,6 @@ fn host_endpoint_failsafe_ports_and_policy() {
     if !root_or_skip("host endpoint e2e") {
         return;
     }
-    let cni = std::path::Path::new(BIN).with_file_name("tortie-cni");
-    assert!(
-        cni.exists(),
-        "{} missing: cargo build --workspace --bins",
-        cni.display()
-    );
     let lab = Lab::up(&format!("th{}", std::process::id() % 100_000), 2);
     lab.ok(&["lab", "host", "add", "ext"]);
     for (pod, node) in [("x/a", "n1"), ("x/b", "n2")] {

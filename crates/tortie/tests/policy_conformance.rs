@@ -23,7 +23,7 @@ mod support {
     pub mod lab;
 }
 
-use support::lab::{BIN, Lab, must, root_or_skip, run_tortie};
+use support::lab::{Lab, must, root_or_skip, run_tortie};
 const NAMESPACES: [&str; 3] = ["x", "y", "z"];
 const PODS: [&str; 3] = ["a", "b", "c"];
 const PORT_PROTOS: [&str; 4] = ["80/tcp", "81/tcp", "80/udp", "81/udp"];
@@ -513,12 +513,6 @@ fn lab_matrix_matches_every_case() {
     if !root_or_skip("policy conformance in the lab") {
         return;
     }
-    let cni = Path::new(BIN).with_file_name("tortie-cni");
-    assert!(
-        cni.exists(),
-        "{} missing: cargo build --workspace --bins",
-        cni.display()
-    );
     let lab = Lab::up("tpc", 3);
     let base = Cluster::base();
     let mut setup: Vec<Value> = Vec::new();

@@ -8,7 +8,7 @@ mod support {
     pub mod lab;
 }
 
-use support::lab::{BIN, Lab, root_or_skip};
+use support::lab::{Lab, root_or_skip};
 
 const AUDIT: &str = "apiVersion: projectcalico.org/v3
 kind: GlobalNetworkPolicy
@@ -40,12 +40,6 @@ fn log_rules_and_staged_policies_reach_the_agent_log() {
     if !root_or_skip("policy log e2e") {
         return;
     }
-    let cni = std::path::Path::new(BIN).with_file_name("tortie-cni");
-    assert!(
-        cni.exists(),
-        "{} missing: cargo build --workspace --bins",
-        cni.display()
-    );
     let lab = Lab::up(&format!("tl{}", std::process::id() % 100_000), 2);
     lab.ok(&[
         "lab", "pod", "add", "x/a", "--node", "n1", "--labels", "app=a", "--serve", "80/tcp",

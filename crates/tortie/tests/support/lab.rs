@@ -60,8 +60,15 @@ impl Lab {
         Lab::up_with(name, nodes, &[])
     }
 
-    /// [`Lab::up`] with more `lab up` arguments (e.g. `--routing bgp`).
+    /// [`Lab::up`] with more `lab up` arguments (e.g. `--routing bgp`). The lab's pods need
+    /// the `tortie-cni` binary next to `tortie`: its absence fails here, by name.
     pub fn up_with(name: &str, nodes: usize, extra: &[&str]) -> Lab {
+        let cni = std::path::Path::new(BIN).with_file_name("tortie-cni");
+        assert!(
+            cni.exists(),
+            "{} missing: cargo build --workspace --bins",
+            cni.display()
+        );
         let envs = [("TORTIE_LAB", name)];
         let _ = run_tortie(&["lab", "down"], &envs, None);
         // From here on the guard removes the lab, whatever happens.
