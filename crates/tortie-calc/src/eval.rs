@@ -24,8 +24,8 @@ use tortie_selector::Selector;
 use crate::dataplane::Family;
 use crate::graph::Membership;
 use crate::model::{
-    Action, Direction, EndpointId, EntityMatch, NamedPort, Policy, PolicyId, PortMatch, Rule,
-    TierDefault, proto,
+    Action, Direction, Endpoint, EndpointId, EntityMatch, NamedPort, Policy, PolicyId, PortMatch,
+    Rule, TierDefault, proto,
 };
 use crate::world::{Labels, World};
 
@@ -404,7 +404,26 @@ struct Stages<'a> {
     pkt: &'a Packet,
 }
 
-impl Stages<'_> {
+impl<'a> Stages<'a> {
+    /// The policy stages of endpoint `ep` in direction `dir`.
+    fn of(
+        world: &'a World,
+        addrs: &'a Addresses,
+        policies: &'a [Policy],
+        ep: &Endpoint,
+        dir: Direction,
+        pkt: &'a Packet,
+    ) -> Stages<'a> {
+        Stages {
+            world,
+            addrs,
+            policies,
+            labels: world.effective_labels(ep),
+            dir,
+            pkt,
+        }
+    }
+
     /// Runs the tiers of each class in turn; the first verdict decides.
     fn run(&self, classes: &[PolicyClass], hits: &mut Hits) -> Option<Verdict> {
         classes
@@ -530,14 +549,7 @@ pub fn evaluate_forward(
     else {
         return Verdict::new(Outcome::Allow, Decider::NotAnEndpoint);
     };
-    let stages = Stages {
-        world,
-        addrs,
-        policies,
-        labels: world.effective_labels(ep),
-        dir,
-        pkt,
-    };
+    let stages = Stages::of(world, addrs, policies, ep, dir, pkt);
     use PolicyClass::{Forward, PreDnat, Untracked};
     let classes: &[PolicyClass] =
         if dir == Direction::Ingress && failsafe_hit(world, &ep.node, dir, pkt).is_none() {
@@ -585,14 +597,7 @@ pub fn evaluate(
         (true, Direction::Egress) => &[Untracked, Normal],
         (false, _) => &[Normal],
     };
-    let stages = Stages {
-        world,
-        addrs,
-        policies,
-        labels: world.effective_labels(ep),
-        dir,
-        pkt,
-    };
+    let stages = Stages::of(world, addrs, policies, ep, dir, pkt);
     let mut hits = Hits::default();
     if let Some(v) = stages.run(classes, &mut hits) {
         return hits.into_verdict(v);
@@ -764,10 +769,8 @@ impl ForwardPath {
 /// interface (or given by `expectedIPs`), else its all-interfaces (`*`) one. A node with
 /// several is ambiguous and gets none (the kernel picks by interface).
 pub fn forwarding_host_endpoint(world: &World, node: &str) -> Option<EndpointId> {
-    let heps: Vec<&crate::model::Endpoint> =
-        world.host_endpoints().filter(|e| e.node == node).collect();
-    let specific: Vec<&&crate::model::Endpoint> =
-        heps.iter().filter(|e| e.interface != "*").collect();
+    let heps: Vec<&Endpoint> = world.host_endpoints().filter(|e| e.node == node).collect();
+    let specific: Vec<&&Endpoint> = heps.iter().filter(|e| e.interface != "*").collect();
     match specific.as_slice() {
         [one] => Some(one.id.clone()),
         [] => heps
